@@ -1,0 +1,319 @@
+"""Typed model configuration whose field names are TencentPretrain's JSON keys.
+
+``ModelConfig`` is frozen and validated once, in ``__post_init__``; derived values (head size, KV heads) are
+computed there, so no code downstream checks ``hasattr``. JSON files of the original framework load unchanged:
+model keys become fields, keys that belong to other configs (``data_processor``, ``tokenizer``, ...) are returned
+separately, and anything else is a ConfigError naming the file, the key and the close matches.
+
+Precedence is dataclass defaults < JSON file < flags typed on the command line; see ``parse_args_with_config``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from tencentpretrain.errors import ConfigError
+from tencentpretrain.registry import ACTIVATIONS, DECODERS, EMBEDDINGS, ENCODERS, FEEDFORWARDS, LAYERNORMS, TARGETS
+
+MASKS = ("causal", "fully_visible", "causal_with_prefix")
+LAYERNORM_POSITIONS = ("pre", "post")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+    """Architecture of a model. Field names are exactly the TencentPretrain JSON keys."""
+
+    # --- sizes ---
+    emb_size: int = 768  # width of the word/pos/seg embeddings
+    hidden_size: int = 768  # transformer width
+    feedforward_size: int = 3072  # inner width of the feed-forward block
+    heads_num: int = 12  # query heads
+    local_kv_heads_num: int | None = None  # key/value heads (grouped-query attention); None = heads_num
+    attention_head_size: int | None = None  # per-head width; None = hidden_size // heads_num
+    layers_num: int = 12  # encoder layers
+    decoder_layers_num: int | None = None  # decoder layers (encoder-decoder models); None = layers_num
+    vocab_size: int | None = None  # None = taken from the tokenizer, as in the original
+    max_seq_length: int = 512  # size of the learned position table; the context length for generation
+
+    # --- components (names resolved in the registries) ---
+    embedding: tuple[str, ...] = ("word", "pos", "seg")  # embeddings summed in this order
+    tgt_embedding: tuple[str, ...] = ("word", "pos")  # decoder-side embeddings
+    encoder: str = "transformer"
+    decoder: str | None = None  # None = decoder-only / encoder-only model
+    target: tuple[str, ...] = ("mlm", "sp")  # training objectives
+    feed_forward: str = "dense"  # "dense" or "gated" (SwiGLU)
+    hidden_act: str = "gelu"
+    layernorm: str = "normal"  # "normal" (the original's LayerNorm), "rms", "t5"
+    layernorm_positioning: str = "post"  # "pre" adds a final encoder.layer_norm
+    layernorm_eps: float = 1e-6
+    mask: str = "fully_visible"  # "causal", "fully_visible", "causal_with_prefix"
+
+    # --- options ---
+    dropout: float = 0.1
+    remove_embedding_layernorm: bool = False  # no embedding.layer_norm
+    remove_transformer_bias: bool = False  # bias=False on attention and feed-forward linears
+    remove_attention_scale: bool = False  # no 1/sqrt(head size) on attention scores
+    has_lmtarget_bias: bool = False  # bias on target.lm.output_layer
+    tie_weights: bool = False  # share the word embedding with the output layer
+    share_embedding: bool = False  # share source and target word embeddings (encoder-decoder)
+    parameter_sharing: bool = False  # one layer applied layers_num times (ALBERT)
+    factorized_embedding_parameterization: bool = False  # emb_size -> hidden_size projection (ALBERT)
+    has_residual_attention: bool = False  # carry raw attention scores to the next layer (RealFormer)
+    relative_position_embedding: bool = False  # T5 relative position buckets
+    relative_attention_buckets_num: int = 32
+    rotary_position_embedding: bool = False  # RoPE, Meta's interleaved layout
+    rope_theta: float = 10000.0  # RoPE base
+    rope_scaling: dict[str, Any] | None = None  # {"type": "linear", "factor": 2.0}
+    pooling: str = "first"  # sentence representation of classification targets
+    labels_num: int | None = None  # classes of a "cls" target
+    label_smoothing: float = 0.0
+    ignore_index: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("embedding", "tgt_embedding", "target"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                object.__setattr__(self, name, (value,))
+            elif not isinstance(value, tuple):
+                object.__setattr__(self, name, tuple(value))
+        self._validate()
+
+    # ------------------------------------------------------------------ derived values
+    @property
+    def head_size(self) -> int:
+        """Width of one attention head."""
+        return self.attention_head_size or self.hidden_size // self.heads_num
+
+    @property
+    def kv_heads_num(self) -> int:
+        """Number of key/value heads (equals heads_num without grouped-query attention)."""
+        return self.local_kv_heads_num or self.heads_num
+
+    @property
+    def use_bias(self) -> bool:
+        """Whether attention and feed-forward linears have biases."""
+        return not self.remove_transformer_bias
+
+    @property
+    def use_embedding_layernorm(self) -> bool:
+        return not self.remove_embedding_layernorm
+
+    @property
+    def rope_scaling_factor(self) -> float:
+        """Linear RoPE position-interpolation factor (1.0 = none)."""
+        if not self.rope_scaling:
+            return 1.0
+        return float(self.rope_scaling.get("factor", 1.0))
+
+    # ------------------------------------------------------------------ validation
+    def _validate(self) -> None:
+        positive = ("emb_size", "hidden_size", "feedforward_size", "heads_num", "layers_num")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.attention_head_size is None and self.hidden_size % self.heads_num:
+            raise ConfigError(
+                f"hidden_size={self.hidden_size} is not divisible by heads_num={self.heads_num}; "
+                "set attention_head_size or change one of them"
+            )
+        if self.heads_num % self.kv_heads_num:
+            raise ConfigError(
+                f"heads_num={self.heads_num} is not divisible by local_kv_heads_num={self.kv_heads_num}"
+            )
+        if self.rotary_position_embedding and self.head_size % 2:
+            raise ConfigError(f"rotary_position_embedding needs an even head size, got {self.head_size}")
+        if self.vocab_size is not None and self.vocab_size <= 0:
+            raise ConfigError(f"vocab_size must be positive, got {self.vocab_size}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+        _check_choice("mask", self.mask, MASKS)
+        _check_choice("layernorm_positioning", self.layernorm_positioning, LAYERNORM_POSITIONS)
+        if self.rope_scaling is not None:
+            kind = self.rope_scaling.get("type", self.rope_scaling.get("rope_type", "linear"))
+            if kind != "linear" or float(self.rope_scaling.get("factor", 1.0)) <= 0:
+                raise ConfigError(
+                    f"rope_scaling {self.rope_scaling!r} is not supported; use {{\"type\": \"linear\", \"factor\": F}}"
+                )
+        self._validate_components()
+
+    def _validate_components(self) -> None:
+        checks = [(EMBEDDINGS, "embedding", n) for n in self.embedding]
+        checks += [(ENCODERS, "encoder", self.encoder), (FEEDFORWARDS, "feed_forward", self.feed_forward)]
+        checks += [(ACTIVATIONS, "hidden_act", self.hidden_act), (LAYERNORMS, "layernorm", self.layernorm)]
+        checks += [(TARGETS, "target", n) for n in self.target]
+        if self.decoder is not None:
+            checks += [(DECODERS, "decoder", self.decoder)]
+            checks += [(EMBEDDINGS, "tgt_embedding", n) for n in self.tgt_embedding]
+        for registry, key, name in checks:
+            if name not in registry:
+                raise ConfigError(f"{key}: {registry.unknown_message(name)}")
+
+    # ------------------------------------------------------------------ serialisation
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (tuples become lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    def replace(self, **changes: Any) -> ModelConfig:
+        return dataclasses.replace(self, **changes)
+
+
+def _check_choice(key: str, value: str, choices: Sequence[str]) -> None:
+    if value not in choices:
+        close = difflib.get_close_matches(value, choices, n=2)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"{key}: unknown value {value!r}{hint}; choose from {', '.join(choices)}")
+
+
+MODEL_KEYS: frozenset[str] = frozenset(f.name for f in dataclasses.fields(ModelConfig))
+
+# Keys found in the original's JSON files that configure something other than the architecture. They are
+# accepted and handed back to the caller, which routes them to the data, training or tokenizer configs.
+NON_MODEL_KEYS: frozenset[str] = frozenset(
+    {
+        "data_processor", "tokenizer", "tgt_tokenizer", "seq_length", "tgt_seq_length", "learning_rate",
+        "warmup", "decay", "batch_size", "total_steps", "optimizer", "scheduler", "stream_0", "stream_1",
+        "image_tokenizer", "image_height", "image_width", "patch_size", "channels_num", "feature_size",
+        "specaugment", "projection", "kernel_size", "block_size", "bidirectional", "alibi_position_embedding",
+        "layer_number_scale", "deepspeed_checkpoint_activations", "deepspeed_checkpoint_layers_num",
+        "prefix_lm_loss", "lora_params", "conv_channels", "audio_preprocess", "frame_length",
+    }
+)
+
+
+def read_json(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a JSON object from ``path`` with errors that name the file."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path}:{e.lineno}: invalid JSON: {e.msg}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def split_config_keys(data: dict[str, Any], source: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split a config dict into (model keys, other known keys); unknown keys raise ConfigError."""
+    model, other = {}, {}
+    for key, value in data.items():
+        if key in MODEL_KEYS:
+            model[key] = value
+        elif key in NON_MODEL_KEYS:
+            other[key] = value
+        else:
+            close = difflib.get_close_matches(key, sorted(MODEL_KEYS | NON_MODEL_KEYS), n=3, cutoff=0.6)
+            hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+            raise ConfigError(f"{source}: unknown key {key!r}{hint}")
+    return model, other
+
+
+def model_config_from_dict(data: dict[str, Any], source: str = "<dict>") -> ModelConfig:
+    """Build a validated ModelConfig from model keys; errors name ``source``."""
+    model_keys, _ = split_config_keys(data, source)
+    try:
+        return ModelConfig(**model_keys)
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
+    except TypeError as e:
+        raise ConfigError(f"{source}: {e}") from None
+
+
+def load_model_config(path: str | os.PathLike) -> ModelConfig:
+    """Load a TencentPretrain JSON config file into a ModelConfig (non-model keys are ignored here)."""
+    return model_config_from_dict(read_json(path), os.fspath(path))
+
+
+def save_model_config(config: ModelConfig, path: str | os.PathLike, extra: dict[str, Any] | None = None) -> None:
+    """Write ``config`` (plus ``extra`` non-model keys) as a JSON file, atomically."""
+    data = {k: v for k, v in config.to_dict().items() if v is not None}
+    data.update(extra or {})
+    tmp = f"{os.fspath(path)}.tmp{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2, ensure_ascii=False)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+# ---------------------------------------------------------------------- command line
+_FLAG_HELP = {
+    "local_kv_heads_num": "key/value heads for grouped-query attention",
+    "vocab_size": "vocabulary size (default: from the tokenizer)",
+    "rope_scaling": 'JSON, e.g. \'{"type": "linear", "factor": 2}\'',
+}
+
+
+def add_model_args(parser: argparse.ArgumentParser) -> None:
+    """Add one flag per ModelConfig field (``--hidden_size``, ``--remove_transformer_bias``, ...).
+
+    Flag defaults are those of the dataclass; ``parse_args_with_config`` replaces them with the JSON values.
+    """
+    group = parser.add_argument_group("model options (override the JSON config)")
+    for f in dataclasses.fields(ModelConfig):
+        default = f.default
+        help_text = _FLAG_HELP.get(f.name, f.name.replace("_", " "))
+        flag = f"--{f.name}"
+        if isinstance(default, bool):
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
+        elif isinstance(default, tuple):
+            group.add_argument(flag, nargs="+", default=list(default), help=help_text)
+        elif f.name == "rope_scaling":
+            group.add_argument(flag, type=_json_object, default=default, help=help_text)
+        else:
+            kind = _field_scalar_type(f)
+            group.add_argument(flag, type=kind, default=default, help=help_text)
+
+
+def _field_scalar_type(f: dataclasses.Field) -> type:
+    annotation = str(f.type)
+    for name, kind in (("int", int), ("float", float)):
+        if annotation.startswith(name):
+            return kind
+    return str
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {e.msg}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("expected a JSON object")
+    return value
+
+
+def parse_args_with_config(
+    parser: argparse.ArgumentParser, argv: Sequence[str] | None = None
+) -> tuple[argparse.Namespace, dict[str, Any]]:
+    """Parse ``argv`` with the JSON at ``--config_path`` as defaults: defaults < JSON < explicit flags.
+
+    Returns the namespace and the JSON's non-model keys. JSON keys that are also flags of ``parser``
+    (``data_processor``, ``seq_length`` ...) become that flag's default too. Both ``--key value`` and
+    ``--key=value`` work, since argparse does all the parsing.
+    """
+    known, _ = parser.parse_known_args(argv)
+    config_path = getattr(known, "config_path", None)
+    other: dict[str, Any] = {}
+    if config_path:
+        data = read_json(config_path)
+        model_keys, other = split_config_keys(data, config_path)
+        flag_dests = {a.dest for a in parser._actions}
+        defaults = {k: v for k, v in {**model_keys, **other}.items() if k in flag_dests}
+        parser.set_defaults(**defaults)
+    return parser.parse_args(argv), other
+
+
+def model_config_from_args(args: argparse.Namespace, source: str | None = None) -> ModelConfig:
+    """Build the ModelConfig from a namespace filled by ``add_model_args`` (+ ``parse_args_with_config``)."""
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(ModelConfig) if hasattr(args, f.name)}
+    return model_config_from_dict(values, source or getattr(args, "config_path", None) or "<command line>")
+
