@@ -43,11 +43,11 @@ class ModelConfig:
     max_seq_length: int = 512  # size of the learned position table; the context length for generation
 
     # --- components (names resolved in the registries) ---
-    embedding: tuple[str, ...] = ("word", "pos", "seg")  # embeddings summed in this order
-    tgt_embedding: tuple[str, ...] = ("word", "pos")  # decoder-side embeddings
+    embedding: tuple[str, ...] = ("word",)  # embeddings summed in this order
+    tgt_embedding: tuple[str, ...] = ("word",)  # decoder-side embeddings
     encoder: str = "transformer"
     decoder: str | None = None  # None = decoder-only / encoder-only model
-    target: tuple[str, ...] = ("mlm", "sp")  # training objectives
+    target: tuple[str, ...] = ("lm",)  # training objectives
     feed_forward: str = "dense"  # "dense" or "gated" (SwiGLU)
     hidden_act: str = "gelu"
     layernorm: str = "normal"  # "normal" (the original's LayerNorm), "rms", "t5"

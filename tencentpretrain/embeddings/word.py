@@ -1,0 +1,22 @@
+"""Word embedding (config ``embedding: ["word", ...]``)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from tencentpretrain.config import ModelConfig
+from tencentpretrain.registry import EMBEDDINGS
+
+
+@EMBEDDINGS.register("word")
+class WordEmbedding(nn.Module):
+    """Token ids -> vectors. State key: ``embedding.word.embedding.weight`` (V, E)."""
+
+    def __init__(self, config: ModelConfig, vocab_size: int) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, config.emb_size)
+
+    def forward(self, src: torch.Tensor, seg: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """src (B, T) -> (B, T, E)."""
+        return self.embedding(src)

@@ -1,0 +1,93 @@
+"""The transformer encoder (config ``encoder: "transformer"``): a stack of TransformerLayer.
+
+It owns what is shared by all layers: the attention mask, the rotary angles, the final layer norm of
+pre-norm models, and the walk over the KV cache.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.utils.checkpoint
+from torch import nn
+
+from tencentpretrain.config import ModelConfig
+from tencentpretrain.errors import ConfigError
+from tencentpretrain.layers.kv_cache import KVCache
+from tencentpretrain.layers.masks import build_attention_mask
+from tencentpretrain.layers.rope import rope_cos_sin
+from tencentpretrain.layers.transformer_layer import TransformerLayer
+from tencentpretrain.registry import ENCODERS, LAYERNORMS
+
+
+@ENCODERS.register("transformer")
+class TransformerEncoder(nn.Module):
+    """State keys: ``encoder.transformer.{i}.*`` (or ``encoder.transformer.*`` with parameter sharing),
+    ``encoder.layer_norm.*`` for pre-norm models, ``encoder.linear.*`` with factorized embeddings."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        if config.relative_position_embedding or config.has_residual_attention:
+            raise ConfigError("relative_position_embedding and has_residual_attention are not supported yet")
+        self.config = config
+        self.layers_num = config.layers_num
+        self.mask_kind = config.mask
+        if config.factorized_embedding_parameterization:
+            self.linear = nn.Linear(config.emb_size, config.hidden_size)
+        if config.parameter_sharing:
+            self.transformer = TransformerLayer(config)
+        else:
+            self.transformer = nn.ModuleList(TransformerLayer(config) for _ in range(config.layers_num))
+        if config.layernorm_positioning == "pre":
+            self.layer_norm = LAYERNORMS.get(config.layernorm)(config.hidden_size, eps=config.layernorm_eps)
+        self.gradient_checkpointing = False  # set by training.parallel.enable_activation_checkpointing
+
+    def layer(self, index: int) -> TransformerLayer:
+        return self.transformer if self.config.parameter_sharing else self.transformer[index]
+
+    def forward(
+        self,
+        emb: torch.Tensor,
+        seg: torch.Tensor,
+        *,
+        positions: torch.Tensor,
+        cache: KVCache | None = None,
+        honor_padding: bool = True,
+    ) -> torch.Tensor:
+        """Encode ``emb`` (B, T, E) -> (B, T, H).
+
+        Args:
+            seg: (B, T) segment ids, 0 = padding.
+            positions: (B, T) positions for rotary embeddings.
+            cache: KV cache to extend (incremental decoding).
+            honor_padding: False lets a causal model skip the padding mask (training on right-padded data,
+                where padding comes after every scored position), which allows the fused causal kernel.
+        """
+        hidden = self.linear(emb) if self.config.factorized_embedding_parameterization else emb
+        mask = self._mask(seg, cache, honor_padding)
+        rope = self._rope(positions)
+        for i in range(self.layers_num):
+            layer = self.layer(i)
+            if self.gradient_checkpointing and self.training:
+                hidden = torch.utils.checkpoint.checkpoint(
+                    layer, hidden, mask=mask, rope=rope, use_reentrant=False
+                )
+            else:
+                hidden = layer(hidden, mask=mask, rope=rope, cache=cache, layer_index=i)
+        if cache is not None:
+            cache.advance(seg.shape[1])
+        if self.config.layernorm_positioning == "pre":
+            hidden = self.layer_norm(hidden)
+        return hidden
+
+    def _mask(self, seg: torch.Tensor, cache: KVCache | None, honor_padding: bool) -> torch.Tensor | None:
+        if cache is None and self.mask_kind == "causal" and not honor_padding:
+            return None  # plain causal: scaled_dot_product_attention's is_causal path
+        if cache is not None:
+            return build_attention_mask(self.mask_kind, cache.stage(seg), cache.length)
+        return build_attention_mask(self.mask_kind, seg, 0)
+
+    def _rope(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        if not self.config.rotary_position_embedding:
+            return None
+        c = self.config
+        return rope_cos_sin(positions, c.head_size, c.rope_theta, c.rope_scaling_factor)

@@ -1,0 +1,26 @@
+"""Gated feed-forward (config ``feed_forward: "gated"``): SwiGLU in LLaMA."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from tencentpretrain.registry import ACTIVATIONS, FEEDFORWARDS
+
+
+@FEEDFORWARDS.register("gated")
+class GatedFeedForward(nn.Module):
+    """``linear_2(act(linear_gate(x)) * linear_1(x))``.
+
+    LLaMA names: linear_gate = w1 / gate_proj, linear_1 = w3 / up_proj, linear_2 = w2 / down_proj.
+    """
+
+    def __init__(self, hidden_size: int, feedforward_size: int, hidden_act: str, bias: bool = True) -> None:
+        super().__init__()
+        self.linear_gate = nn.Linear(hidden_size, feedforward_size, bias=bias)
+        self.linear_1 = nn.Linear(hidden_size, feedforward_size, bias=bias)
+        self.linear_2 = nn.Linear(feedforward_size, hidden_size, bias=bias)
+        self.act = ACTIVATIONS.get(hidden_act)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, T, H) -> (B, T, H)
+        return self.linear_2(self.act(self.linear_gate(x)) * self.linear_1(x))

@@ -1,0 +1,42 @@
+"""Language-model target (config ``target: ["lm"]``): next-token cross-entropy."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tencentpretrain.config import ModelConfig
+from tencentpretrain.registry import TARGETS
+from tencentpretrain.targets.output import TargetOutput
+
+
+@TARGETS.register("lm")
+class LmTarget(nn.Module):
+    """Projects hidden states to the vocabulary. State key: ``target.lm.output_layer.weight`` (V, H)."""
+
+    def __init__(self, config: ModelConfig, vocab_size: int) -> None:
+        super().__init__()
+        self.vocab_size = vocab_size
+        self.label_smoothing = config.label_smoothing
+        self.output_layer = nn.Linear(config.hidden_size, vocab_size, bias=config.has_lmtarget_bias)
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(..., H) -> (..., V)."""
+        return self.output_layer(hidden)
+
+    def forward(self, hidden: torch.Tensor, tgt: torch.Tensor, loss_mask: torch.Tensor) -> TargetOutput:
+        """Mean cross-entropy over the positions where ``loss_mask`` (B, T) is True.
+
+        Only those positions go through the output layer, which saves the vocabulary projection of
+        padding and prompt tokens.
+        """
+        kept = hidden[loss_mask]  # (N, H)
+        logits = self.output_layer(kept).float()  # (N, V)
+        labels = tgt[loss_mask]  # (N,)
+        tokens = loss_mask.sum()
+        if kept.shape[0] == 0:  # keeps the graph connected so every rank runs the same backward
+            loss = logits.sum() * 0.0
+        else:
+            loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
+        return TargetOutput(loss, {"loss_lm": loss.detach(), "tokens_lm": tokens.detach()})

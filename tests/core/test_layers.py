@@ -1,0 +1,111 @@
+"""Leaf layers against explicit reference math."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from tencentpretrain.layers.attention import MultiHeadedAttention
+from tencentpretrain.layers.layer_norm import LayerNorm
+from tencentpretrain.layers.masks import build_attention_mask
+from tencentpretrain.layers.rms_norm import RMSNorm
+from tencentpretrain.layers.rope import apply_rotary_emb, rope_cos_sin
+from tencentpretrain.layers.t5_layer_norm import T5LayerNorm
+
+
+def test_rms_norm_formula():
+    norm = RMSNorm(8, eps=1e-6)
+    norm.weight.data = torch.randn(8)
+    x = torch.randn(3, 5, 8)
+    expected = x / torch.sqrt((x**2).mean(-1, keepdim=True) + 1e-6) * norm.weight
+    torch.testing.assert_close(norm(x), expected)
+    assert torch.equal(RMSNorm(8).weight, torch.ones(8))
+
+
+def test_t5_norm_equals_rms_in_fp32():
+    x = torch.randn(2, 4, 8)
+    torch.testing.assert_close(T5LayerNorm(8)(x), RMSNorm(8)(x))
+
+
+def test_original_layer_norm_uses_unbiased_std_with_eps_outside_sqrt():
+    norm = LayerNorm(6, eps=1e-6)
+    x = torch.randn(4, 6)
+    mean = x.mean(-1, keepdim=True)
+    std = torch.sqrt(((x - mean) ** 2).sum(-1, keepdim=True) / (6 - 1))
+    torch.testing.assert_close(norm(x), (x - mean) / (std + 1e-6))
+    assert not torch.allclose(norm(x), F.layer_norm(x, (6,), eps=1e-6))
+    assert set(dict(norm.named_parameters())) == {"gamma", "beta"}
+
+
+def _meta_reference_rope(x: torch.Tensor, theta: float) -> torch.Tensor:
+    """Meta's formulation: adjacent pairs as complex numbers times e^{i * pos * freq}."""
+    _, length, _, dim = x.shape
+    freqs = 1.0 / (theta ** (torch.arange(0, dim, 2)[: dim // 2].float() / dim))
+    angles = torch.outer(torch.arange(length).float(), freqs)
+    freqs_cis = torch.polar(torch.ones_like(angles), angles)[None, :, None, :]
+    x_complex = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))
+    return torch.view_as_real(x_complex * freqs_cis).flatten(3)
+
+
+@pytest.mark.parametrize("theta", [10000.0, 1e6])
+def test_rope_matches_meta_complex_reference(theta):
+    x = torch.randn(2, 11, 3, 16)
+    positions = torch.arange(11).expand(2, -1)
+    cos, sin = rope_cos_sin(positions, 16, theta)
+    torch.testing.assert_close(apply_rotary_emb(x, cos, sin), _meta_reference_rope(x, theta))
+
+
+def test_rope_linear_scaling_divides_positions():
+    positions = torch.arange(8).expand(1, -1)
+    cos2, _ = rope_cos_sin(positions, 8, 10000.0, scaling_factor=2.0)
+    cos1, _ = rope_cos_sin(positions.float() / 2, 8, 10000.0)
+    torch.testing.assert_close(cos2, cos1)
+
+
+def _explicit_attention(attn: MultiHeadedAttention, x: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
+    """Scores, -inf where hidden, softmax, weighted sum: the textbook formula with repeat_kv."""
+    batch, length, _ = x.shape
+    q = attn.linear_layers[0](x).view(batch, length, attn.heads_num, -1).transpose(1, 2)
+    k = attn.linear_layers[1](x).view(batch, length, attn.kv_heads_num, -1).transpose(1, 2)
+    v = attn.linear_layers[2](x).view(batch, length, attn.kv_heads_num, -1).transpose(1, 2)
+    groups = attn.heads_num // attn.kv_heads_num
+    k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+    scores = q @ k.transpose(-1, -2) / math.sqrt(attn.head_size)
+    scores = scores.masked_fill(~visible, float("-inf"))
+    out = torch.softmax(scores, -1) @ v
+    return attn.final_linear(out.transpose(1, 2).reshape(batch, length, -1))
+
+
+@pytest.mark.parametrize("kind", ["causal", "fully_visible", "causal_with_prefix"])
+@pytest.mark.parametrize("kv_heads", [4, 2])
+def test_sdpa_attention_equals_explicit_math(kind, kv_heads):
+    attn = MultiHeadedAttention(32, 4, 8, kv_heads_num=kv_heads).eval()
+    x = torch.randn(2, 7, 32)
+    seg = torch.tensor([[1, 1, 1, 2, 2, 2, 0], [1, 1, 2, 2, 2, 2, 2]])
+    mask = build_attention_mask(kind, seg, 0)
+    torch.testing.assert_close(attn(x, mask=mask), _explicit_attention(attn, x, mask), atol=1e-5, rtol=1e-5)
+
+
+def test_plain_causal_fast_path_equals_explicit_mask():
+    attn = MultiHeadedAttention(32, 4, 8, kv_heads_num=2).eval()
+    x = torch.randn(2, 9, 32)
+    mask = build_attention_mask("causal", torch.ones(2, 9, dtype=torch.long), 0)
+    torch.testing.assert_close(attn(x, mask=None), attn(x, mask=mask), atol=1e-6, rtol=1e-5)
+
+
+def test_mask_rules_golden():
+    seg = torch.tensor([[1, 1, 2, 2, 0]])
+    prefix = build_attention_mask("causal_with_prefix", seg, 0)[0, 0].int()
+    expected = torch.tensor(
+        [
+            [1, 1, 0, 0, 0],
+            [1, 1, 0, 0, 0],
+            [1, 1, 1, 0, 0],
+            [1, 1, 1, 1, 0],
+            [1, 1, 1, 1, 1],  # a padding query sees itself (never an empty softmax)
+        ]
+    )
+    assert torch.equal(prefix, expected)
+    full = build_attention_mask("fully_visible", seg, 0)[0, 0].int()
+    assert torch.equal(full[0], torch.tensor([1, 1, 1, 1, 0]))
