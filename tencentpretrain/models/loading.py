@@ -1,0 +1,98 @@
+"""Building a model and filling it from a checkpoint in one call: what inference, evaluation and conversion share."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import torch
+
+from tencentpretrain.checkpoint import check_state_dict, iter_state_dict, load_checkpoint, load_file
+from tencentpretrain.config import ModelConfig, load_model_config
+from tencentpretrain.errors import CheckpointError
+from tencentpretrain.models.model import Model, build_model
+from tencentpretrain.training.lora import LoraConfig, apply_lora
+
+HF_CONFIG = "config.json"
+
+
+def is_hf_directory(path: str) -> bool:
+    """True when ``path`` is a HuggingFace model directory (it has a config.json with a model_type)."""
+    config = os.path.join(path, HF_CONFIG)
+    if not (os.path.isdir(path) and os.path.isfile(config)):
+        return False
+    with open(config, encoding="utf-8") as f:
+        return "model_type" in json.load(f)
+
+
+def load_hf_llama(path: str, *, dtype: torch.dtype = torch.float32) -> Model:
+    """A LLaMA model from an HF directory (safetensors or .bin, single or sharded), via the weight map."""
+    from tencentpretrain.convert.llama_hf import llama_hf_weight_map, model_config_from_hf
+
+    with open(os.path.join(path, HF_CONFIG), encoding="utf-8") as f:
+        config = model_config_from_hf(json.load(f))
+    weight_map = llama_hf_weight_map(config)
+    state: dict[str, torch.Tensor] = {}
+    for file, shard in iter_state_dict(path):
+        state.update({k: v.to(dtype) for k, v in weight_map.to_internal(shard, source=file).items()})
+    if config.tie_weights and "target.lm.output_layer.weight" not in state:
+        state["target.lm.output_layer.weight"] = state["embedding.word.embedding.weight"]
+    with torch.device("meta"):
+        model = build_model(config, init=False)
+    _assign(model, state, path)
+    return model
+
+
+def _assign(model: Model, state: dict[str, torch.Tensor], source: str) -> None:
+    check_state_dict(model.state_dict(), state, source=source)
+    model.load_state_dict(state, strict=True, assign=True)
+    if model.config.tie_weights:
+        model._tie_weights()
+
+
+def load_model(
+    config: ModelConfig | str,
+    model_path: str | None,
+    *,
+    vocab_size: int | None = None,
+    lora_path: str | None = None,
+    lora_config: LoraConfig | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> Model:
+    """Build the model of ``config`` (a ModelConfig or a JSON path) and load ``model_path`` strictly.
+
+    ``model_path`` may be a TencentPretrain .bin, a .safetensors file or a sharded directory; an HF
+    directory is read through the HF weight map (then ``config`` is ignored and may be None). A LoRA file
+    (``lora_path``) is loaded on top, with only LoRA keys allowed; its rank comes from the file.
+    The model is returned in eval mode.
+    """
+    if model_path and is_hf_directory(model_path):
+        model = load_hf_llama(model_path, dtype=dtype)
+    else:
+        if isinstance(config, str):
+            config = load_model_config(config)
+        if model_path is None:
+            model = build_model(config, vocab_size).to(dtype)
+        else:
+            with torch.device("meta"):
+                model = build_model(config, vocab_size, init=False)
+            load_checkpoint(model, model_path)
+            model = model.to(dtype)
+    if lora_path:
+        load_lora(model, lora_path, lora_config)
+    return model.eval()
+
+
+def load_lora(model: Model, lora_path: str, lora_config: LoraConfig | None = None) -> None:
+    """Apply LoRA adapters to ``model`` and load their weights from ``lora_path`` (strict on LoRA keys)."""
+    state = load_file(lora_path)
+    if not state or not all("lora_" in k for k in state):
+        raise CheckpointError(f"{lora_path}: not a LoRA file (expected only keys containing 'lora_')")
+    rank = next(v.shape[0] for k, v in state.items() if k.endswith("lora_A"))
+    targets = tuple(sorted({k.rsplit(".", 1)[0] for k in state}))  # the adapted modules' full names
+    base = lora_config or LoraConfig()
+    config = LoraConfig(r=rank, alpha=base.alpha, dropout=0.0, target_modules=targets)
+    apply_lora(model, config)
+    expected = model.state_dict()
+    check_state_dict({k: v for k, v in expected.items() if "lora_" in k}, state, source=lora_path)
+    model.load_state_dict(state, strict=False)
