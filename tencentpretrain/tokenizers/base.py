@@ -34,6 +34,17 @@ class Tokenizer(ABC):
     pad_id: int | None = None
     unk_id: int | None = None
 
+    @classmethod
+    def from_config(cls, config: TokenizerConfig) -> Tokenizer:
+        """Build the tokenizer from the files a TokenizerConfig names."""
+        raise NotImplementedError(f"{cls.__name__} does not implement from_config")
+
+    @property
+    def adds_dummy_prefix(self) -> bool:
+        """Whether ``encode`` puts a word-boundary marker before the text (SentencePiece's "▁"), which then
+        stands for one space before it; see ``templates.encode_segments``."""
+        return False
+
     @property
     @abstractmethod
     def vocab_size(self) -> int:
@@ -128,3 +139,27 @@ def require_file(path: str | None, flag: str, what: str) -> str:
     if not os.path.isfile(path):
         raise TokenizerError(f"{path}: {what} not found (given by {flag})")
     return path
+
+
+def add_tokenizer_args(parser: Any) -> None:
+    """Add the original's tokenizer flags: --tokenizer, --spm_model_path, --vocab_path, --do_lower_case."""
+    group = parser.add_argument_group("tokenizer")
+    group.add_argument(
+        "--tokenizer", choices=TOKENIZERS.names(), default=None,
+        help="tokenizer (default: sentencepiece when --spm_model_path is given, else bert)",
+    )
+    group.add_argument("--spm_model_path", default=None, help="SentencePiece model, e.g. LLaMA's tokenizer.model")
+    group.add_argument("--vocab_path", default=None, help="vocabulary file, one token per line (bert, char, space)")
+    group.add_argument(
+        "--do_lower_case", choices=("true", "false"), default="true", help="bert: lower-case and strip accents"
+    )
+
+
+def tokenizer_config_from_args(args: Any) -> TokenizerConfig:
+    """The TokenizerConfig of a namespace filled by ``add_tokenizer_args``."""
+    return TokenizerConfig(
+        tokenizer=args.tokenizer,
+        spm_model_path=args.spm_model_path,
+        vocab_path=args.vocab_path,
+        do_lower_case=args.do_lower_case == "true",
+    )

@@ -39,6 +39,8 @@ class SentencePieceTokenizer(Tokenizer):
         if self.pad_id is None:
             byte_pad = self._sp.piece_to_id(PAD_BYTE_PIECE)
             self.pad_id = byte_pad if self._sp.id_to_piece(byte_pad) == PAD_BYTE_PIECE else self.unk_id
+        pieces = self._sp.encode("a", out_type=str)
+        self._dummy_prefix = bool(pieces) and pieces[0].startswith("\u2581")
 
     @classmethod
     def from_config(cls, config: TokenizerConfig) -> SentencePieceTokenizer:
@@ -47,6 +49,10 @@ class SentencePieceTokenizer(Tokenizer):
     @property
     def vocab_size(self) -> int:
         return self._sp.get_piece_size()
+
+    @property
+    def adds_dummy_prefix(self) -> bool:
+        return self._dummy_prefix
 
     @property
     def files(self) -> tuple[str, ...]:
