@@ -19,6 +19,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import numpy as np
+
 from tencentpretrain.errors import TokenizerError
 from tencentpretrain.registry import TOKENIZERS
 
@@ -70,6 +72,10 @@ class Tokenizer(ABC):
     def files(self) -> tuple[str, ...]:
         """Files that define this tokenizer (model or vocabulary)."""
         return ()
+
+    def encode_array(self, text: str) -> np.ndarray:
+        """``encode`` as a 1-D integer numpy array (faster for bulk preprocessing)."""
+        return np.asarray(self.encode(text), dtype=np.int64)
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         """``encode`` of each text; subclasses may do it faster."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import sentencepiece
 
 from tencentpretrain.errors import TokenizerError
@@ -60,6 +61,9 @@ class SentencePieceTokenizer(Tokenizer):
 
     def encode(self, text: str) -> list[int]:
         return self._sp.encode(text)
+
+    def encode_array(self, text: str) -> np.ndarray:
+        return self._sp.encode_as_numpy(text)  # (L,) int32, without the Python list
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         # One thread: preprocessing already runs one process per core.

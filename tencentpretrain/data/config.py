@@ -1,0 +1,99 @@
+"""Typed configuration of preprocessing (``DataConfig``) and the flags generated from it.
+
+Flag names are the original ``preprocess.py`` flags; each flag's help and default come from the field, so they
+have one source.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from tencentpretrain.errors import ConfigError
+
+
+def _flag(help: str, choices: str | None = None) -> dict[str, Any]:
+    """Field metadata: the flag help and, for "processors" or "templates", where its choices come from."""
+    return {"help": help, "choices": choices}
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataConfig:
+    """What ``preprocess.py`` builds: corpus, processor and its options, output location."""
+
+    corpus_path: str = field(metadata=_flag("input corpus: one document per line, or JSON lines"))
+    dataset_path: str = field(
+        default="dataset.pt", metadata=_flag("output dataset directory (a directory even when named *.pt)")
+    )
+    data_processor: str = field(default="lm", metadata=_flag("how lines become training instances", "processors"))
+    seq_length: int = field(default=128, metadata=_flag("tokens per training sequence (instances hold one more)"))
+    processes_num: int = field(default=1, metadata=_flag("worker processes; the output is the same for any number"))
+    json_format_corpus: bool = field(default=False, metadata=_flag('lm: each line is a JSON object {"text": ...}'))
+    full_sentences: bool = field(
+        default=False, metadata=_flag("lm: pack documents back to back across sequence boundaries")
+    )
+    seed: int = field(default=7, metadata=_flag("random seed (recorded; the built-in processors are deterministic)"))
+    prompt_template: str | None = field(
+        default=None,
+        metadata=_flag("alpaca/chat: how prompt and response are laid out (default: plain for alpaca, user_bot for "
+                       "chat)", "templates"),
+    )
+    train_on_prompt: bool = field(
+        default=False, metadata=_flag("alpaca/chat: score prompt tokens too, not only responses and their end token")
+    )
+    skip_bad_lines: bool = field(
+        default=False, metadata=_flag("count and skip malformed lines (bad JSON, invalid UTF-8) instead of failing")
+    )
+
+    def __post_init__(self) -> None:
+        from tencentpretrain.data.templates import get_template
+        from tencentpretrain.registry import DATA_PROCESSORS
+
+        if self.data_processor not in DATA_PROCESSORS:
+            raise ConfigError(f"--data_processor: {DATA_PROCESSORS.unknown_message(self.data_processor)}")
+        if self.prompt_template is not None:
+            get_template(self.prompt_template)
+        if self.seq_length < 1:
+            raise ConfigError(f"--seq_length must be at least 1, got {self.seq_length}")
+        if self.processes_num < 1:
+            raise ConfigError(f"--processes_num must be at least 1, got {self.processes_num}")
+
+
+def _choices(kind: str | None) -> list[str] | None:
+    if kind == "processors":
+        from tencentpretrain.registry import DATA_PROCESSORS
+
+        return DATA_PROCESSORS.names()
+    if kind == "templates":
+        from tencentpretrain.data.templates import template_names
+
+        return template_names()
+    return None
+
+
+def add_dataclass_args(parser: argparse.ArgumentParser | Any, cls: type, *, required: tuple[str, ...] = ()) -> None:
+    """Add one ``--field`` flag per field of dataclass ``cls`` (bools are store_true switches)."""
+    for f in dataclasses.fields(cls):
+        meta = f.metadata
+        kwargs: dict[str, Any] = {"help": meta.get("help", f.name.replace("_", " "))}
+        if f.default is dataclasses.MISSING:
+            kwargs["required"] = True
+        else:
+            kwargs["default"] = f.default
+        if f.name in required:
+            kwargs["required"] = True
+        if f.type in ("bool", bool):
+            parser.add_argument(f"--{f.name}", action="store_true", **kwargs)
+            continue
+        kind = meta.get("choices")
+        if kind is not None:
+            kwargs["choices"] = _choices(kind)
+        kwargs["type"] = int if f.type in ("int", int) else str
+        parser.add_argument(f"--{f.name}", **kwargs)
+
+
+def dataclass_from_args(cls: type, args: argparse.Namespace) -> Any:
+    """Build dataclass ``cls`` from the namespace attributes named like its fields."""
+    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)})

@@ -1,0 +1,111 @@
+"""What a data processor is: a registered class that turns one corpus line into training instances.
+
+An ``Instance`` holds token ids and, for processors that mask the loss, one byte per token saying whether that
+token is a target (see ``MASK_*``). The first token of an instance is never a target: the loader feeds
+``tokens[:-1]`` and predicts ``tokens[1:]``. The builder cuts an instance longer than ``seq_length + 1`` into
+consecutive chunks of ``seq_length + 1`` tokens (the last one shorter) and drops, counting it as ``empty_loss``,
+any chunk without a scored token; SFT processors cut their samples themselves, at turn boundaries.
+
+A processor signals a line it will not use with ``SkipSample(reason)`` (counted in the manifest) and a malformed
+line with ``BadLine(reason, message)`` (an error naming path:line, or counted under ``--skip_bad_lines``).
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any, ClassVar, NamedTuple
+
+import numpy as np
+
+from tencentpretrain.data.config import DataConfig
+from tencentpretrain.errors import TokenizerError
+from tencentpretrain.tokenizers.base import Tokenizer
+
+MASK_CONTEXT = 0  # not scored (prompt, system text, user turns)
+MASK_SCORED = 1  # scored, not a response (plain text; prompts under --train_on_prompt)
+MASK_RESPONSE = 2  # scored response token (assistant content and its end token); the loader gives it seg 2
+
+
+class Instance(NamedTuple):
+    """One training sequence before padding."""
+
+    tokens: Sequence[int] | np.ndarray  # (L,)
+    mask: Sequence[int] | np.ndarray | None  # (L,) MASK_* values; None = every token after the first is scored
+
+
+class SkipSample(Exception):
+    """The line is well-formed but yields nothing (empty, prompt too long, no assistant turn)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class BadLine(Exception):
+    """The line is malformed; ``message`` says what is wrong."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(reason, message)
+        self.reason = reason
+        self.message = message
+
+
+class Processor(ABC):
+    """Turns corpus lines into instances. Subclasses register with ``@DATA_PROCESSORS.register(name)``."""
+
+    name: ClassVar[str] = ""  # canonical name, recorded in the manifest
+    uses_mask: ClassVar[bool] = True  # whether instances carry a loss mask
+
+    def __init__(self, tokenizer: Tokenizer, config: DataConfig) -> None:
+        self.tokenizer = tokenizer
+        self.config = config
+        self.max_tokens = config.seq_length + 1
+
+    @property
+    def packs_stream(self) -> bool:
+        """True when instances are documents to be packed back to back after all lines are read."""
+        return False
+
+    def options(self) -> dict[str, Any]:
+        """The options that shaped the output, recorded in the manifest."""
+        return {"seq_length": self.config.seq_length}
+
+    @abstractmethod
+    def process(self, line: str, stats: Counter[str]) -> list[Instance]:
+        """Instances of one corpus line (without its newline); may count events such as "truncated" in ``stats``."""
+
+    def require_special(self, attr: str, what: str) -> int:
+        """The tokenizer's ``attr`` id ("bos_id", ...), or a TokenizerError naming the processor."""
+        value = getattr(self.tokenizer, attr)
+        if value is None:
+            raise TokenizerError(
+                f"data processor {self.name!r} needs a {what} token, and tokenizer {self.tokenizer.name!r} has none "
+                "(a vocabulary file should contain <s>/</s> or [CLS]/[SEP])"
+            )
+        return value
+
+
+def parse_json_object(line: str) -> dict[str, Any]:
+    """``json.loads(line)``, which must be an object; a BadLine otherwise."""
+    try:
+        value = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise BadLine("malformed_json", f"invalid JSON at column {e.colno}: {e.msg}") from None
+    if not isinstance(value, dict):
+        raise BadLine("malformed_json", f"expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def string_field(obj: dict[str, Any], key: str, *, required: bool = False) -> str:
+    """``obj[key]`` as a string: missing or null is "" (or a BadLine when ``required``), a non-string a BadLine."""
+    value = obj.get(key)
+    if value is None:
+        if required:
+            raise BadLine("missing_field", f"missing field {key!r} (keys: {', '.join(map(repr, obj)) or 'none'})")
+        return ""
+    if not isinstance(value, str):
+        raise BadLine("bad_field", f"field {key!r} must be a string, got {type(value).__name__}")
+    return value

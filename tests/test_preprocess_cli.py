@@ -1,0 +1,52 @@
+"""preprocess.py: the flag surface (frozen), --key=value, end to end, errors as exit status 2."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from tencentpretrain.data.dataset import IndexedDataset
+
+ROOT = Path(__file__).resolve().parents[1]
+SPM = str(ROOT / "tests" / "assets" / "tiny_spm.model")
+
+
+def _preprocess():
+    spec = importlib.util.spec_from_file_location("preprocess", ROOT / "preprocess.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_flag_surface_is_frozen():
+    flags = {s for a in _preprocess().build_parser()._actions for s in a.option_strings}
+    assert flags == {
+        "-h", "--help", "--corpus_path", "--dataset_path", "--data_processor", "--seq_length", "--processes_num",
+        "--json_format_corpus", "--full_sentences", "--seed", "--prompt_template", "--train_on_prompt",
+        "--skip_bad_lines", "--tokenizer", "--spm_model_path", "--vocab_path", "--do_lower_case",
+    }
+
+
+def test_original_command_line_works(tmp_path):
+    corpus = tmp_path / "sft.jsonl"
+    rows = [{"instruction": "你好", "input": "", "output": "你好！"}, {"instruction": "再见", "output": "再见。"}]
+    corpus.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    out = tmp_path / "dataset.pt"
+    argv = [f"--corpus_path={corpus}", "--spm_model_path", SPM, "--dataset_path", str(out),
+            "--data_processor=llm_sft", "--seq_length", "32", "--processes_num=2"]
+    assert _preprocess().main(argv) == 0
+    ds = IndexedDataset(out)
+    assert len(ds) == 2 and ds.processor == "alpaca" and ds.seq_length == 32
+
+
+def test_user_errors_exit_2_without_traceback(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        _preprocess().main(["--corpus_path", str(tmp_path / "missing.txt"), "--spm_model_path", SPM])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "error: " in err and "missing.txt: corpus file not found" in err and "Traceback" not in err
+    with pytest.raises(SystemExit):
+        _preprocess().main(["--corpus_path", "x", "--data_processor", "bert"])  # not a registered processor
