@@ -76,6 +76,12 @@ class ModelConfig:
     label_smoothing: float = 0.0
     ignore_index: int | None = None
 
+    # --- vision (``patch`` embedding) ---
+    image_height: int = 224  # input image height in pixels
+    image_width: int = 224  # input image width in pixels
+    patch_size: int = 16  # square patch side; (height / patch) * (width / patch) patches + 1 [CLS]
+    channels_num: int = 3  # image channels
+
     def __post_init__(self) -> None:
         for name in ("embedding", "tgt_embedding", "target"):
             value = getattr(self, name)
@@ -179,7 +185,7 @@ NON_MODEL_KEYS: frozenset[str] = frozenset(
     {
         "data_processor", "tokenizer", "tgt_tokenizer", "seq_length", "tgt_seq_length", "learning_rate",
         "warmup", "decay", "batch_size", "total_steps", "optimizer", "scheduler", "stream_0", "stream_1",
-        "image_tokenizer", "image_height", "image_width", "patch_size", "channels_num", "feature_size",
+        "image_tokenizer", "feature_size",
         "specaugment", "projection", "kernel_size", "block_size", "bidirectional", "alibi_position_embedding",
         "layer_number_scale", "deepspeed_checkpoint_activations", "deepspeed_checkpoint_layers_num",
         "prefix_lm_loss", "lora_params", "conv_channels", "audio_preprocess", "frame_length",

@@ -14,6 +14,7 @@ from tencentpretrain.config import ModelConfig
 from tencentpretrain.errors import ConfigError
 from tencentpretrain.layers.kv_cache import KVCache
 from tencentpretrain.layers.masks import build_attention_mask
+from tencentpretrain.layers.relative_position import RelativePositionEmbedding
 from tencentpretrain.layers.rope import rope_cos_sin
 from tencentpretrain.layers.transformer_layer import TransformerLayer
 from tencentpretrain.registry import ENCODERS, LAYERNORMS
@@ -26,8 +27,8 @@ class TransformerEncoder(nn.Module):
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        if config.relative_position_embedding or config.has_residual_attention:
-            raise ConfigError("relative_position_embedding and has_residual_attention are not supported yet")
+        if config.has_residual_attention:
+            raise ConfigError("has_residual_attention is not supported yet")
         self.config = config
         self.layers_num = config.layers_num
         self.mask_kind = config.mask
@@ -39,6 +40,10 @@ class TransformerEncoder(nn.Module):
             self.transformer = nn.ModuleList(TransformerLayer(config) for _ in range(config.layers_num))
         if config.layernorm_positioning == "pre":
             self.layer_norm = LAYERNORMS.get(config.layernorm)(config.hidden_size, eps=config.layernorm_eps)
+        if config.relative_position_embedding:  # T5: one bias table shared by all layers
+            self.relative_pos_emb = RelativePositionEmbedding(
+                heads_num=config.heads_num, buckets_num=config.relative_attention_buckets_num, bidirectional=True
+            )
         self.gradient_checkpointing = False  # set by training.parallel.enable_activation_checkpointing
 
     def layer(self, index: int) -> TransformerLayer:
@@ -63,7 +68,10 @@ class TransformerEncoder(nn.Module):
                 where padding comes after every scored position), which allows the fused causal kernel.
         """
         hidden = self.linear(emb) if self.config.factorized_embedding_parameterization else emb
-        mask = self._mask(seg, cache, honor_padding)
+        query_start = cache.length if cache is not None else 0
+        mask = self._mask(seg, cache, honor_padding or self.config.relative_position_embedding)
+        if self.config.relative_position_embedding:  # bias folded into a float additive mask
+            mask = self.relative_pos_emb.additive_mask(mask, query_start)
         rope = self._rope(positions)
         for i in range(self.layers_num):
             layer = self.layer(i)

@@ -57,7 +57,8 @@ class MultiHeadedAttention(nn.Module):
         """Attend from ``query`` (B, T, H) to ``key_value`` (B, S, H; default: ``query``).
 
         Args:
-            mask: (B, 1, T, S) bool, True = visible; None means plain causal attention (no padding, no cache).
+            mask: (B, 1, T, S) bool, True = visible; or a float additive mask (B, 1 or heads, T, S) that may carry
+                a position bias (T5); None means plain causal attention (no padding, no cache).
             rope: (cos, sin) of ``rope_cos_sin`` for the query positions, or None without rotary embeddings.
             cache: when given, the new keys/values are written to it and attention covers all cached slots.
         Returns:

@@ -14,7 +14,8 @@ from torch import nn
 from tencentpretrain.config import ModelConfig
 from tencentpretrain.errors import ConfigError
 from tencentpretrain.layers.kv_cache import KVCache
-from tencentpretrain.registry import EMBEDDINGS, ENCODERS, LAYERNORMS, TARGETS
+from tencentpretrain.layers.standard_layer_norm import affine_layernorm_name
+from tencentpretrain.registry import DECODERS, EMBEDDINGS, ENCODERS, LAYERNORMS, TARGETS
 from tencentpretrain.targets.output import TargetOutput
 
 INIT_STD = 0.02
@@ -29,8 +30,17 @@ class Embedding(nn.Module):
         for name in names:
             self.add_module(name, EMBEDDINGS.get(name)(config, vocab_size))
         if config.use_embedding_layernorm:
-            self.layer_norm = LAYERNORMS.get("normal")(config.emb_size, eps=config.layernorm_eps)
+            norm = LAYERNORMS.get(affine_layernorm_name(config.layernorm))
+            self.layer_norm = norm(config.emb_size, eps=config.layernorm_eps)
         self.dropout = nn.Dropout(config.dropout)
+
+    def default_positions(self, src: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """(B, T) positions start, start + 1, ...; T is the number of tokens the embeddings produce for
+        ``src`` (an embedding that is not one token per input id, such as ``patch``, says so with
+        ``sequence_length(src)``)."""
+        first = getattr(self, self.names[0])
+        length = first.sequence_length(src) if hasattr(first, "sequence_length") else src.shape[1]
+        return torch.arange(start, start + length, device=src.device).expand(src.shape[0], -1)
 
     def forward(self, src: torch.Tensor, seg: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """src, seg, positions (B, T) -> (B, T, E)."""
@@ -71,23 +81,36 @@ class Target(nn.Module):
 
 
 class Model(nn.Module):
-    """embedding -> encoder -> target, built from a ModelConfig."""
+    """embedding -> encoder [-> tgt_embedding + decoder] -> target, built from a ModelConfig."""
 
     def __init__(self, config: ModelConfig, vocab_size: int) -> None:
         super().__init__()
-        if config.decoder is not None:
-            raise ConfigError(f"decoder {config.decoder!r}: encoder-decoder models are not supported yet")
         self.config = config
         self.vocab_size = vocab_size
         self.embedding = Embedding(config, vocab_size, config.embedding)
         self.encoder = ENCODERS.get(config.encoder)(config)
+        if config.decoder is not None:  # encoder-decoder: the target reads the decoder's output
+            self.tgt_embedding = Embedding(config, vocab_size, config.tgt_embedding)
+            self.decoder = DECODERS.get(config.decoder)(config)
         self.target = Target(config, vocab_size)
-        if config.tie_weights:
-            self._tie_weights()
+        self._tie_weights()
 
     def _tie_weights(self) -> None:
-        if "lm" in self.config.target and "word" in self.config.embedding:
-            self.target.lm.output_layer.weight = self.embedding.word.embedding.weight
+        """The original's rules: ``share_embedding`` ties the target-side word embedding to the source one;
+        ``tie_weights`` ties ``mlm``'s ``linear_2`` to the word embedding, or else ``lm``'s output layer to
+        the target-side word embedding when there is a decoder, to the source one otherwise."""
+        c = self.config
+        has_decoder = c.decoder is not None
+        if c.share_embedding and has_decoder and "word" in c.embedding and "word" in c.tgt_embedding:
+            self.tgt_embedding.word.embedding.weight = self.embedding.word.embedding.weight
+        if not c.tie_weights:
+            return
+        if "mlm" in c.target and "word" in c.embedding:
+            self.target.mlm.linear_2.weight = self.embedding.word.embedding.weight
+        elif "lm" in c.target:
+            words = self.tgt_embedding if has_decoder else self.embedding
+            if "word" in words.names:
+                self.target.lm.output_layer.weight = words.word.embedding.weight
 
     # ------------------------------------------------------------------ training
     def forward(
@@ -96,18 +119,56 @@ class Model(nn.Module):
         tgt: torch.Tensor | dict[str, torch.Tensor],
         seg: torch.Tensor,
         loss_mask: torch.Tensor | None = None,
+        *,
+        tgt_in: torch.Tensor | None = None,
+        tgt_seg: torch.Tensor | None = None,
     ) -> TargetOutput:
         """Training forward.
 
         Args:
-            src: (B, T) input ids. tgt: (B, T) target ids (next tokens for ``lm``).
+            src: (B, T) input ids (images (B, C, H, W) with the ``patch`` embedding).
+            tgt: (B, T) target ids (next tokens for ``lm``, original tokens for ``mlm``), (B,) labels for
+                ``sp``/``cls``, or a dict {target name: tensor} with several targets.
             seg: (B, T) segment ids, 0 = padding.
-            loss_mask: (B, T) bool, positions whose target is scored; default ``seg > 0``.
+            loss_mask: (B, T) bool, positions whose target is scored (the masked ones for ``mlm``);
+                default ``seg > 0`` (``tgt_seg > 0`` with a decoder).
+            tgt_in, tgt_seg: (B, T') decoder input ids and segment ids (encoder-decoder models only).
         """
-        positions = _default_positions(src)
+        positions = self.embedding.default_positions(src)
         emb = self.embedding(src, seg, positions)
         hidden = self.encoder(emb, seg, positions=positions, honor_padding=False)
+        if self.config.decoder is not None:
+            if tgt_in is None:
+                raise ConfigError(f"decoder {self.config.decoder!r}: forward needs tgt_in (decoder input ids)")
+            tgt_seg = torch.ones_like(tgt_in) if tgt_seg is None else tgt_seg
+            hidden, seg = self.decode(hidden, seg, tgt_in, tgt_seg), tgt_seg
         return self.target(hidden, tgt, seg > 0 if loss_mask is None else loss_mask)
+
+    def decode(
+        self,
+        memory: torch.Tensor,
+        src_seg: torch.Tensor,
+        tgt_in: torch.Tensor,
+        tgt_seg: torch.Tensor | None = None,
+        *,
+        cache: KVCache | None = None,
+    ) -> torch.Tensor:
+        """Decoder hidden states (B, T', H) of ``tgt_in`` (B, T') against the encoder output ``memory``
+        (B, S, H); ``cache`` (from ``new_decoder_kv_cache``) makes decoding incremental."""
+        if tgt_seg is None:
+            tgt_seg = torch.ones_like(tgt_in)
+        positions = self.tgt_embedding.default_positions(tgt_in, start=cache.length if cache is not None else 0)
+        emb = self.tgt_embedding(tgt_in, tgt_seg, positions)
+        return self.decoder(memory, emb, src_seg, tgt_seg, cache=cache)
+
+    def new_decoder_kv_cache(self, batch_size: int, max_length: int) -> KVCache:
+        """An empty self-attention cache of the decoder layers, in the model's dtype and device."""
+        param = next(self.parameters())
+        c = self.config
+        return KVCache(
+            layers_num=self.decoder.layers_num, batch_size=batch_size, kv_heads_num=c.kv_heads_num,
+            head_size=c.head_size, max_length=max_length, dtype=param.dtype, device=param.device,
+        )
 
     # ------------------------------------------------------------------ inference
     def hidden_states(
@@ -123,10 +184,10 @@ class Model(nn.Module):
         ``seg`` marks padding with 0 (default: no padding). ``positions`` default to the cache slots
         ``cache.length + [0, T)``; left-padded batches pass their own per-row positions.
         """
-        if seg is None:
-            seg = torch.ones_like(src)
         if positions is None:
-            positions = _default_positions(src, start=cache.length if cache is not None else 0)
+            positions = self.embedding.default_positions(src, start=cache.length if cache is not None else 0)
+        if seg is None:
+            seg = torch.ones_like(positions)
         emb = self.embedding(src, seg, positions)
         return self.encoder(emb, seg, positions=positions, cache=cache, honor_padding=True)
 
@@ -173,13 +234,7 @@ class Model(nn.Module):
                     nn.init.zeros_(module.bias)
             elif hasattr(module, "reset_parameters") and type(module).__module__.startswith("tencentpretrain"):
                 module.reset_parameters()
-        if self.config.tie_weights:
-            self._tie_weights()
-
-
-def _default_positions(src: torch.Tensor, start: int = 0) -> torch.Tensor:
-    """(B, T) positions start, start + 1, ... for every row."""
-    return torch.arange(start, start + src.shape[1], device=src.device).expand(src.shape[0], -1)
+        self._tie_weights()
 
 
 def build_model(config: ModelConfig, vocab_size: int | None = None, *, init: bool = True) -> Model:

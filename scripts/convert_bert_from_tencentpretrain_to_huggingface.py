@@ -1,0 +1,7 @@
+"""Convert a TencentPretrain bert checkpoint into an HF model directory (config.json + model.safetensors)."""
+
+from tencentpretrain.convert.bert_hf import BERT_HF
+from tencentpretrain.convert.hf_family import tencentpretrain_to_hf_main
+
+if __name__ == "__main__":
+    tencentpretrain_to_hf_main(BERT_HF)

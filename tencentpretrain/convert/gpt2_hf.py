@@ -1,0 +1,121 @@
+"""The HuggingFace ``GPT2LMHeadModel`` <-> TencentPretrain weight map.
+
+HF GPT-2 stores its linears as ``Conv1D`` with (in, out) weights, so every weight is transposed, and fuses
+Q, K and V into one ``c_attn`` whose output columns are [Q | K | V]. ``split_fused_qkv`` turns the fused
+tensors into three per-projection HF-style keys before the declarative map runs, and ``fuse_qkv`` undoes
+it after. HF's LayerNorm is the standard one, so converted configs select ``layernorm: "standard"``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from tencentpretrain.config import ModelConfig
+from tencentpretrain.convert.hf_family import HfFamily, StateDict
+from tencentpretrain.convert.weight_map import Rule, WeightMap
+from tencentpretrain.errors import ConfigError
+
+HF_ACTIVATIONS = {"gelu_new": "gelu_fast", "gelu_pytorch_tanh": "gelu_fast", "gelu": "gelu", "relu": "relu"}
+PARTS = ("q", "k", "v")
+
+
+def _t(w: torch.Tensor) -> torch.Tensor:
+    return w.t().contiguous()
+
+
+def split_fused_qkv(state: StateDict, hf_config: dict | None = None) -> StateDict:
+    """``h.{i}.attn.c_attn.{weight (H, 3H), bias (3H,)}`` -> ``h.{i}.attn.c_attn_{q,k,v}.*`` (H, H) / (H,).
+
+    A tied ``lm_head.weight``, which ``save_pretrained`` leaves out of the file, is restored from ``wte``."""
+    if "lm_head.weight" not in state and (hf_config or {}).get("tie_word_embeddings", True):
+        state = {**state, "lm_head.weight": state["transformer.wte.weight"]}
+    out = {}
+    for key, tensor in state.items():
+        if ".attn.c_attn." in key:
+            for part, piece in zip(PARTS, tensor.chunk(3, dim=-1)):
+                out[key.replace(".c_attn.", f".c_attn_{part}.")] = piece.contiguous()
+        else:
+            out[key] = tensor
+    return out
+
+
+def fuse_qkv(state: StateDict, hf_config: dict | None = None) -> StateDict:
+    """The inverse of ``split_fused_qkv``."""
+    out, pieces = {}, {}
+    for key, tensor in state.items():
+        for part in PARTS:
+            if f".c_attn_{part}." in key:
+                pieces.setdefault(key.replace(f".c_attn_{part}.", ".c_attn."), {})[part] = tensor
+                break
+        else:
+            out[key] = tensor
+    for key, parts in pieces.items():
+        out[key] = torch.cat([parts[p] for p in PARTS], dim=-1)
+    return out
+
+
+def gpt2_hf_weight_map(config: ModelConfig) -> WeightMap:
+    layer, tp = "transformer.h.{}", "encoder.transformer.{}"
+    rules = [
+        Rule("transformer.wte.weight", "embedding.word.embedding.weight"),
+        Rule("transformer.wpe.weight", "embedding.pos.embedding.weight"),
+        Rule(f"{layer}.ln_1.weight", f"{tp}.layer_norm_1.gamma"),
+        Rule(f"{layer}.ln_1.bias", f"{tp}.layer_norm_1.beta"),
+        Rule(f"{layer}.attn.c_proj.weight", f"{tp}.self_attn.final_linear.weight", _t, _t),
+        Rule(f"{layer}.attn.c_proj.bias", f"{tp}.self_attn.final_linear.bias"),
+        Rule(f"{layer}.ln_2.weight", f"{tp}.layer_norm_2.gamma"),
+        Rule(f"{layer}.ln_2.bias", f"{tp}.layer_norm_2.beta"),
+        Rule(f"{layer}.mlp.c_fc.weight", f"{tp}.feed_forward.linear_1.weight", _t, _t),
+        Rule(f"{layer}.mlp.c_fc.bias", f"{tp}.feed_forward.linear_1.bias"),
+        Rule(f"{layer}.mlp.c_proj.weight", f"{tp}.feed_forward.linear_2.weight", _t, _t),
+        Rule(f"{layer}.mlp.c_proj.bias", f"{tp}.feed_forward.linear_2.bias"),
+        Rule("transformer.ln_f.weight", "encoder.layer_norm.gamma"),
+        Rule("transformer.ln_f.bias", "encoder.layer_norm.beta"),
+        Rule("lm_head.weight", "target.lm.output_layer.weight"),
+    ]
+    for i, part in enumerate(PARTS):
+        rules.append(Rule(f"{layer}.attn.c_attn_{part}.weight", f"{tp}.self_attn.linear_layers.{i}.weight", _t, _t))
+        rules.append(Rule(f"{layer}.attn.c_attn_{part}.bias", f"{tp}.self_attn.linear_layers.{i}.bias"))
+    # attn.bias / attn.masked_bias: causal-mask buffers that older transformers versions saved.
+    return WeightMap("HuggingFace GPT-2", rules, ignored_external=[r"\.attn\.(masked_)?bias$"])
+
+
+def model_config_from_hf(hf: dict) -> ModelConfig:
+    """A TencentPretrain GPT-2 config from an HF ``config.json`` dict."""
+    act = hf.get("activation_function", "gelu_new")
+    if act not in HF_ACTIVATIONS:
+        raise ConfigError(f"HF GPT-2 activation_function {act!r} is not supported; known: {sorted(HF_ACTIVATIONS)}")
+    if hf.get("scale_attn_by_inverse_layer_idx") or hf.get("reorder_and_upcast_attn"):
+        raise ConfigError("HF GPT-2 configs with scale_attn_by_inverse_layer_idx/reorder_and_upcast_attn are not supported")
+    hidden = hf["n_embd"]
+    return ModelConfig(
+        emb_size=hidden, hidden_size=hidden, feedforward_size=hf.get("n_inner") or 4 * hidden,
+        heads_num=hf["n_head"], layers_num=hf["n_layer"], vocab_size=hf["vocab_size"],
+        max_seq_length=hf["n_positions"], hidden_act=HF_ACTIVATIONS[act], dropout=hf.get("resid_pdrop", 0.1),
+        embedding=("word", "pos"), remove_embedding_layernorm=True, encoder="transformer", mask="causal",
+        layernorm_positioning="pre", layernorm="standard", layernorm_eps=hf.get("layer_norm_epsilon", 1e-5),
+        feed_forward="dense", target=("lm",), tie_weights=bool(hf.get("tie_word_embeddings", True)),
+    )
+
+
+def hf_config_from_model_config(config: ModelConfig, vocab_size: int) -> dict:
+    """The HF ``config.json`` dict of a TencentPretrain GPT-2 config."""
+    acts = {"gelu_fast": "gelu_new", "gelu": "gelu", "relu": "relu"}
+    return {
+        "architectures": ["GPT2LMHeadModel"], "model_type": "gpt2", "vocab_size": vocab_size,
+        "n_embd": config.hidden_size, "n_inner": config.feedforward_size, "n_head": config.heads_num,
+        "n_layer": config.layers_num, "n_positions": config.max_seq_length,
+        "activation_function": acts[config.hidden_act], "layer_norm_epsilon": config.layernorm_eps,
+        "resid_pdrop": config.dropout, "embd_pdrop": config.dropout, "attn_pdrop": config.dropout,
+        "tie_word_embeddings": config.tie_weights,
+    }
+
+
+GPT2_HF = HfFamily(
+    name="GPT-2",
+    config_from_hf=model_config_from_hf,
+    hf_config=hf_config_from_model_config,
+    weight_map=gpt2_hf_weight_map,
+    prepare_external=split_fused_qkv,
+    finish_external=fuse_qkv,
+)
