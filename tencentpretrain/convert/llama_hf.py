@@ -109,8 +109,19 @@ def model_config_from_hf(hf: dict) -> ModelConfig:
     )
 
 
-def hf_config_from_model_config(config: ModelConfig, vocab_size: int) -> dict:
-    """The HF ``config.json`` dict of a TencentPretrain LLaMA config (true vocab size, KV heads, theta, eps)."""
+def hf_config_from_model_config(
+    config: ModelConfig,
+    vocab_size: int,
+    *,
+    bos_token_id: int | None = None,
+    eos_token_id: int | None = None,
+    pad_token_id: int | None = None,
+    dtype: str | None = None,
+) -> dict:
+    """The HF ``config.json`` dict of a TencentPretrain LLaMA config (true vocab size, KV heads, theta, eps).
+
+    Token ids and ``dtype`` (``"float32"``, ``"bfloat16"``...) are written when given.
+    """
     hf = {
         "architectures": ["LlamaForCausalLM"],
         "model_type": "llama",
@@ -131,4 +142,8 @@ def hf_config_from_model_config(config: ModelConfig, vocab_size: int) -> dict:
     }
     if config.rope_scaling:
         hf["rope_scaling"] = {"rope_type": "linear", "factor": config.rope_scaling_factor}
+    tokens = {"bos_token_id": bos_token_id, "eos_token_id": eos_token_id, "pad_token_id": pad_token_id}
+    hf.update({k: v for k, v in tokens.items() if v is not None})
+    if dtype is not None:
+        hf["torch_dtype"] = dtype  # transformers 4.x reads torch_dtype, 5.x reads either
     return hf

@@ -73,6 +73,30 @@ class WeightMap:
         self._raise_leftovers(leftovers, f"TencentPretrain keys with no {self.name} equivalent", source)
         return out
 
+    def internal_keys(self, keys: Iterable[str], *, source: str = "") -> dict[str, str]:
+        """external key -> TencentPretrain key, without touching tensors; ignored keys are left out and
+        unknown keys raise (all of them listed), so a converter can check a checkpoint before reading it."""
+        return self._plan(self._external, keys, "internal", f"{self.name} keys with no TencentPretrain equivalent",
+                          source, ignore=True)
+
+    def external_keys(self, keys: Iterable[str], *, source: str = "") -> dict[str, str]:
+        """TencentPretrain key -> external key, without touching tensors; unknown keys raise."""
+        return self._plan(self._internal, keys, "external", f"TencentPretrain keys with no {self.name} equivalent",
+                          source, ignore=False)
+
+    def _plan(self, table, keys, side: str, what: str, source: str, *, ignore: bool) -> dict[str, str]:
+        plan, leftovers = {}, []
+        for key in keys:
+            match = self._match(table, key)
+            if match is None:
+                if not (ignore and any(p.search(key) for p in self._ignored)):
+                    leftovers.append(key)
+                continue
+            rule, layer = match
+            plan[key] = getattr(rule, side).replace("{}", layer)
+        self._raise_leftovers(leftovers, what, source)
+        return plan
+
     @staticmethod
     def _match(table: list[tuple[re.Pattern, Rule]], key: str) -> tuple[Rule, str] | None:
         for pattern, rule in table:

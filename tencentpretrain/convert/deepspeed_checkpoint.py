@@ -1,0 +1,107 @@
+"""A DeepSpeed checkpoint directory (ZeRO stage 1, 2 or 3) -> one TencentPretrain weight file.
+
+DeepSpeed writes ``DIR/latest`` (the tag) and ``DIR/<tag>/`` with ``mp_rank_00_model_states.pt`` and one
+``*_optim_states.pt`` per data-parallel rank holding that rank's fp32 partition. DeepSpeed's own
+``zero_to_fp32`` utilities reassemble the fp32 weights; they are used here as a library, in lazy mode, so
+tensors are gathered one at a time while the output is written.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import torch
+
+from tencentpretrain.config import ModelConfig
+from tencentpretrain.convert.stream import (
+    TENCENTPRETRAIN_BLOCKS,
+    StateWriter,
+    cast,
+    expected_shapes,
+    is_directory_output,
+)
+from tencentpretrain.convert.vocab import EMBEDDING_KEY, check_vocab_sizes
+from tencentpretrain.convert.weight_map import check_complete
+from tencentpretrain.errors import CheckpointError, ConfigError
+
+logger = logging.getLogger(__name__)
+
+
+def _zero_to_fp32():
+    try:
+        from deepspeed.utils import zero_to_fp32
+    except ImportError:
+        raise ConfigError(
+            "reading a DeepSpeed checkpoint needs the deepspeed package: pip install deepspeed "
+            "(or run the zero_to_fp32.py that DeepSpeed copied into the checkpoint directory)"
+        ) from None
+    return zero_to_fp32
+
+
+def resolve_tag(checkpoint_dir: str, tag: str | None) -> str:
+    """``tag``, or the one named in ``checkpoint_dir/latest``; errors list the tags that exist."""
+    if not os.path.isdir(checkpoint_dir):
+        raise CheckpointError(f"{checkpoint_dir}: not a DeepSpeed checkpoint directory")
+    tags = sorted(d for d in os.listdir(checkpoint_dir) if os.path.isdir(os.path.join(checkpoint_dir, d)))
+    if tag is None:
+        latest = os.path.join(checkpoint_dir, "latest")
+        if not os.path.isfile(latest):
+            raise CheckpointError(f"{checkpoint_dir}: no 'latest' file; pass --tag (one of: {', '.join(tags)})")
+        with open(latest, encoding="utf-8") as f:
+            tag = f.read().strip()
+    if tag not in tags:
+        raise CheckpointError(f"{checkpoint_dir}: no checkpoint tagged {tag!r} (found: {', '.join(tags) or 'none'})")
+    return tag
+
+
+def convert_deepspeed_to_tencentpretrain(
+    checkpoint_dir: str,
+    output_path: str,
+    *,
+    tag: str | None = None,
+    dtype: torch.dtype | None = None,
+    config: ModelConfig | None = None,
+    exclude_frozen_parameters: bool = False,
+    max_shard_bytes: int = 10 * 10**9,
+) -> list[str]:
+    """Write the fp32 (or ``dtype``) weights of a ZeRO-1/2/3 checkpoint as one TencentPretrain checkpoint.
+
+    With ``config`` the key set and shapes are checked against the model first. Returns the files written.
+    """
+    tag = resolve_tag(checkpoint_dir, tag)
+    zero_to_fp32 = _zero_to_fp32()
+    lazy = zero_to_fp32.get_fp32_state_dict_from_zero_checkpoint(
+        checkpoint_dir, tag=tag, exclude_frozen_parameters=exclude_frozen_parameters, lazy_mode=True
+    )
+    lazy = _strip_wrapper_prefix(lazy)
+    if config is not None:
+        _check_keys(lazy, config, checkpoint_dir)
+    writer = StateWriter(output_path, sharded=is_directory_output(output_path), layout=TENCENTPRETRAIN_BLOCKS,
+                         max_shard_bytes=max_shard_bytes, key_order=list(lazy))
+    for key in list(lazy):
+        writer.add(key, cast(lazy.pop(key).contiguous(), dtype))  # gathers this one tensor
+    files = writer.close()
+    logger.info("%s (tag %s) -> %s: %d tensors", checkpoint_dir, tag, output_path, len(writer.keys))
+    return files
+
+
+def _strip_wrapper_prefix(state: dict) -> dict:
+    """Drop a ``module.`` prefix that a wrapper around the model may have added to every key."""
+    if state and all(k.startswith("module.") for k in state):
+        return {k[len("module."):]: v for k, v in state.items()}
+    return state
+
+
+def _check_keys(state: dict, config: ModelConfig, source: str) -> None:
+    if EMBEDDING_KEY in state:
+        rows = state[EMBEDDING_KEY].shape[0]
+        check_vocab_sizes(tokenizer=None, embedding=rows, config=config.vocab_size, source=source)
+    else:
+        rows = config.vocab_size
+    shapes = expected_shapes(config, rows)
+    check_complete(state, shapes, what=f"{source} (for the config given)")
+    bad = [f"{k}: {tuple(v.shape)} vs {tuple(shapes[k])}" for k, v in state.items()
+           if tuple(v.shape) != tuple(shapes[k])]
+    if bad:
+        raise CheckpointError(f"{source}: shapes do not fit the config: " + "; ".join(bad[:10]))

@@ -1,0 +1,199 @@
+"""TencentPretrain LLaMA -> GGUF (the llama.cpp file format), through the ``gguf`` package of the llama.cpp project.
+
+Layout: llama.cpp's ``llama`` architecture rotates adjacent pairs of dimensions, i.e. Meta's interleaved RoPE
+layout, which is ours; llama.cpp's own HF converter un-permutes HF's Q/K back to it. So Q and K are written
+as they are, and the GGUF map below is a pure rename, like the Meta one.
+
+Types: 1-D tensors (norms) are always f32; 2-D weights take the requested type. q8_0 and q4_0 quantize rows
+in blocks of 32; a weight whose rows are not a multiple of 32 is written as f16 instead (logged).
+
+Metadata: architecture (sizes, head counts, rope theta and scaling, RMS eps, context length), the tokenizer
+(pieces, scores and piece types from the SentencePiece model, bos/eos/unk/pad ids, dummy-prefix flag) and
+the chat template of ``tencentpretrain.data.templates``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from tencentpretrain.checkpoint import atomic_path
+from tencentpretrain.config import ModelConfig
+from tencentpretrain.convert.stream import expected_shapes, iter_tensors, list_keys
+from tencentpretrain.convert.vocab import check_vocab_sizes
+from tencentpretrain.convert.weight_map import Rule, WeightMap, check_complete
+from tencentpretrain.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+OUTTYPES = ("f32", "f16", "q8_0", "q4_0")
+PAD_PIECE_SCORE = -1000.0
+
+
+def llama_gguf_weight_map() -> WeightMap:
+    """GGUF tensor names (llama.cpp's ``llama`` architecture) <-> TencentPretrain keys; no tensor changes."""
+    blk, attn, ffn = "blk.{}", "encoder.transformer.{}.self_attn", "encoder.transformer.{}.feed_forward"
+    rules = [
+        Rule("token_embd.weight", "embedding.word.embedding.weight"),
+        Rule(f"{blk}.attn_q.weight", f"{attn}.linear_layers.0.weight"),
+        Rule(f"{blk}.attn_k.weight", f"{attn}.linear_layers.1.weight"),
+        Rule(f"{blk}.attn_v.weight", f"{attn}.linear_layers.2.weight"),
+        Rule(f"{blk}.attn_output.weight", f"{attn}.final_linear.weight"),
+        Rule(f"{blk}.ffn_gate.weight", f"{ffn}.linear_gate.weight"),
+        Rule(f"{blk}.ffn_up.weight", f"{ffn}.linear_1.weight"),
+        Rule(f"{blk}.ffn_down.weight", f"{ffn}.linear_2.weight"),
+        Rule(f"{blk}.attn_norm.weight", "encoder.transformer.{}.layer_norm_1.weight"),
+        Rule(f"{blk}.ffn_norm.weight", "encoder.transformer.{}.layer_norm_2.weight"),
+        Rule("output_norm.weight", "encoder.layer_norm.weight"),
+        Rule("output.weight", "target.lm.output_layer.weight"),
+    ]
+    return WeightMap("GGUF llama", rules)
+
+
+def _gguf():
+    try:
+        import gguf
+    except ImportError:
+        raise ConfigError("GGUF export needs the gguf package: pip install gguf") from None
+    return gguf
+
+
+@dataclass(frozen=True)
+class GgufOptions:
+    """What to write besides the weights."""
+
+    outtype: str = "f16"  # one of OUTTYPES
+    name: str | None = None  # general.name (default: the output file's stem)
+    chat_template: str | None = None
+    allow_vocab_padding: bool = False  # embedding rows beyond the tokenizer become [PADi] tokens
+
+
+def tensor_type(outtype: str, tensor: torch.Tensor):
+    """The GGML type a tensor gets for ``outtype``: norms f32, rows not divisible by the block size f16."""
+    gguf = _gguf()
+    if tensor.dim() < 2 or outtype == "f32":
+        return gguf.GGMLQuantizationType.F32
+    if outtype == "f16":
+        return gguf.GGMLQuantizationType.F16
+    qtype = {"q8_0": gguf.GGMLQuantizationType.Q8_0, "q4_0": gguf.GGMLQuantizationType.Q4_0}[outtype]
+    block = gguf.GGML_QUANT_SIZES[qtype][0]
+    if tensor.shape[-1] % block:
+        return gguf.GGMLQuantizationType.F16
+    return qtype
+
+
+def encode_tensor(tensor: torch.Tensor, qtype) -> np.ndarray:
+    """``tensor`` as the numpy array ``GGUFWriter.add_tensor`` takes for ``qtype`` (quantized: raw bytes)."""
+    gguf = _gguf()
+    data = tensor.detach().to(torch.float32).numpy()
+    if qtype == gguf.GGMLQuantizationType.F32:
+        return np.ascontiguousarray(data)
+    if qtype == gguf.GGMLQuantizationType.F16:
+        return data.astype(np.float16)
+    return gguf.quants.quantize(data, qtype)
+
+
+def _file_type(outtype: str) -> int:
+    f = _gguf().LlamaFileType
+    return {"f32": f.ALL_F32, "f16": f.MOSTLY_F16, "q8_0": f.MOSTLY_Q8_0, "q4_0": f.MOSTLY_Q4_0}[outtype]
+
+
+def add_architecture_metadata(writer, config: ModelConfig, vocab_size: int, outtype: str, name: str) -> None:
+    gguf = _gguf()
+    writer.add_name(name)
+    writer.add_context_length(config.max_seq_length)
+    writer.add_embedding_length(config.hidden_size)
+    writer.add_block_count(config.layers_num)
+    writer.add_feed_forward_length(config.feedforward_size)
+    writer.add_head_count(config.heads_num)
+    writer.add_head_count_kv(config.kv_heads_num)
+    writer.add_rope_dimension_count(config.head_size)
+    writer.add_rope_freq_base(config.rope_theta)
+    writer.add_layer_norm_rms_eps(config.layernorm_eps)
+    writer.add_vocab_size(vocab_size)
+    if config.head_size * config.heads_num != config.hidden_size:
+        writer.add_key_length(config.head_size)
+        writer.add_value_length(config.head_size)
+    if config.rope_scaling:
+        writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+        writer.add_rope_scaling_factor(config.rope_scaling_factor)
+    writer.add_file_type(_file_type(outtype))
+    writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+
+
+def add_tokenizer_metadata(writer, spm_model_path: str, vocab_size: int, chat_template: str | None) -> None:
+    """Pieces, scores and types of the SentencePiece model (padded with unused ``[PADi]`` up to ``vocab_size``),
+    special ids and the chat template."""
+    from sentencepiece import sentencepiece_model_pb2
+
+    from tencentpretrain.convert.hf_tokenizer import load_sentencepiece, special_tokens
+
+    gguf = _gguf()
+    proto = sentencepiece_model_pb2.ModelProto()
+    with open(spm_model_path, "rb") as f:
+        proto.ParseFromString(f.read())
+    tokens = [p.piece.encode("utf-8") for p in proto.pieces]
+    scores = [p.score for p in proto.pieces]
+    types = [int(p.type) for p in proto.pieces]  # SentencePiece's piece types use GGUF's TokenType numbering
+    for i in range(len(tokens), vocab_size):
+        tokens.append(f"[PAD{i}]".encode())
+        scores.append(PAD_PIECE_SCORE)
+        types.append(int(gguf.TokenType.UNUSED))
+    writer.add_tokenizer_model("llama")
+    writer.add_tokenizer_pre("default")
+    writer.add_token_list(tokens)
+    writer.add_token_scores(scores)
+    writer.add_token_types(types)
+    specials = special_tokens(load_sentencepiece(spm_model_path))
+    for name, add in (("bos", writer.add_bos_token_id), ("eos", writer.add_eos_token_id),
+                      ("unk", writer.add_unk_token_id), ("pad", writer.add_pad_token_id)):
+        if specials.id(name) is not None:
+            add(specials.id(name))
+    writer.add_add_bos_token(specials.bos is not None)
+    writer.add_add_eos_token(False)
+    writer.add_add_space_prefix(bool(proto.normalizer_spec.add_dummy_prefix))
+    if chat_template:
+        writer.add_chat_template(chat_template)
+
+
+def convert_tencentpretrain_to_gguf(
+    input_path: str, output_path: str, config: ModelConfig, spm_model_path: str, options: GgufOptions = GgufOptions()
+) -> dict[str, str]:
+    """Write a GGUF file llama.cpp runs; returns GGUF tensor name -> GGML type name."""
+    from tencentpretrain.convert.hf import embedding_rows
+    from tencentpretrain.convert.hf_tokenizer import load_sentencepiece
+
+    if options.outtype not in OUTTYPES:
+        raise ConfigError(f"unknown GGUF type {options.outtype!r}; choose from {', '.join(OUTTYPES)}")
+    if config.tie_weights:
+        logger.info("tied embeddings: output.weight is written as its own copy")
+    keys = list_keys(input_path)
+    rows = embedding_rows(input_path, keys)
+    check_vocab_sizes(tokenizer=load_sentencepiece(spm_model_path).get_piece_size(), embedding=rows,
+                      config=config.vocab_size, source=input_path, allow_padding=options.allow_vocab_padding)
+    check_complete(keys, expected_shapes(config, rows), what=f"{input_path} (for the config given)")
+    weight_map = llama_gguf_weight_map()
+    plan = weight_map.external_keys(keys, source=input_path)
+    gguf = _gguf()
+    name = options.name or os.path.splitext(os.path.basename(output_path))[0]
+    types: dict[str, str] = {}
+    with atomic_path(output_path) as tmp:
+        writer = gguf.GGUFWriter(tmp, arch="llama")
+        add_architecture_metadata(writer, config, rows, options.outtype, name)
+        add_tokenizer_metadata(writer, spm_model_path, rows, options.chat_template)
+        for _, key, tensor in iter_tensors(input_path):
+            qtype = tensor_type(options.outtype, tensor)
+            if qtype.name.lower() != options.outtype and tensor.dim() == 2:
+                logger.warning("%s: rows of %d are not a multiple of the %s block; written as %s",
+                               key, tensor.shape[-1], options.outtype, qtype.name)
+            writer.add_tensor(plan[key], encode_tensor(tensor, qtype), raw_dtype=qtype)
+            types[plan[key]] = qtype.name
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+    return types

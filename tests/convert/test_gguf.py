@@ -1,0 +1,147 @@
+"""GGUF export: tensors, types and metadata read back with gguf.GGUFReader; llama.cpp runs it (when installed)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import sentencepiece
+import torch
+
+from scripts import convert_tencentpretrain_to_gguf as gguf_script
+from tencentpretrain.convert.llama_gguf import GgufOptions, convert_tencentpretrain_to_gguf
+from tencentpretrain.data.templates import get_template
+from tencentpretrain.errors import CheckpointError
+from tests.convert.common import SPM_PATH, TEXTS, greedy, save_tiny
+
+gguf = pytest.importorskip("gguf")
+
+QUANT_FRIENDLY = dict(feedforward_size=192, rope_theta=1e6, layernorm_eps=1e-5)  # every row a multiple of 32
+
+
+def _export(tmp_path, outtype: str, *, std: float = 0.02, **overrides):
+    model, path, config_path = save_tiny(str(tmp_path), std=std, **{**QUANT_FRIENDLY, **overrides})
+    out = str(tmp_path / f"model-{outtype}.gguf")
+    assert gguf_script.main(["--input_model_path", path, "--config_path", config_path, "--spm_model_path", SPM_PATH,
+                             "--output_model_path", out, "--outtype", outtype]) == 0
+    return model, out
+
+
+def _field(reader, key):
+    field = reader.fields[key]
+    if field.types[0] == gguf.GGUFValueType.ARRAY:
+        if field.types[-1] == gguf.GGUFValueType.STRING:
+            return [bytes(field.parts[i]) for i in field.data]
+        return [field.parts[i].tolist()[0] for i in field.data]
+    if field.types[0] == gguf.GGUFValueType.STRING:
+        return bytes(field.parts[-1]).decode()
+    return field.parts[-1].tolist()[0]
+
+
+def test_metadata(tmp_path):
+    model, out = _export(tmp_path, "f16")
+    reader = gguf.GGUFReader(out)
+    c = model.config
+    expected = {
+        "general.architecture": "llama", "llama.block_count": 2, "llama.embedding_length": 64,
+        "llama.feed_forward_length": 192, "llama.attention.head_count": 4, "llama.attention.head_count_kv": 2,
+        "llama.rope.dimension_count": 16, "llama.context_length": c.max_seq_length, "llama.vocab_size": 700,
+        "tokenizer.ggml.model": "llama", "tokenizer.ggml.bos_token_id": 1, "tokenizer.ggml.eos_token_id": 2,
+        "tokenizer.ggml.unknown_token_id": 0, "tokenizer.ggml.add_bos_token": True,
+        "general.file_type": int(gguf.LlamaFileType.MOSTLY_F16),
+        "tokenizer.chat_template": get_template("user_bot").chat_template,
+    }
+    assert {k: _field(reader, k) for k in expected} == expected
+    assert _field(reader, "llama.rope.freq_base") == pytest.approx(1e6)
+    assert _field(reader, "llama.attention.layer_norm_rms_epsilon") == pytest.approx(1e-5)
+    sp = sentencepiece.SentencePieceProcessor(model_file=SPM_PATH)
+    assert _field(reader, "tokenizer.ggml.tokens") == [sp.id_to_piece(i).encode() for i in range(700)]
+    np.testing.assert_allclose(_field(reader, "tokenizer.ggml.scores"), [sp.get_score(i) for i in range(700)])
+    types = _field(reader, "tokenizer.ggml.token_type")
+    assert (types[0], types[1], types[2], types[3], types[258], types[259]) == (2, 3, 3, 6, 6, 1)  # unk ctl byte
+
+
+@pytest.mark.parametrize("outtype", ["f32", "f16", "q8_0", "q4_0"])
+def test_tensors_and_types(tmp_path, outtype):
+    model, out = _export(tmp_path, outtype)
+    reader = gguf.GGUFReader(out)
+    tensors = {t.name: t for t in reader.tensors}
+    assert len(tensors) == 2 + 9 * 2 + 1
+    state = model.state_dict()
+    pairs = {"token_embd.weight": "embedding.word.embedding.weight",
+             "blk.1.attn_k.weight": "encoder.transformer.1.self_attn.linear_layers.1.weight",  # no permutation
+             "blk.0.ffn_down.weight": "encoder.transformer.0.feed_forward.linear_2.weight",
+             "blk.0.attn_norm.weight": "encoder.transformer.0.layer_norm_1.weight",
+             "output.weight": "target.lm.output_layer.weight"}
+    tolerance = {"f32": 0, "f16": 1e-3, "q8_0": 0.02, "q4_0": 0.2}[outtype]
+    for name, key in pairs.items():
+        tensor, original = tensors[name], state[key]
+        expected_type = "F32" if original.dim() == 1 else outtype.upper()
+        assert tensor.tensor_type.name == expected_type, name
+        assert [int(d) for d in tensor.shape] == list(reversed(original.shape))  # GGUF lists ne0 (columns) first
+        values = gguf.quants.dequantize(tensor.data, tensor.tensor_type).reshape(original.shape)
+        error = np.abs(values - original.numpy()).max() / original.abs().max().item()
+        assert error <= tolerance, (name, error)
+
+
+def test_rows_not_divisible_by_the_block_fall_back_to_f16(tmp_path):
+    _, out = _export(tmp_path, "q4_0", feedforward_size=176)
+    types = {t.name: t.tensor_type.name for t in gguf.GGUFReader(out).tensors}
+    assert types["blk.0.ffn_down.weight"] == "F16" and types["blk.0.ffn_up.weight"] == "Q4_0"
+
+
+def test_vocabulary_padding(tmp_path):
+    model, path, config_path = save_tiny(str(tmp_path), vocab_size=704)
+    with pytest.raises(CheckpointError, match="tokenizer 700 pieces, embedding 704 rows, config vocab_size 704"):
+        convert_tencentpretrain_to_gguf(path, str(tmp_path / "m.gguf"), model.config, SPM_PATH)
+    convert_tencentpretrain_to_gguf(path, str(tmp_path / "m.gguf"), model.config, SPM_PATH,
+                                    GgufOptions(outtype="f32", allow_vocab_padding=True))
+    reader = gguf.GGUFReader(str(tmp_path / "m.gguf"))
+    assert _field(reader, "tokenizer.ggml.tokens")[-4:] == [b"[PAD700]", b"[PAD701]", b"[PAD702]", b"[PAD703]"]
+    assert _field(reader, "tokenizer.ggml.token_type")[-1] == int(gguf.TokenType.UNUSED)
+
+
+# ---------------------------------------------------------------------------------------------- llama.cpp
+PROMPTS = [TEXTS["chinese"], "The quick brown fox jumps over the lazy dog"]
+
+
+def _llama(path: str):
+    llama_cpp = pytest.importorskip("llama_cpp")
+    return llama_cpp.Llama(path, n_ctx=128, n_threads=1, logits_all=True, verbose=False)
+
+
+def _llama_greedy(llm, prompt: list[int], steps: int) -> list[int]:
+    tokens = []
+    for token in llm.generate(prompt, temp=0.0, top_k=1, reset=True):
+        tokens.append(token)
+        if len(tokens) == steps:
+            break
+    return tokens
+
+
+@pytest.mark.parametrize("outtype", ["f32", "f16"])
+def test_llama_cpp_greedy_equals_ours(tmp_path, outtype):
+    pytest.importorskip("llama_cpp")
+    model, out = _export(tmp_path, outtype, std=0.15)  # peaked logits: greedy is decided by clear margins
+    llm = _llama(out)
+    sp = sentencepiece.SentencePieceProcessor(model_file=SPM_PATH)
+    for text in PROMPTS:
+        prompt = [sp.bos_id(), *sp.encode(text)]
+        assert llm.tokenize(text.encode(), add_bos=True) == prompt  # llama.cpp's tokenizer agrees with ours
+        assert _llama_greedy(llm, prompt, 16) == greedy(model, prompt, 16), text
+
+
+@pytest.mark.parametrize(("outtype", "min_cosine"), [("q8_0", 0.99), ("q4_0", 0.9)])
+def test_llama_cpp_quantized_loads_and_generates(tmp_path, outtype, min_cosine):
+    pytest.importorskip("llama_cpp")
+    model, out = _export(tmp_path, outtype, std=0.05)
+    llm = _llama(out)
+    sp = sentencepiece.SentencePieceProcessor(model_file=SPM_PATH)
+    prompt = [sp.bos_id(), *sp.encode(PROMPTS[0])]
+    assert len(_llama_greedy(llm, prompt, 8)) == 8
+    llm.reset()
+    llm.eval(prompt)
+    theirs = torch.tensor(np.array(llm.scores[: len(prompt)]))
+    with torch.no_grad():
+        ours = model.logits(torch.tensor([prompt]))[0]
+    cosine = torch.nn.functional.cosine_similarity(theirs, ours, dim=-1)
+    assert cosine.min() >= min_cosine, cosine
