@@ -49,6 +49,25 @@ class LoraLinear(nn.Linear):
         self.reset_lora_parameters()
         self.weight.requires_grad_(False)
 
+    @classmethod
+    def wrap(cls, linear: nn.Linear, config: LoraConfig) -> LoraLinear:
+        """A LoraLinear around ``linear``'s own weight and bias Parameter objects (moved, not copied).
+
+        Reusing the Parameter objects keeps whatever the base layer carries: under DeepSpeed ZeRO-3 they are
+        partitioned placeholders with their partition attributes, and no full-size copy is ever allocated.
+        """
+        weight = linear.weight
+        lora = cls(linear.in_features, linear.out_features, r=config.r, alpha=config.alpha, dropout=config.dropout,
+                   bias=linear.bias is not None, device="meta", dtype=weight.dtype)
+        lora.weight = weight
+        if linear.bias is not None:
+            lora.bias = linear.bias
+        lora.lora_A = nn.Parameter(torch.empty(config.r, linear.in_features, device=weight.device, dtype=weight.dtype))
+        lora.lora_B = nn.Parameter(torch.empty(linear.out_features, config.r, device=weight.device, dtype=weight.dtype))
+        lora.reset_lora_parameters()
+        weight.requires_grad_(False)
+        return lora
+
     def reset_lora_parameters(self) -> None:
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
         nn.init.zeros_(self.lora_B)
@@ -77,13 +96,7 @@ def apply_lora(model: nn.Module, config: LoraConfig) -> list[str]:
         if type(module) is nn.Linear and name.endswith(config.target_modules):
             parent_name, _, child = name.rpartition(".")
             parent = model.get_submodule(parent_name)
-            lora = LoraLinear(module.in_features, module.out_features, r=config.r, alpha=config.alpha,
-                              dropout=config.dropout, bias=module.bias is not None,
-                              device=module.weight.device, dtype=module.weight.dtype)
-            lora.weight = nn.Parameter(module.weight.data, requires_grad=False)
-            if module.bias is not None:
-                lora.bias = nn.Parameter(module.bias.data, requires_grad=False)
-            setattr(parent, child, lora)
+            setattr(parent, child, LoraLinear.wrap(module, config))
             replaced.append(name)
     if not replaced:
         raise ConfigError(f"LoRA target modules {config.target_modules} match no linear layer of the model")

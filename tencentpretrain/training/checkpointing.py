@@ -1,0 +1,202 @@
+"""Training checkpoints: where they go, how they are written safely, and how a run resumes from one.
+
+Layout, for ``--output_model_path out.bin``::
+
+    out.bin-<step>            TencentPretrain weights (LoRA tensors only with --use_lora), as the original wrote;
+                              loadable with --pretrained_model_path (or --lora_pretrained_model_path)
+    out.bin-<step>.state/     resume state: trainer_state.json (counters, config, vocabulary), rank_<r>.pt
+                              (RNG states and loader position of each rank), optimizer.pt (one process / DDP)
+                              or deepspeed/ (the DeepSpeed engine checkpoint of every rank)
+    out.bin                   the final weights, written at the end of the run
+
+Safety: the state is written into a temporary directory that is renamed into place, then the weights file is
+written under a temporary name and renamed. The weights file is therefore the commit mark: a checkpoint whose
+weights file exists is complete, and a crash at any point leaves the previous checkpoint untouched.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import logging
+import os
+import random
+import re
+import shutil
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from tencentpretrain.checkpoint import atomic_path
+from tencentpretrain.errors import CheckpointError
+from tencentpretrain.training.parallel import DistEnv, barrier, broadcast_object
+
+logger = logging.getLogger(__name__)
+
+STATE_SUFFIX = ".state"
+STATE_FILE = "trainer_state.json"
+STATE_FORMAT = "tencentpretrain-train-state"
+STATE_VERSION = 1
+AUTO = "auto"
+
+
+@dataclass
+class Counters:
+    """Progress of a run; ``step`` counts optimizer steps, ``micro_step`` micro-batches."""
+
+    step: int = 0
+    micro_step: int = 0
+    tokens: int = 0  # non-padding tokens seen by this rank
+
+
+# ---------------------------------------------------------------------- paths
+def checkpoint_path(output_model_path: str, step: int) -> str:
+    return f"{output_model_path}-{step}"
+
+
+def state_dir(weights_path: str) -> str:
+    return weights_path + STATE_SUFFIX
+
+
+def is_complete(weights_path: str) -> bool:
+    return os.path.isfile(weights_path) and os.path.isfile(os.path.join(state_dir(weights_path), STATE_FILE))
+
+
+def latest_checkpoint(output_model_path: str) -> str | None:
+    """The complete checkpoint of ``output_model_path`` with the highest step, or None."""
+    pattern = re.compile(re.escape(os.path.basename(output_model_path)) + r"-(\d+)$")
+    best: tuple[int, str] | None = None
+    for path in glob.glob(glob.escape(output_model_path) + "-*"):
+        match = pattern.match(os.path.basename(path))
+        if match and is_complete(path) and (best is None or int(match.group(1)) > best[0]):
+            best = (int(match.group(1)), path)
+    return best[1] if best else None
+
+
+def resolve_resume(resume: str | None, output_model_path: str) -> str | None:
+    """The weights path of the checkpoint to resume from (None: start fresh)."""
+    if resume is None:
+        return None
+    if resume == AUTO:
+        found = latest_checkpoint(output_model_path)
+        logger.info("resume: %s", found or f"no complete checkpoint of {output_model_path} yet, starting fresh")
+        return found
+    path = resume[: -len(STATE_SUFFIX)] if resume.rstrip("/").endswith(STATE_SUFFIX) else resume
+    path = path.rstrip("/")
+    if not is_complete(path):
+        raise CheckpointError(
+            f"--resume_from_checkpoint {resume}: not a complete checkpoint (expected the weights file {path} and "
+            f"{state_dir(path)}/{STATE_FILE}); --resume_from_checkpoint auto picks the latest complete one"
+        )
+    return path
+
+
+# ---------------------------------------------------------------------- RNG and per-rank state
+def rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def rank_file(directory: str, rank: int) -> str:
+    return os.path.join(directory, f"rank_{rank}.pt")
+
+
+# ---------------------------------------------------------------------- saving
+def save_training_checkpoint(engine: Any, loader: Any, counters: Counters, fingerprint: dict[str, Any],
+                             weights_path: str, *, lora_only: bool) -> None:
+    """Write a complete checkpoint (all ranks call this together)."""
+    env: DistEnv = engine.env
+    final_dir = state_dir(weights_path)
+    tmp_dir = f"{final_dir}.tmp"
+    if env.is_main:
+        for stale in (weights_path, tmp_dir, final_dir):  # an earlier, possibly half-written, save of this step
+            _remove(stale)
+        os.makedirs(tmp_dir)
+    barrier(env)
+    engine.save_state(tmp_dir)
+    with atomic_path(rank_file(tmp_dir, env.rank)) as tmp:
+        torch.save({"rng": rng_state(), "loader": loader.state_dict(), "tokens": counters.tokens}, tmp)
+    barrier(env)
+    if env.is_main:
+        _write_json({"format": STATE_FORMAT, "version": STATE_VERSION, "step": counters.step,
+                     "micro_step": counters.micro_step, "world_size": env.world_size,
+                     **fingerprint}, os.path.join(tmp_dir, STATE_FILE))
+    engine.export_weights(tmp_dir, weights_path + ".partial", lora_only=lora_only)
+    if env.is_main:
+        os.replace(tmp_dir, final_dir)
+        os.replace(weights_path + ".partial", weights_path)  # the commit mark
+        logger.info("saved checkpoint %s", weights_path)
+    barrier(env)
+
+
+def _remove(path: str) -> None:
+    if os.path.isdir(path):
+        shutil.rmtree(path)
+    elif os.path.exists(path):
+        os.remove(path)
+
+
+def _write_json(data: dict[str, Any], path: str) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2)
+        f.write("\n")
+
+
+# ---------------------------------------------------------------------- resuming
+def read_trainer_state(weights_path: str) -> dict[str, Any]:
+    path = os.path.join(state_dir(weights_path), STATE_FILE)
+    with open(path, encoding="utf-8") as f:
+        state = json.load(f)
+    if state.get("format") != STATE_FORMAT or state.get("version") != STATE_VERSION:
+        raise CheckpointError(f"{path}: not a version-{STATE_VERSION} training state")
+    return state
+
+
+def check_fingerprint(saved: dict[str, Any], current: dict[str, Any], source: str) -> None:
+    """Refuse a checkpoint whose model config, vocabulary, LoRA setup or engine differs from this run's."""
+    problems = []
+    for key, value in current.items():
+        old = saved.get(key)
+        if key == "model_config":
+            problems += [f"model config {k}: checkpoint {old.get(k)!r}, this run {value.get(k)!r}"
+                         for k in sorted(set(old) | set(value)) if old.get(k) != value.get(k)]
+        elif key == "tokenizer_files" and not (old and value):
+            continue  # unknown on one side: the vocabulary size is still compared
+        elif old != value:
+            problems.append(f"{key}: checkpoint {old!r}, this run {value!r}")
+    if problems:
+        raise CheckpointError(f"cannot resume from {source}, it does not match this run:\n  " + "\n  ".join(problems))
+
+
+def load_training_checkpoint(engine: Any, loader: Any, fingerprint: dict[str, Any], weights_path: str) -> Counters:
+    """Restore model, optimizer, schedule, loader position, RNG states and counters; returns the counters."""
+    env: DistEnv = engine.env
+    saved = broadcast_object(env, read_trainer_state(weights_path) if env.is_main else None)
+    check_fingerprint(saved, fingerprint, weights_path)
+    directory = state_dir(weights_path)
+    engine.load_state(directory, weights_path)
+    per_rank = rank_file(directory, env.rank)
+    if not os.path.isfile(per_rank):
+        raise CheckpointError(f"{weights_path} was saved by {saved['world_size']} processes, this run has "
+                              f"{env.world_size}; no state for rank {env.rank}")
+    state = torch.load(per_rank, map_location="cpu", weights_only=False)
+    loader.load_state_dict(state["loader"])
+    if saved["world_size"] == env.world_size:
+        set_rng_state(state["rng"])
+    else:
+        logger.warning("resuming with %d processes instead of %d: random states are not restored",
+                       env.world_size, saved["world_size"])
+    logger.info("resumed from %s at step %d", weights_path, saved["step"])
+    return Counters(step=saved["step"], micro_step=saved["micro_step"], tokens=int(state.get("tokens", 0)))
