@@ -27,6 +27,9 @@ def test_flag_surface_is_frozen():
         "-h", "--help", "--corpus_path", "--dataset_path", "--data_processor", "--seq_length", "--processes_num",
         "--json_format_corpus", "--full_sentences", "--seed", "--prompt_template", "--train_on_prompt",
         "--skip_bad_lines", "--tokenizer", "--spm_model_path", "--vocab_path", "--do_lower_case",
+        # bert/albert/mlm/t5/vit (issue 9), the original's names
+        "--dup_factor", "--short_seq_prob", "--dynamic_masking", "--whole_word_masking", "--tgt_seq_length",
+        "--image_height", "--image_width", "--channels_num",
     }
 
 

@@ -30,9 +30,11 @@ from tqdm import tqdm
 from tencentpretrain import __version__
 from tencentpretrain.data.config import DataConfig
 from tencentpretrain.data.dataset import (
+    FLAGS_FILE,
     FORMAT_NAME,
     FORMAT_VERSION,
     INDEX_FILE,
+    LABELS_FILE,
     MANIFEST_FILE,
     MASK_FILE,
     TOKENS_FILE,
@@ -49,6 +51,9 @@ logger = logging.getLogger(__name__)
 MAX_CHUNK_BYTES = 16 << 20  # largest range of the corpus per task (bounds a worker's memory)
 MIN_CHUNK_BYTES = 256 << 10
 MAX_REPORTED_BAD_LINES = 5
+# The manifest's tokenizer entry of data built without one (images): one vocabulary row, as HF ViT conversions.
+NO_TOKENIZER = {"name": None, "vocab_size": 1, "bos_id": None, "eos_id": None, "pad_id": None, "unk_id": None,
+                "files": []}
 # What the skip reasons in the manifest mean, for the log.
 SKIP_REASONS = {
     "empty_line": "blank lines",
@@ -56,6 +61,8 @@ SKIP_REASONS = {
     "empty_loss": "instances with no token to predict (e.g. the 1-token tail of a document)",
     "prompt_too_long": "samples whose prompt alone fills --seq_length",
     "no_assistant_turn": "conversations without an assistant turn",
+    "short_document": "documents too short for an instance (fewer than two tokens)",
+    "header": "TSV header lines",
 }
 
 
@@ -91,7 +98,7 @@ def build_dataset(
     nothing behind.
     """
     corpus_bytes = _check_corpus(config.corpus_path)
-    tokenizer = build_tokenizer(tokenizer_config)
+    tokenizer = _build_tokenizer(config, tokenizer_config)
     processor = DATA_PROCESSORS.get(config.data_processor)(tokenizer, config)  # validates options early
     destination = Path(config.dataset_path)
     _check_destination(destination)
@@ -102,7 +109,7 @@ def build_dataset(
         (work / "shards").mkdir(parents=True)
         tasks = split_ranges(corpus_bytes, chunk_bytes or default_chunk_bytes(corpus_bytes, config.processes_num))
         results = _run_tasks(tasks, config, tokenizer_config, work / "shards", corpus_bytes)
-        counts = _merge_shards(work, results, processor, token_dtype(tokenizer.vocab_size))
+        counts = _merge_shards(work, results, processor, _payload_dtype(processor, tokenizer))
         manifest = _manifest(config, processor, tokenizer, counts, corpus_bytes, work)
         write_manifest(work, manifest)
         _install(work, destination)
@@ -111,6 +118,22 @@ def build_dataset(
         raise
     _log_summary(config, manifest["counts"])
     return manifest
+
+
+def _build_tokenizer(config: DataConfig, tokenizer_config: TokenizerConfig) -> Tokenizer | None:
+    """The tokenizer, or None for processors that need none (images)."""
+    if not DATA_PROCESSORS.get(config.data_processor).needs_tokenizer:
+        return None
+    return build_tokenizer(tokenizer_config)
+
+
+def _payload_dtype(processor: Processor, tokenizer: Tokenizer | None) -> np.dtype:
+    """dtype of tokens.bin: the processor's (images: uint8) or the smallest that holds every token id."""
+    dtype = processor.payload_dtype()
+    if dtype is not None:
+        return np.dtype(dtype)
+    assert tokenizer is not None
+    return token_dtype(tokenizer.vocab_size)
 
 
 def default_chunk_bytes(corpus_bytes: int, processes: int) -> int:
@@ -147,9 +170,9 @@ _WORKER: dict[str, Any] = {}
 
 
 def _init_worker(config: DataConfig, tokenizer_config: TokenizerConfig, shard_dir: Path) -> None:
-    tokenizer = build_tokenizer(tokenizer_config)
-    _WORKER["processor"] = DATA_PROCESSORS.get(config.data_processor)(tokenizer, config)
-    _WORKER["dtype"] = token_dtype(tokenizer.vocab_size)
+    tokenizer = _build_tokenizer(config, tokenizer_config)
+    _WORKER["processor"] = processor = DATA_PROCESSORS.get(config.data_processor)(tokenizer, config)
+    _WORKER["dtype"] = _payload_dtype(processor, tokenizer)
     _WORKER["config"] = config
     _WORKER["shard_dir"] = shard_dir
 
@@ -203,10 +226,11 @@ def _process_chunk(task: ChunkTask) -> ChunkResult:
     """Turn the lines that start in ``[task.start, task.end)`` into a shard of the output."""
     processor: Processor = _WORKER["processor"]
     config: DataConfig = _WORKER["config"]
-    shard = _Shard(_WORKER["dtype"], processor.uses_mask, processor.packs_stream, processor.max_tokens)
+    shard = _Shard(_WORKER["dtype"], processor)
     counts: Counter[str] = Counter()
     bad_lines: list[tuple[int, str]] = []
-    for offset, raw in _read_lines(config.corpus_path, task.start, task.end):
+    read = _read_documents if processor.reads_documents else _read_lines
+    for offset, raw in read(config.corpus_path, task.start, task.end):
         counts["lines"] += 1
         try:
             text = _decode(raw, first=offset == 0)
@@ -241,6 +265,58 @@ def _read_lines(path: str, start: int, end: int) -> Iterator[tuple[int, bytes]]:
             pos += len(raw)
 
 
+def _read_documents(path: str, start: int, end: int) -> Iterator[tuple[int, bytes]]:
+    """``(byte offset, document)`` for every blank-line separated document whose first line starts in
+    ``[start, end)``; a document is its lines joined as they were (newlines kept inside)."""
+    with open(path, "rb") as f:
+        pos = start
+        if start > 0:
+            f.seek(start - 1)
+            pos = start - 1 + len(f.readline())  # the first line that starts in the range
+            if pos < end and not _previous_line_blank(f, pos):  # inside a document of an earlier range
+                f.seek(pos)
+                while True:
+                    raw = f.readline()
+                    if not raw:
+                        return
+                    pos += len(raw)
+                    if not raw.strip():
+                        break
+        f.seek(pos)
+        lines: list[bytes] = []
+        doc_start = pos
+        while True:
+            raw = f.readline()
+            if not raw or not raw.strip():
+                if lines:
+                    yield doc_start, b"".join(lines)
+                    lines = []
+                if not raw:
+                    return
+                pos += len(raw)
+                continue
+            if not lines:
+                if pos >= end:
+                    return
+                doc_start = pos
+            lines.append(raw)
+            pos += len(raw)
+
+
+def _previous_line_blank(f: Any, pos: int) -> bool:
+    """Whether the line that ends just before byte ``pos`` (a line start > 0) is blank (whitespace only)."""
+    i = pos - 2  # pos - 1 is that line's newline
+    while i >= 0:
+        f.seek(i)
+        byte = f.read(1)
+        if byte == b"\n":
+            return True
+        if not byte.isspace():
+            return False
+        i -= 1
+    return True
+
+
 def _decode(raw: bytes, *, first: bool) -> str:
     try:
         text = raw.decode("utf-8")
@@ -255,24 +331,33 @@ def _decode(raw: bytes, *, first: bool) -> str:
 class _Shard:
     """Instances of one range, as numpy arrays until written.
 
-    An instance longer than ``max_tokens`` is cut into consecutive chunks of ``max_tokens`` (the last one
-    shorter). A chunk without a scored token (say the 1-token tail of a document) is dropped and counted as
-    ``empty_loss``. In stream mode (``--full_sentences``) documents are only appended; cutting happens at merge.
+    For language-model processors (``cuts_instances``) an instance longer than ``max_tokens`` is cut into
+    consecutive chunks of ``max_tokens`` (the last one shorter), and a chunk without a scored token (say the
+    1-token tail of a document) is dropped and counted as ``empty_loss``. In stream mode (``--full_sentences``)
+    documents are only appended; cutting happens at merge. Other processors' instances are kept as they are,
+    with their token flags and labels.
     """
 
-    def __init__(self, dtype: np.dtype, uses_mask: bool, stream: bool, max_tokens: int) -> None:
-        self.dtype, self.uses_mask, self.stream, self.max_tokens = dtype, uses_mask, stream, max_tokens
+    def __init__(self, dtype: np.dtype, processor: Processor) -> None:
+        self.dtype, self.uses_mask, self.stream = dtype, processor.uses_mask, processor.packs_stream
+        self.max_tokens, self.cuts = processor.max_tokens, processor.cuts_instances
+        self.has_flags, self.has_labels = processor.has_token_flags, processor.has_labels
         self.tokens: list[np.ndarray] = []
         self.masks: list[np.ndarray] = []
+        self.flags: list[np.ndarray] = []
+        self.labels: list[int] = []
         self.lengths: list[int] = []
 
     def add(self, instances: list[Instance], counts: Counter[str]) -> int:
         """Append ``instances``; returns how many chunks were kept."""
         kept = 0
-        for tokens, mask in instances:
-            ids = np.asarray(tokens).astype(self.dtype, copy=False)  # (L,); ids < vocab_size fit the dtype
-            marks = None if mask is None else np.asarray(mask, dtype=np.uint8)  # (L,)
-            if self.stream:
+        for instance in instances:
+            ids = np.asarray(instance.tokens).astype(self.dtype, copy=False)  # (L,); ids < vocab_size fit
+            marks = None if instance.mask is None else np.asarray(instance.mask, dtype=np.uint8)  # (L,)
+            if not self.cuts:
+                self._add_record(ids, marks, instance, counts)
+                kept += 1
+            elif self.stream:
                 self._append(ids, marks, counts, scored=None)
                 kept += 1
             elif marks is None:
@@ -280,6 +365,14 @@ class _Shard:
             else:
                 kept += self._add_masked(ids, marks, counts)
         return kept
+
+    def _add_record(self, ids: np.ndarray, marks: np.ndarray | None, instance: Instance, counts: Counter[str]) -> None:
+        """A finished instance of a non-LM processor, with its flags and label."""
+        if self.has_flags:
+            self.flags.append(np.asarray(instance.flags, dtype=np.uint8))
+        if self.has_labels:
+            self.labels.append(int(instance.label))
+        self._append(ids, marks, counts, scored=len(ids) if marks is None else int(np.count_nonzero(marks)))
 
     def _add_unmasked(self, ids: np.ndarray, counts: Counter[str]) -> int:
         """Chunks of a document where every token is scored: only a 1-token tail can lack a target."""
@@ -323,6 +416,10 @@ class _Shard:
         parts = {"tok": (self.tokens, self.dtype), "len": ([np.asarray(self.lengths, "<u4")], np.dtype("<u4"))}
         if self.uses_mask:
             parts["mask"] = (self.masks, np.dtype(np.uint8))
+        if self.has_flags:
+            parts["flags"] = (self.flags, np.dtype(np.uint8))
+        if self.has_labels:
+            parts["lab"] = ([np.asarray(self.labels, "<i8")], np.dtype("<i8"))
         for name, (arrays, dtype) in parts.items():
             values = np.concatenate(arrays) if arrays else np.zeros(0, dtype)
             values.astype(dtype.newbyteorder("<"), copy=False).tofile(directory / f"{index:06d}.{name}")
@@ -346,10 +443,13 @@ def _merge_shards(work: Path, results: list[ChunkResult], processor: Processor, 
     """Concatenate shards in range order into the final files and write the index; returns the counts."""
     counts: Counter[str] = Counter()
     lengths: list[np.ndarray] = []
+    labels: list[np.ndarray] = []
     shards = work / "shards"
     outputs = {"tok": open(work / TOKENS_FILE, "wb")}
     if processor.uses_mask:
         outputs["mask"] = open(work / MASK_FILE, "wb")
+    if processor.has_token_flags:
+        outputs["flags"] = open(work / FLAGS_FILE, "wb")
     try:
         for result in results:
             counts.update(result.counts)
@@ -358,6 +458,8 @@ def _merge_shards(work: Path, results: list[ChunkResult], processor: Processor, 
                     shutil.copyfileobj(f, out, 1 << 20)
             if not processor.packs_stream:
                 lengths.append(np.fromfile(shards / f"{result.index:06d}.len", dtype="<u4"))
+            if processor.has_labels:
+                labels.append(np.fromfile(shards / f"{result.index:06d}.lab", dtype="<i8"))
     finally:
         for out in outputs.values():
             out.close()
@@ -365,6 +467,8 @@ def _merge_shards(work: Path, results: list[ChunkResult], processor: Processor, 
     if processor.packs_stream:
         lengths = [_pack_stream(work / TOKENS_FILE, dtype, processor.max_tokens, counts)]
     _write_index(work / INDEX_FILE, np.concatenate(lengths) if lengths else np.zeros(0, "<u4"))
+    if processor.has_labels:
+        np.save(work / LABELS_FILE, np.concatenate(labels) if labels else np.zeros(0, "<i8"))
     return counts
 
 
@@ -393,7 +497,8 @@ def _write_index(path: Path, lengths: np.ndarray) -> None:
 
 
 def _manifest(
-    config: DataConfig, processor: Processor, tokenizer: Tokenizer, counts: Counter[str], corpus_bytes: int, work: Path
+    config: DataConfig, processor: Processor, tokenizer: Tokenizer | None, counts: Counter[str], corpus_bytes: int,
+    work: Path,
 ) -> dict[str, Any]:
     skipped = {k.split(":", 1)[1]: v for k, v in sorted(counts.items()) if k.startswith("skipped:")}
     summary = {
@@ -406,18 +511,24 @@ def _manifest(
             f"{config.corpus_path}: no training instances were produced from {summary['lines']} lines "
             f"(skipped: {reasons}); check --data_processor, --seq_length and the corpus format"
         )
+    files = {"tokens": TOKENS_FILE, "loss_mask": MASK_FILE if processor.uses_mask else None, "index": INDEX_FILE}
+    # Version 2 only where its additions are used: a language-model dataset stays readable by version-1 readers.
+    version = 1 if processor.cuts_instances else FORMAT_VERSION
+    if version == 2:
+        files["token_flags"] = FLAGS_FILE if processor.has_token_flags else None
+        files["labels"] = LABELS_FILE if processor.has_labels else None
     return {
         "format": FORMAT_NAME,
-        "format_version": FORMAT_VERSION,
+        "format_version": version,
         "created_with": f"tencentpretrain {__version__}",
         "processor": processor.name,
         "data_processor": config.data_processor,
         "options": processor.options(),
         "seq_length": config.seq_length,
         "seed": config.seed,
-        "token_dtype": token_dtype(tokenizer.vocab_size).str,
-        "files": {"tokens": TOKENS_FILE, "loss_mask": MASK_FILE if processor.uses_mask else None, "index": INDEX_FILE},
-        "tokenizer": tokenizer.describe(),
+        "token_dtype": _payload_dtype(processor, tokenizer).str,
+        "files": files,
+        "tokenizer": tokenizer.describe() if tokenizer is not None else NO_TOKENIZER,
         "corpus": {"path": config.corpus_path, "bytes": corpus_bytes},
         "counts": summary,
         "index_sha256": hashlib.sha256((work / INDEX_FILE).read_bytes()).hexdigest(),

@@ -46,6 +46,27 @@ class DataConfig:
     skip_bad_lines: bool = field(
         default=False, metadata=_flag("count and skip malformed lines (bad JSON, invalid UTF-8) instead of failing")
     )
+    # --- masked language models (bert, albert, mlm) and span corruption (t5) ---
+    dup_factor: int = field(
+        default=5, metadata=_flag("bert/albert/mlm: copies of each document, each masked (and paired) differently; "
+                                  "1 with --dynamic_masking")
+    )
+    short_seq_prob: float = field(
+        default=0.1, metadata=_flag("bert/albert: probability of a shorter sentence pair (a random target length)")
+    )
+    dynamic_masking: bool = field(
+        default=False, metadata=_flag("bert/albert/mlm/t5: draw new masks every epoch at batch time (static masking "
+                                      "otherwise: one fixed mask per stored copy)")
+    )
+    whole_word_masking: bool = field(
+        default=False, metadata=_flag("bert/albert/mlm: mask whole words; Chinese words come from jieba when it is "
+                                      "installed, else from random 1-3 character spans")
+    )
+    tgt_seq_length: int = field(default=128, metadata=_flag("t5: decoder sequence length (targets and sentinels)"))
+    # --- images (vit) ---
+    image_height: int = field(default=224, metadata=_flag("vit: images are resized to this height"))
+    image_width: int = field(default=224, metadata=_flag("vit: images are resized to this width"))
+    channels_num: int = field(default=3, metadata=_flag("vit: 3 = RGB, 1 = grayscale"))
 
     def __post_init__(self) -> None:
         from tencentpretrain.data.templates import get_template
@@ -59,6 +80,16 @@ class DataConfig:
             raise ConfigError(f"--seq_length must be at least 1, got {self.seq_length}")
         if self.processes_num < 1:
             raise ConfigError(f"--processes_num must be at least 1, got {self.processes_num}")
+        if self.dup_factor < 1:
+            raise ConfigError(f"--dup_factor must be at least 1, got {self.dup_factor}")
+        if not 0.0 <= self.short_seq_prob <= 1.0:
+            raise ConfigError(f"--short_seq_prob must be in [0, 1], got {self.short_seq_prob}")
+        if self.tgt_seq_length < 2:
+            raise ConfigError(f"--tgt_seq_length must be at least 2, got {self.tgt_seq_length}")
+        if self.channels_num not in (1, 3):
+            raise ConfigError(f"--channels_num must be 1 (grayscale) or 3 (RGB), got {self.channels_num}")
+        if min(self.image_height, self.image_width) < 1:
+            raise ConfigError(f"image size must be positive, got {self.image_height}x{self.image_width}")
 
 
 def _choices(kind: str | None) -> list[str] | None:
@@ -90,7 +121,7 @@ def add_dataclass_args(parser: argparse.ArgumentParser | Any, cls: type, *, requ
         kind = meta.get("choices")
         if kind is not None:
             kwargs["choices"] = _choices(kind)
-        kwargs["type"] = int if f.type in ("int", int) else str
+        kwargs["type"] = {"int": int, "float": float}.get(f.type if isinstance(f.type, str) else f.type.__name__, str)
         parser.add_argument(f"--{f.name}", **kwargs)
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import numpy as np
 import torch
@@ -25,19 +25,82 @@ from tencentpretrain.data.dataset import IndexedDataset
 from tencentpretrain.data.processors.base import MASK_RESPONSE, MASK_SCORED
 from tencentpretrain.errors import ConfigError, DataError
 
+if TYPE_CHECKING:
+    from tencentpretrain.config import ModelConfig
+
+
+def _move(value: Any, device: torch.device | str, non_blocking: bool) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        return {k: v.to(device, non_blocking=non_blocking) for k, v in value.items()}
+    return value.to(device, non_blocking=non_blocking)
+
 
 class Batch(NamedTuple):
     """One batch; ``T`` is ``seq_length``.
 
-    ``tgt`` is ``src`` shifted by one. ``seg`` follows TencentPretrain: 0 = padding, 1 = a real token, 2 = a real
-    token whose target is a response token (SFT); ``seg > 0`` is the attention mask. ``loss_mask`` marks the
-    positions whose ``tgt`` is scored.
+    Language-model data (``lm``, ``alpaca``, ``chat``): ``tgt`` is ``src`` shifted by one. ``seg`` follows
+    TencentPretrain: 0 = padding, 1 = a real token, 2 = a real token whose target is a response token (SFT);
+    ``seg > 0`` is the attention mask. ``loss_mask`` marks the positions whose ``tgt`` is scored.
+
+    Other processors fill the fields as ``Model.forward`` takes them: ``tgt`` may be a dict {target name:
+    tensor} (``bert``: {"mlm": (B, T), "sp": (B,)}) or (B,) labels (``vit``, whose ``src`` is (B, C, H, W)
+    float images). Encoder-decoder data (``t5``) comes as a ``Seq2SeqBatch``.
     """
 
-    src: torch.Tensor  # (B, T) int64
-    tgt: torch.Tensor  # (B, T) int64
+    src: torch.Tensor  # (B, T) int64, or (B, C, H, W) float images
+    tgt: torch.Tensor | dict[str, torch.Tensor]  # (B, T) / (B,) int64, or a dict of those
     seg: torch.Tensor  # (B, T) int64
     loss_mask: torch.Tensor  # (B, T) bool
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
+        """The batch with every tensor (also inside a ``tgt`` dict) moved to ``device``."""
+        return Batch(*(_move(value, device, non_blocking) for value in self))
+
+    def model_kwargs(self) -> dict[str, torch.Tensor]:
+        """Keyword arguments of ``Model.forward`` beyond (src, tgt, seg, loss_mask): none."""
+        return {}
+
+
+class Seq2SeqBatch(NamedTuple):
+    """An encoder-decoder batch (``t5``): ``src``/``seg`` (B, T) feed the encoder; ``tgt_in``/``tgt_seg`` (B, T')
+    the decoder, which predicts ``tgt`` (B, T') where ``loss_mask`` (B, T') is True."""
+
+    src: torch.Tensor  # (B, T) int64
+    tgt: torch.Tensor  # (B, T') int64
+    seg: torch.Tensor  # (B, T) int64, 0 = padding
+    loss_mask: torch.Tensor  # (B, T') bool
+    tgt_in: torch.Tensor  # (B, T') int64 decoder input ids (tgt shifted right after the start id)
+    tgt_seg: torch.Tensor  # (B, T') int64, 0 = padding
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> Seq2SeqBatch:
+        return Seq2SeqBatch(*(_move(value, device, non_blocking) for value in self))
+
+    def model_kwargs(self) -> dict[str, torch.Tensor]:
+        """The decoder inputs, as ``Model.forward(..., tgt_in=, tgt_seg=)`` takes them."""
+        return {"tgt_in": self.tgt_in, "tgt_seg": self.tgt_seg}
+
+
+class Collator(Protocol):
+    """Turns the dataset instances at ``indices`` into a Batch (a processor's ``build_collator`` makes one).
+
+    ``epoch`` lets dynamic masking draw new masks each epoch; a collator draws its randomness from the seed, the
+    epoch and the instance index only, so a batch does not depend on the rank, the batch size or what came before
+    (a restored loader yields exactly the next batch).
+    """
+
+    def __call__(self, indices: Sequence[int], epoch: int) -> Batch | Seq2SeqBatch: ...
+
+
+class LmCollator:
+    """The language-model processors' collator: ``collate`` of the instances (no randomness)."""
+
+    def __init__(self, dataset: IndexedDataset, seq_length: int) -> None:
+        self.dataset, self.seq_length = dataset, seq_length
+
+    def __call__(self, indices: Sequence[int], epoch: int) -> Batch:
+        return collate([self.dataset[int(i)] for i in indices], self.seq_length, self.dataset.pad_id)
 
 
 def collate(instances: Sequence[tuple[np.ndarray, np.ndarray | None]], seq_length: int, pad_id: int) -> Batch:
@@ -78,6 +141,8 @@ class BatchLoader:
         shuffle: False visits instances in file order every epoch.
         seq_length: batch width; default the dataset's. A larger value pads more; a smaller one is an error.
         data_processor: if given, the dataset must have been built by this processor (aliases allowed).
+        model_config: the model the batches are for; processors whose batches depend on it (``vit``: the number
+            of patches) need it, the others use it to check that the model's targets fit the data.
     """
 
     def __init__(
@@ -91,6 +156,7 @@ class BatchLoader:
         shuffle: bool = True,
         seq_length: int | None = None,
         data_processor: str | None = None,
+        model_config: ModelConfig | None = None,
     ) -> None:
         self.dataset = IndexedDataset(dataset_path)
         self.batch_size, self.seed, self.shuffle = batch_size, seed, shuffle
@@ -99,6 +165,7 @@ class BatchLoader:
         self._check_sizes()
         if data_processor is not None:
             self._check_processor(data_processor)
+        self.collator = self._build_collator(model_config)
         self.epoch = 0
         self.offset = 0  # instances of this epoch's order already consumed by all ranks together
         self._order: np.ndarray | None = None
@@ -134,6 +201,13 @@ class BatchLoader:
                 f"{self.dataset.manifest.get('data_processor', self.dataset.processor)!r}"
             )
 
+    def _build_collator(self, model_config: ModelConfig | None) -> Collator:
+        from tencentpretrain.registry import DATA_PROCESSORS
+
+        processor = DATA_PROCESSORS.get(self.dataset.processor)
+        return processor.build_collator(self.dataset, seq_length=self.seq_length, seed=self.seed,
+                                        model_config=model_config)
+
     # ------------------------------------------------------------------ iteration
     @property
     def global_batch_size(self) -> int:
@@ -154,13 +228,13 @@ class BatchLoader:
     def __iter__(self) -> Iterator[Batch]:
         return self
 
-    def __next__(self) -> Batch:
+    def __next__(self) -> Batch | Seq2SeqBatch:
         if self.offset + self.global_batch_size > len(self.dataset):
             self.epoch, self.offset, self._order = self.epoch + 1, 0, None
         start = self.offset + self.rank * self.batch_size
         indices = self._epoch_order()[start : start + self.batch_size]
         self.offset += self.global_batch_size
-        return collate([self.dataset[int(i)] for i in indices], self.seq_length, self.dataset.pad_id)
+        return self.collator(indices, self.epoch)
 
     # ------------------------------------------------------------------ resume
     def state_dict(self) -> dict[str, Any]:

@@ -6,6 +6,12 @@ token is a target (see ``MASK_*``). The first token of an instance is never a ta
 consecutive chunks of ``seq_length + 1`` tokens (the last one shorter) and drops, counting it as ``empty_loss``,
 any chunk without a scored token; SFT processors cut their samples themselves, at turn boundaries.
 
+Processors of other model families (``bert``, ``mlm``, ``t5``, ``vit``) set ``cuts_instances = False`` and emit
+finished instances (at most ``seq_length`` tokens, or an image), optionally with per-token ``flags`` (FLAG_* of
+``tencentpretrain.data.dataset``) and a per-instance ``label``; their ``build_collator`` turns stored instances
+into batches (masking happens there, seeded, so it can be dynamic). ``reads_documents = True`` makes the builder
+hand over blank-line separated documents (one sentence per line) instead of single lines.
+
 A processor signals a line it will not use with ``SkipSample(reason)`` (counted in the manifest) and a malformed
 line with ``BadLine(reason, message)`` (an error naming path:line, or counted under ``--skip_bad_lines``).
 """
@@ -32,8 +38,10 @@ MASK_RESPONSE = 2  # scored response token (assistant content and its end token)
 class Instance(NamedTuple):
     """One training sequence before padding."""
 
-    tokens: Sequence[int] | np.ndarray  # (L,)
+    tokens: Sequence[int] | np.ndarray  # (L,); an image's pixels (H * W * C,) uint8 for image processors
     mask: Sequence[int] | np.ndarray | None  # (L,) MASK_* values; None = every token after the first is scored
+    flags: Sequence[int] | np.ndarray | None = None  # (L,) FLAG_* bits (processors with has_token_flags)
+    label: int | None = None  # class label (processors with has_labels)
 
 
 class SkipSample(Exception):
@@ -58,6 +66,11 @@ class Processor(ABC):
 
     name: ClassVar[str] = ""  # canonical name, recorded in the manifest
     uses_mask: ClassVar[bool] = True  # whether instances carry a loss mask
+    cuts_instances: ClassVar[bool] = True  # the builder cuts instances into seq_length + 1 chunks (LM data)
+    has_token_flags: ClassVar[bool] = False  # instances carry per-token FLAG_* bits (token_flags.bin)
+    has_labels: ClassVar[bool] = False  # instances carry a class label (labels.npy)
+    needs_tokenizer: ClassVar[bool] = True  # False: built without a tokenizer (images); ``self.tokenizer`` is None
+    reads_documents: ClassVar[bool] = False  # records are blank-line separated documents, not lines
 
     def __init__(self, tokenizer: Tokenizer, config: DataConfig) -> None:
         self.tokenizer = tokenizer
@@ -76,6 +89,21 @@ class Processor(ABC):
     @abstractmethod
     def process(self, line: str, stats: Counter[str]) -> list[Instance]:
         """Instances of one corpus line (without its newline); may count events such as "truncated" in ``stats``."""
+
+    def payload_dtype(self) -> np.dtype | None:
+        """dtype of ``tokens.bin`` when it is not token ids (images: uint8 pixels); None = the token dtype."""
+        return None
+
+    @classmethod
+    def build_collator(cls, dataset: Any, *, seq_length: int, seed: int, model_config: Any = None) -> Any:
+        """The loader's collator for a dataset this processor built (``tencentpretrain.data.loader.Collator``).
+
+        ``dataset`` is the IndexedDataset, ``seq_length`` the batch width, ``seed`` the run's seed (masking draws
+        from it) and ``model_config`` the ModelConfig the batches are for, when known (to check the targets).
+        """
+        from tencentpretrain.data.loader import LmCollator
+
+        return LmCollator(dataset, seq_length)
 
     def require_special(self, attr: str, what: str) -> int:
         """The tokenizer's ``attr`` id ("bos_id", ...), or a TokenizerError naming the processor."""
