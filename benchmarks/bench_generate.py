@@ -1,0 +1,172 @@
+"""Decode speed on the same weights: our generator (fp32, int8, int4) vs transformers generate() (fp32), and the
+server's total throughput with 8 concurrent streaming clients vs 1.
+
+Greedy decoding of ``--new_tokens`` tokens after a ``--prompt_tokens`` prompt, random weights (speed does not
+depend on their values), eos disabled. Rounds are interleaved and the median per variant is reported, because
+identical runs on shared machines differ by 15-25%.
+
+    python benchmarks/bench_generate.py                      # hidden 256, 4 layers, vocab 32000
+    python benchmarks/bench_generate.py --hidden_size 512 --layers_num 8 --rounds 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import socket
+import statistics
+import threading
+import time
+import warnings
+
+import httpx
+import torch
+
+from tencentpretrain.config import ModelConfig
+from tencentpretrain.convert.llama_hf import hf_config_from_model_config, llama_hf_weight_map
+from tencentpretrain.data.templates import get_template
+from tencentpretrain.generation import GenerationConfig, generate
+from tencentpretrain.generation.quantize import optimize_for_inference, quantize_model, weight_memory_bytes
+from tencentpretrain.models.model import build_model
+from tencentpretrain.serving.app import ServerConfig
+from tencentpretrain.serving.server import build_app
+from tencentpretrain.tokenizers import build_tokenizer
+
+
+def llama_config(args: argparse.Namespace) -> ModelConfig:
+    return ModelConfig(
+        emb_size=args.hidden_size, hidden_size=args.hidden_size, feedforward_size=args.feedforward_size,
+        heads_num=args.heads_num, layers_num=args.layers_num, hidden_act="silu", dropout=0.0, max_seq_length=2048,
+        embedding=("word",), remove_transformer_bias=True, remove_embedding_layernorm=True,
+        rotary_position_embedding=True, encoder="transformer", feed_forward="gated", mask="causal",
+        layernorm_positioning="pre", layernorm="rms", target=("lm",),
+    )
+
+
+def hf_model(model, config: ModelConfig, vocab: int):
+    import transformers
+
+    hf_config = transformers.LlamaConfig(**hf_config_from_model_config(config, vocab))
+    hf = transformers.LlamaForCausalLM(hf_config).eval()
+    state = llama_hf_weight_map(config).to_external(model.state_dict())
+    hf.load_state_dict(state, strict=False)  # rotary inv_freq buffers are not weights
+    return hf
+
+
+def time_ours(model, prompts: list[list[int]], new_tokens: int) -> float:
+    config = GenerationConfig(max_new_tokens=new_tokens, stop_at_eos=False)
+    start = time.perf_counter()
+    out = generate(model, None, prompts, config, batch_size=len(prompts), max_length=len(prompts[0]) + new_tokens)
+    elapsed = time.perf_counter() - start
+    assert all(len(c.token_ids) == new_tokens for c in out)
+    return len(prompts) * new_tokens / elapsed
+
+
+def time_hf(hf, prompts: list[list[int]], new_tokens: int) -> float:
+    ids = torch.tensor(prompts)
+    start = time.perf_counter()
+    with torch.inference_mode():
+        out = hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens,
+                          min_new_tokens=new_tokens, do_sample=False, eos_token_id=None, pad_token_id=0)
+    elapsed = time.perf_counter() - start
+    assert out.shape[1] == ids.shape[1] + new_tokens
+    return len(prompts) * new_tokens / elapsed
+
+
+def time_server(model, tokenizer, clients: int, new_tokens: int) -> float:
+    """Total streamed tokens/s of ``clients`` concurrent streaming clients on a real uvicorn server."""
+    import uvicorn
+
+    config = ServerConfig(context_length=512, default_max_tokens=new_tokens, max_batch_size=8)
+    app = build_app(model, tokenizer, get_template("user_bot"), config)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.02)
+    counts = [0] * clients
+
+    def client(i: int) -> None:
+        body = {"prompt": f"北京是中国的首都{i}", "max_tokens": new_tokens, "stream": True, "temperature": 0}
+        with httpx.stream("POST", f"http://127.0.0.1:{port}/v1/completions", json=body, timeout=600) as r:
+            for line in r.iter_lines():
+                if line.startswith("data: {"):
+                    final = json.loads(line[6:])
+        counts[i] = final["usage"]["completion_tokens"]
+
+    try:
+        start = time.perf_counter()
+        workers = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        return sum(counts) / (time.perf_counter() - start)
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--hidden_size", type=int, default=256)
+    parser.add_argument("--feedforward_size", type=int, default=704)
+    parser.add_argument("--heads_num", type=int, default=4)
+    parser.add_argument("--layers_num", type=int, default=4)
+    parser.add_argument("--vocab_size", type=int, default=32000)
+    parser.add_argument("--prompt_tokens", type=int, default=32)
+    parser.add_argument("--new_tokens", type=int, default=128)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--skip_server", action="store_true")
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    config = llama_config(args)
+    base = build_model(config, args.vocab_size).eval()
+    variants = {
+        "ours fp32": optimize_for_inference(copy.deepcopy(base)),
+        "ours fp32 (no transposed weights)": base,
+        "ours int8": quantize_model(copy.deepcopy(base), "int8"),
+        "ours int4": quantize_model(copy.deepcopy(base), "int4"),
+        "transformers fp32": hf_model(base, config, args.vocab_size),
+    }
+    rates: dict[tuple[str, int], list[float]] = {}
+    for _ in range(args.rounds):
+        for batch in (1, 8):
+            prompts = torch.randint(3, args.vocab_size, (batch, args.prompt_tokens)).tolist()
+            for name, model in variants.items():
+                timer = time_hf if name.startswith("transformers") else time_ours
+                rates.setdefault((name, batch), []).append(timer(model, prompts, args.new_tokens))
+    median = {k: statistics.median(v) for k, v in rates.items()}
+    print(f"config: hidden {args.hidden_size}, layers {args.layers_num}, heads {args.heads_num}, "
+          f"ffn {args.feedforward_size}, vocab {args.vocab_size}; prompt {args.prompt_tokens}, "
+          f"{args.new_tokens} new tokens, greedy, {args.threads} threads, median of {args.rounds} rounds")
+    fp32_bytes = weight_memory_bytes(base)
+    print(f"{'variant':36s} {'batch 1 tok/s':>14s} {'batch 8 tok/s':>14s} {'weights MiB':>12s}")
+    for name, model in variants.items():
+        mem = weight_memory_bytes(model) / 2**20 if name.startswith("ours") else fp32_bytes / 2**20
+        print(f"{name:36s} {median[(name, 1)]:14.1f} {median[(name, 8)]:14.1f} {mem:12.1f}")
+    for batch in (1, 8):
+        hf = median[("transformers fp32", batch)]
+        fp32 = median[("ours fp32", batch)]
+        print(f"batch {batch}: ours fp32 / transformers = {fp32 / hf:.2f}x; int8 / ours fp32 = "
+              f"{median[('ours int8', batch)] / fp32:.2f}x; int4 / ours fp32 = {median[('ours int4', batch)] / fp32:.2f}x")
+    if not args.skip_server:
+        spm = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests/assets/tiny_spm.model")
+        tokenizer = build_tokenizer("sentencepiece", spm_model_path=spm)
+        server_model = optimize_for_inference(build_model(config, tokenizer.vocab_size).eval())
+        one = statistics.median(time_server(server_model, tokenizer, 1, args.new_tokens) for _ in range(args.rounds))
+        eight = statistics.median(time_server(server_model, tokenizer, 8, args.new_tokens) for _ in range(args.rounds))
+        print(f"server (real uvicorn, streaming, vocab {tokenizer.vocab_size}): 1 client {one:.1f} tok/s, "
+              f"8 clients {eight:.1f} tok/s total = {eight / one:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

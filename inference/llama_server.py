@@ -1,0 +1,47 @@
+"""HTTP server: OpenAI-compatible /v1/chat/completions and /v1/completions (SSE streaming), legacy POST /chat,
+/v1/models, /health and a chat web page at /. Concurrent requests are batched continuously (--batch_size rows).
+
+    python inference/llama_server.py --load_model_path model.bin --config_path models/llama/7b_config.json \
+        --spm_model_path tokenizer.model --seq_length 2048 --batch_size 8 --port 8888
+    curl -H 'Content-Type: application/json' http://127.0.0.1:8888/chat -d '{"question": "北京有什么好玩的地方？"}'
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from tencentpretrain.data.templates import get_template
+from tencentpretrain.generation.options import (
+    add_inference_args,
+    load_for_inference,
+    load_tokenizer,
+    model_config_from_inference_args,
+    parse_inference_args,
+    sampling_from_args,
+)
+from tencentpretrain.serving.app import ServerConfig
+from tencentpretrain.serving.server import build_app, serve
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    parser.add_argument("--port", type=int, default=8888, help="port to listen on")
+    parser.add_argument("--api_key", default=None, help="require 'Authorization: Bearer KEY'")
+    parser.add_argument("--model_name", default="tencentpretrain", help="model id reported by /v1/models")
+    parser.add_argument("--max_queue", type=int, default=64, help="requests that may wait; more get HTTP 429")
+    add_inference_args(parser, seq_length=2048, batch_size=8)
+    args = parse_inference_args(parser, argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    tokenizer = load_tokenizer(model_config_from_inference_args(args))
+    model = load_for_inference(args, tokenizer.vocab_size)
+    config = ServerConfig(model_name=args.model_name, api_key=args.api_key, context_length=args.seq_length,
+                          default_max_tokens=args.max_new_tokens or 256, defaults=sampling_from_args(args),
+                          max_batch_size=args.batch_size)
+    app = build_app(model, tokenizer, get_template(args.prompt_template), config, max_queue=args.max_queue)
+    serve(app, args.host, args.port)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,156 @@
+"""Choosing the next token: small pure functions over logits, plus the typed sampling settings.
+
+Order of the pipeline (HF's, not the original's): repetition penalty on raw logits, then temperature, then top-k,
+then top-p, then one draw. ``temperature == 0`` means greedy (argmax after the penalty); the original treated 0
+as 1. Every row of a batch has its own settings and its own random generator, so a request gets the same tokens
+whether it runs alone or batched with others.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from tencentpretrain.errors import ConfigError
+
+
+@dataclass(frozen=True, kw_only=True)
+class SamplingParams:
+    """How one request picks its tokens. Defaults are greedy decoding with no penalty."""
+
+    temperature: float = 0.0  # 0 = greedy
+    top_k: int = 0  # keep the k most likely tokens; 0 = off
+    top_p: float = 1.0  # nucleus: smallest set whose probability reaches p; 1 = off
+    repetition_penalty: float = 1.0  # > 1 discourages tokens seen in the last `repetition_penalty_range` tokens
+    repetition_penalty_range: int = 1024  # how many recent tokens (prompt included) the penalty looks at; 0 = all
+    repetition_penalty_slope: float = 0.0  # 0 = flat; > 0 ramps the penalty up towards recent tokens (sigmoid)
+    seed: int | None = None  # None = a fresh random seed per request
+
+    def __post_init__(self) -> None:
+        if not (self.temperature >= 0 and math.isfinite(self.temperature)):
+            raise ConfigError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
+        if self.top_k < 0:
+            raise ConfigError(f"top_k must be >= 0 (0 = off), got {self.top_k}")
+        if not 0 < self.top_p <= 1:
+            raise ConfigError(f"top_p must be in (0, 1] (1 = off), got {self.top_p}")
+        if self.repetition_penalty <= 0:
+            raise ConfigError(f"repetition_penalty must be > 0 (1 = off), got {self.repetition_penalty}")
+        if self.repetition_penalty_range < 0 or self.repetition_penalty_slope < 0:
+            raise ConfigError("repetition_penalty_range and repetition_penalty_slope must be >= 0")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+
+def repetition_weights(length: int, penalty: float, slope: float) -> torch.Tensor:
+    """Penalty of each of the last ``length`` tokens (oldest first), shape (length,).
+
+    With ``slope == 0`` every token gets ``penalty``. Otherwise the penalty rises along a sigmoid from 1 for the
+    oldest token to ``penalty`` for the newest (the NovelAI/KoboldAI "advanced" form the original offered).
+    """
+    if slope == 0 or length < 2:
+        return torch.full((length,), float(penalty))
+    x = torch.linspace(-1.0, 1.0, length)
+    ramp = slope * x / (1 + (x.abs() * (slope - 1)))  # in [-1, 1], steeper with larger slope
+    return 1 + (ramp + 1) / 2 * (penalty - 1)
+
+
+def apply_repetition_penalty(
+    logits: torch.Tensor, history: Sequence[int], penalty: float, window: int, slope: float = 0.0
+) -> torch.Tensor:
+    """Penalise tokens of ``history`` in ``logits`` (V,): a positive logit is divided by the penalty, a
+    non-positive one multiplied. Only the last ``window`` tokens count (0 = all); a token seen several times
+    takes the penalty of its most recent occurrence. Returns a new tensor."""
+    if penalty == 1.0 or not history:
+        return logits
+    recent = list(history[-window:]) if window > 0 else list(history)
+    ids = torch.tensor(recent, dtype=torch.long, device=logits.device)
+    weights = repetition_weights(len(recent), penalty, slope).to(logits.device, logits.dtype)
+    per_token = torch.ones_like(logits).scatter_reduce(0, ids, weights, reduce="amax", include_self=False)
+    return torch.where(logits > 0, logits / per_token, logits * per_token)
+
+
+def filter_sorted(sorted_logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
+    """Mask (to -inf) the tokens that top-k and top-p drop, on logits sorted in descending order.
+
+    Args:
+        sorted_logits: (B, K) logits, already divided by the temperature, descending along K.
+        top_k: (B,) tokens to keep (values >= K keep all).
+        top_p: (B,) nucleus mass (1 keeps all). The most likely token is always kept.
+    Returns:
+        (B, K) logits with dropped positions set to -inf.
+    """
+    rank = torch.arange(sorted_logits.shape[1], device=sorted_logits.device)  # (K,)
+    logits = sorted_logits.masked_fill(rank[None, :] >= top_k[:, None], float("-inf"))
+    probs = logits.softmax(-1)
+    mass_before = probs.cumsum(-1) - probs  # (B, K): probability of the more likely tokens
+    drop = (mass_before >= top_p[:, None]) & (rank[None, :] > 0)
+    return logits.masked_fill(drop, float("-inf"))
+
+
+def draw(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+    """Inverse-CDF draw: (B, K) probabilities and (B,) uniforms in [0, 1) -> (B,) indices into K."""
+    cdf = probs.cumsum(-1)  # (B, K)
+    target = uniforms[:, None].to(cdf.dtype) * cdf[:, -1:]
+    index = torch.searchsorted(cdf, target, right=True).squeeze(-1)  # (B,)
+    return index.clamp(max=probs.shape[1] - 1)
+
+
+def sample_next(
+    logits: torch.Tensor,
+    params: Sequence[SamplingParams],
+    histories: Sequence[Sequence[int]],
+    generators: Sequence[torch.Generator | None],
+) -> torch.Tensor:
+    """The next token of every row.
+
+    Args:
+        logits: (B, V) next-token logits.
+        params: one SamplingParams per row.
+        histories: per row, the ids the repetition penalty looks at (prompt + generated so far).
+        generators: per row, the CPU generator that draws its uniform (None: the global RNG).
+    Returns:
+        (B,) token ids (long, on the logits' device).
+    """
+    logits = logits.float()
+    rows = [apply_repetition_penalty(logits[i], histories[i], p.repetition_penalty,
+                                     p.repetition_penalty_range, p.repetition_penalty_slope)
+            for i, p in enumerate(params)]
+    logits = torch.stack(rows)  # (B, V)
+    chosen = logits.argmax(-1)  # (B,) greedy answer, kept for temperature-0 rows
+    sampled_rows = [i for i, p in enumerate(params) if not p.greedy]
+    if not sampled_rows:
+        return chosen
+    chosen[sampled_rows] = _sample_rows(logits[sampled_rows], [params[i] for i in sampled_rows],
+                                        [generators[i] for i in sampled_rows])
+    return chosen
+
+
+def _sample_rows(
+    logits: torch.Tensor, params: Sequence[SamplingParams], generators: Sequence[torch.Generator | None]
+) -> torch.Tensor:
+    """Temperature, top-k, top-p and a draw for rows that sample: (B, V) -> (B,)."""
+    vocab = logits.shape[1]
+    device = logits.device
+    temperature = torch.tensor([p.temperature for p in params], device=device)
+    logits = logits / temperature[:, None]
+    top_k = torch.tensor([p.top_k if p.top_k > 0 else vocab for p in params], device=device)
+    top_p = torch.tensor([p.top_p for p in params], device=device)
+    widest = int(top_k.max())
+    if widest < vocab:  # every row keeps at most `widest` tokens: topk is much cheaper than a full sort
+        values, indices = logits.topk(widest, dim=-1)
+    elif bool((top_p < 1).any()):
+        values, indices = logits.sort(dim=-1, descending=True)
+    else:
+        values, indices = logits, None
+    if indices is not None:
+        values = filter_sorted(values, top_k, top_p)
+    uniforms = torch.stack([torch.rand((), generator=g) for g in generators])  # (B,) one draw per row's own RNG
+    picked = draw(values.softmax(-1), uniforms.to(device))
+    if indices is None:
+        return picked
+    return indices.gather(1, picked[:, None]).squeeze(1)

@@ -1,0 +1,83 @@
+"""The chat web page served at ``GET /``: one HTML file, no build step.
+
+It keeps the conversation in the browser, sends it to ``/v1/chat/completions`` with ``stream: true`` and appends
+the streamed deltas as they arrive. An API key field is shown for servers started with ``--api_key``.
+"""
+
+CHAT_PAGE = """<!doctype html>
+<html lang="zh">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Chat · __MODEL__</title>
+<style>
+  body { font-family: system-ui, sans-serif; max-width: 46rem; margin: 0 auto; padding: 1rem; }
+  #log { border: 1px solid #ccc; border-radius: 6px; padding: .5rem; height: 60vh; overflow-y: auto; }
+  .msg { white-space: pre-wrap; margin: .4rem 0; padding: .4rem .6rem; border-radius: 6px; }
+  .user { background: #e8f0fe; } .assistant { background: #f1f3f4; } .error { color: #b00020; }
+  form { display: flex; gap: .5rem; margin-top: .5rem; } textarea { flex: 1; min-height: 3rem; }
+  .settings { display: flex; flex-wrap: wrap; gap: .8rem; font-size: .85rem; margin-top: .5rem; }
+  .settings input { width: 5rem; }
+</style>
+</head>
+<body>
+<h3>__MODEL__</h3>
+<div id="log"></div>
+<form id="form">
+  <textarea id="input" placeholder="输入消息，Enter 发送，Shift+Enter 换行"></textarea>
+  <div><button type="submit" id="send">发送 Send</button><br><button type="button" id="clear">清空 Clear</button></div>
+</form>
+<div class="settings">
+  <label>temperature <input id="temperature" type="number" step="0.05" min="0" value="0.85"></label>
+  <label>top_p <input id="top_p" type="number" step="0.05" min="0.01" max="1" value="1"></label>
+  <label>top_k <input id="top_k" type="number" step="1" min="0" value="10"></label>
+  <label>max_tokens <input id="max_tokens" type="number" step="1" min="1" value="256"></label>
+  <label>API key <input id="key" type="password" style="width: 9rem"></label>
+</div>
+<script>
+const log = document.getElementById("log"), input = document.getElementById("input");
+let messages = [];
+function bubble(role, text) {
+  const div = document.createElement("div");
+  div.className = "msg " + role; div.textContent = text; log.appendChild(div);
+  log.scrollTop = log.scrollHeight; return div;
+}
+function num(id) { return Number(document.getElementById(id).value); }
+async function send(text) {
+  messages.push({role: "user", content: text}); bubble("user", text);
+  const out = bubble("assistant", ""); let answer = "";
+  const headers = {"Content-Type": "application/json"};
+  const key = document.getElementById("key").value; if (key) headers["Authorization"] = "Bearer " + key;
+  const body = {messages, stream: true, temperature: num("temperature"), top_p: num("top_p"),
+                top_k: num("top_k"), max_tokens: num("max_tokens")};
+  try {
+    const resp = await fetch("/v1/chat/completions", {method: "POST", headers, body: JSON.stringify(body)});
+    if (!resp.ok) { const e = await resp.json(); throw new Error(resp.status + ": " + (e.error ? e.error.message : resp.statusText)); }
+    const reader = resp.body.getReader(), decoder = new TextDecoder(); let buffer = "";
+    for (;;) {
+      const {value, done} = await reader.read(); if (done) break;
+      buffer += decoder.decode(value, {stream: true});
+      let cut;
+      while ((cut = buffer.indexOf("\\n\\n")) >= 0) {
+        const line = buffer.slice(0, cut).trim(); buffer = buffer.slice(cut + 2);
+        if (!line.startsWith("data: ") || line === "data: [DONE]") continue;
+        const chunk = JSON.parse(line.slice(6));
+        if (chunk.error) throw new Error(chunk.error.message);
+        const delta = chunk.choices[0].delta.content || ""; answer += delta; out.textContent = answer;
+        log.scrollTop = log.scrollHeight;
+      }
+    }
+    messages.push({role: "assistant", content: answer});
+  } catch (err) { messages.pop(); out.className = "msg error"; out.textContent = String(err); }
+}
+document.getElementById("form").addEventListener("submit", e => {
+  e.preventDefault(); const text = input.value.trim(); if (!text) return; input.value = ""; send(text);
+});
+input.addEventListener("keydown", e => {
+  if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); document.getElementById("form").requestSubmit(); }
+});
+document.getElementById("clear").addEventListener("click", () => { messages = []; log.innerHTML = ""; });
+</script>
+</body>
+</html>
+"""

@@ -1,0 +1,41 @@
+"""Starting the HTTP server: build the scheduler and app over a loaded model, run uvicorn.
+
+uvicorn handles SIGTERM/SIGINT gracefully: it stops accepting connections, lets in-flight requests finish, then
+runs the app's shutdown, which drains the scheduler; the process then exits 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+
+from fastapi import FastAPI
+
+from tencentpretrain.data.templates import Template
+from tencentpretrain.generation.engine import Engine
+from tencentpretrain.models.model import Model
+from tencentpretrain.serving.app import Server, ServerConfig, create_app
+from tencentpretrain.serving.scheduler import Scheduler
+from tencentpretrain.tokenizers.base import Tokenizer
+
+logger = logging.getLogger(__name__)
+
+
+def build_app(
+    model: Model, tokenizer: Tokenizer, template: Template, config: ServerConfig, *, max_queue: int = 64
+) -> FastAPI:
+    """The app over ``model``: a continuous-batching scheduler with ``config.max_batch_size`` rows of
+    ``config.context_length`` tokens each."""
+    engine = Engine(model, tokenizer, max_batch_size=config.max_batch_size, max_length=config.context_length)
+    return create_app(Server(Scheduler(engine, max_queue=max_queue), tokenizer, template, config))
+
+
+def serve(app: FastAPI, host: str = "127.0.0.1", port: int = 8888) -> None:
+    """Run ``app`` with uvicorn until SIGTERM/SIGINT (in-flight requests finish first)."""
+    import uvicorn
+
+    # uvicorn re-raises the signal it caught once shutdown is complete; exit 0 then (a clean drain).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    logger.info("serving on http://%s:%d (web chat at /, OpenAI API at /v1)", host, port)
+    uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=None)

@@ -1,0 +1,78 @@
+"""inference/llama_infer.py, scripts/generate_lm.py and the dialogue REPL, end to end on a saved tiny model."""
+
+from __future__ import annotations
+
+import importlib.util
+import io
+import os
+
+import pytest
+
+from tencentpretrain.checkpoint import save_checkpoint
+from tencentpretrain.config import save_model_config
+from tencentpretrain.data.templates import get_template
+from tencentpretrain.generation import Engine, GenerationConfig, generate
+from tencentpretrain.generation.repl import NEW_CHAT, Dialogue, DialogueConfig, run_repl
+from tests.generation.scripted import SPM_PATH, tiny_model, tiny_tokenizer
+from tests.helpers import REPO_ROOT, tiny_llama_config
+
+
+def load_script(relative):
+    spec = importlib.util.spec_from_file_location("entry", os.path.join(REPO_ROOT, relative))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def saved(tmp_path):
+    tok = tiny_tokenizer()
+    model = tiny_model(tok.vocab_size)
+    save_checkpoint(model, str(tmp_path / "model.bin"))
+    save_model_config(tiny_llama_config(), tmp_path / "config.json")
+    (tmp_path / "prompts.txt").write_text("北京是\n今天天气\nhello\n", encoding="utf-8")
+    return tmp_path, model, tok
+
+
+def flags(tmp_path, *extra):
+    return ["--load_model_path", str(tmp_path / "model.bin"), "--config_path", str(tmp_path / "config.json"),
+            "--spm_model_path", SPM_PATH, "--test_path", str(tmp_path / "prompts.txt"),
+            "--prediction_path", str(tmp_path / "out.txt"), *extra]
+
+
+def test_llama_infer_writes_prompt_and_completion_for_every_line_in_batches(saved):
+    tmp_path, model, tok = saved
+    load_script("inference/llama_infer.py").main(
+        flags(tmp_path, "--batch_size=2", "--temperature", "0", "--repetition_penalty", "1", "--max_new_tokens", "8"))
+    prompts = ["北京是\n", "今天天气\n", "hello\n"]
+    expected = generate(model, tok, prompts, GenerationConfig(max_new_tokens=8))
+    out = (tmp_path / "out.txt").read_text(encoding="utf-8")
+    assert out == "".join(p + c.text + "\n\n" for p, c in zip(prompts, expected))
+
+
+def test_generate_lm_seq_length_is_the_total_length(saved):
+    tmp_path, model, tok = saved
+    load_script("scripts/generate_lm.py").main(flags(tmp_path, "--seq_length", "12", "--temperature=0"))
+    out = (tmp_path / "out.txt").read_text(encoding="utf-8")
+    first = out.split("\n\n")[0]
+    line, full = first.split("\n", 1)
+    assert line == "北京是" and full.startswith("北京是")
+    prompt_ids = [tok.bos_id] + tok.encode("北京是")
+    expected = generate(model, tok, [prompt_ids], GenerationConfig(max_new_tokens=12, stop_at_eos=True),
+                        max_length=12)[0]
+    assert full == "北京是" + expected.text
+    assert len(prompt_ids) + len(expected.token_ids) <= 13
+
+
+def test_dialogue_repl_streams_keeps_history_and_clears(saved):
+    _, model, tok = saved
+    engine = Engine(model, tok, max_batch_size=1, max_length=256)
+    dialogue = Dialogue(engine, tok, get_template("user_bot"), GenerationConfig(max_new_tokens=6),
+                        DialogueConfig(seq_length=256))
+    inputs = iter(["你好", "北京呢", "clear", "再见", "exit"])
+    out = io.StringIO()
+    run_repl(dialogue, read=lambda _: next(inputs), out=out)
+    text = out.getvalue()
+    assert text.count(NEW_CHAT) == 2 and text.count("ChatLLaMa: ") == 3
+    assert [m["role"] for m in dialogue.messages] == ["user", "assistant"]  # cleared before "再见"
+    assert dialogue.messages[0]["content"] == "再见"
