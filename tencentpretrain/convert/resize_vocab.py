@@ -6,7 +6,9 @@ piece whose text the base tokenizer cannot encode without ``<unk>`` gets the mea
 optional padding rows that round the row count up to a multiple.
 
 Works on a single ``.bin`` / ``.safetensors`` file or a sharded directory (index + shards, TencentPretrain or HF
-key names); shards without vocabulary rows are copied byte for byte. Next to the output a JSON record
+key names); shards without vocabulary rows are copied byte for byte. The model config (``x_config.json`` beside
+``x.bin``, or ``config.json`` / ``tencentpretrain_config.json`` in a directory) is written beside the output with
+``vocab_size`` updated. Next to the output a JSON record
 (``vocab_extension.json`` in a directory, ``<file>.vocab_extension.json`` beside a file) keeps the original
 vocabulary size, so training can tell old rows from new ones (``tencentpretrain.training.freeze``).
 """
@@ -29,6 +31,7 @@ from tencentpretrain.checkpoint import (
     load_file,
     save_file,
 )
+from tencentpretrain.convert.stream import config_path_beside
 from tencentpretrain.errors import CheckpointError, ConfigError
 from tencentpretrain.tokenizers.base import file_sha256
 from tencentpretrain.tokenizers.merge import check_extension, load_model_proto, piece_text, processor_for
@@ -45,7 +48,8 @@ VOCAB_ROW_KEYS: tuple[str, ...] = (
 )
 RECORD_NAME = "vocab_extension.json"
 MEAN_RULE = "mean of the rows of the base pieces encoding the new piece's text; otherwise mean of all base rows"
-COPIED_DIR_FILES = ("config.json", "generation_config.json")  # carried over from a sharded (HF) directory
+# Carried over from a sharded directory (HF, or TencentPretrain blocks), vocab_size updated.
+COPIED_DIR_FILES = ("config.json", "generation_config.json", "tencentpretrain_config.json")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -57,6 +61,7 @@ class ResizeConfig:
     base_spm_model_path: str  # the tokenizer the checkpoint was trained with
     spm_model_path: str  # the extended tokenizer (its first pieces are the base pieces)
     pad_to_multiple_of: int = 1  # round the row count up to a multiple of this (e.g. 64 for tensor cores)
+    config_path: str | None = None  # model JSON config; default: the one beside the input (x.bin -> x_config.json)
 
     def __post_init__(self) -> None:
         if self.pad_to_multiple_of < 1:
@@ -92,7 +97,7 @@ def plan_new_rows(base_spm_model_path: str, spm_model_path: str, *, pad_to_multi
     """Check that the new tokenizer extends the base one and find, per new piece, the base ids of its text."""
     base, merged = load_model_proto(base_spm_model_path), load_model_proto(spm_model_path)
     check_extension(base, merged, base_name=base_spm_model_path, merged_name=spm_model_path)
-    encoder = processor_for(base, add_dummy_prefix=False)  # the piece's own "▁" stands for its space
+    encoder = processor_for(base, piece_text_mode=True)  # the piece's own "▁" stands for its space
     unk = encoder.unk_id()
     sources = []
     for i in range(len(base.pieces), len(merged.pieces)):
@@ -207,14 +212,21 @@ def _resize_directory(config: ResizeConfig, plan: RowPlan) -> list[str]:
                 index["metadata"]["total_size"] += delta
             _write_json(os.path.join(dst_dir, index_name), index)
     for name in COPIED_DIR_FILES:
-        path = os.path.join(src_dir, name)
-        if os.path.isfile(path):
-            with open(path, encoding="utf-8") as f:
-                data = json.load(f)
-            if "vocab_size" in data:
-                data["vocab_size"] = plan.rows
-            _write_json(os.path.join(dst_dir, name), data)
+        if os.path.isfile(os.path.join(src_dir, name)):
+            write_resized_config(os.path.join(src_dir, name), os.path.join(dst_dir, name), plan)
     return keys
+
+
+def write_resized_config(src: str, dst: str, plan: RowPlan) -> None:
+    """Copy a JSON config, with ``vocab_size`` set to the new row count (added when the rows are padded)."""
+    try:
+        with open(src, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise ConfigError(f"{src}: cannot read the model config ({e})") from None
+    if data.get("vocab_size") is not None or plan.rows != plan.vocab_size:
+        data["vocab_size"] = plan.rows
+    _write_json(dst, data)
 
 
 def resize_checkpoint(config: ResizeConfig) -> dict:
@@ -225,6 +237,7 @@ def resize_checkpoint(config: ResizeConfig) -> dict:
     """
     plan = plan_new_rows(config.base_spm_model_path, config.spm_model_path,
                          pad_to_multiple_of=config.pad_to_multiple_of)
+    model_config = _model_config_path(config)
     source_rows = _source_rows(config.input_model_path)
     if source_rows > plan.original_vocab_size:
         logger.warning(
@@ -238,6 +251,8 @@ def resize_checkpoint(config: ResizeConfig) -> dict:
         if os.path.isdir(config.output_model_path):
             raise ConfigError(f"{config.output_model_path} is a directory; the input is a file, so name a file")
         keys, _ = _resize_file(config.input_model_path, config.output_model_path, plan)
+    if model_config:
+        write_resized_config(model_config, config_path_beside(config.output_model_path.rstrip("/")), plan)
     record = _record(config, plan, keys, source_rows)
     _write_json(extension_record_path(config.output_model_path), record)
     logger.info(
@@ -246,6 +261,18 @@ def resize_checkpoint(config: ResizeConfig) -> dict:
         len(plan.fallback_ids), plan.rows - plan.vocab_size, config.output_model_path,
     )
     return record
+
+
+def _model_config_path(config: ResizeConfig) -> str | None:
+    """The JSON config to carry over: the one given, else the one beside a file input (None if there is none)."""
+    if config.config_path:
+        if not os.path.isfile(config.config_path):
+            raise ConfigError(f"{config.config_path}: model config not found")
+        return config.config_path
+    if os.path.isdir(config.input_model_path):
+        return None  # a directory's own config files are carried over with its shards
+    beside = config_path_beside(config.input_model_path)
+    return beside if os.path.isfile(beside) else None
 
 
 def _source_rows(path: str) -> int:
