@@ -107,6 +107,11 @@ class TrainConfig:
     eval_steps: int | None = field(default=None, metadata=_flag(
         "evaluate every this many steps (default: --save_checkpoint_steps) and at the end"))
     eval_batches: int = field(default=0, metadata=_flag("batches per evaluation; 0 = one pass over the eval set"))
+    train_only: str | None = field(default=None, metadata=_flag(
+        "after a vocabulary extension: train only the embedding and output tables ('embeddings') or only their "
+        "new rows ('new_rows'); everything else is frozen", choices=("embeddings", "new_rows")))
+    original_vocab_size: int | None = field(default=None, metadata=_flag(
+        "rows of the base vocabulary for --train_only (default: read <pretrained_model_path>.vocab_extension.json)"))
 
     def __post_init__(self) -> None:
         for name in ("total_steps", "save_checkpoint_steps", "report_steps", "accumulation_steps", "batch_size"):

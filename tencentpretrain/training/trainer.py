@@ -18,7 +18,13 @@ import torch
 from tencentpretrain.training import checkpointing as ckpt
 from tencentpretrain.training.config import RunConfig
 from tencentpretrain.training.data import build_loader, dataset_manifest
+from tencentpretrain.errors import ConfigError
 from tencentpretrain.training.engine import DeepSpeedEngine, LocalEngine, TrainEngine, evaluating
+from tencentpretrain.training.freeze import (
+    VocabExtensionFreeze,
+    freeze_for_vocab_extension,
+    resolve_original_vocab_size,
+)
 from tencentpretrain.training.model_setup import Vocabulary, build_run_model, resolve_vocabulary
 from tencentpretrain.training.optim import build_optimizer, build_scheduler
 from tencentpretrain.training.parallel import (
@@ -62,10 +68,13 @@ def build_engine(run: RunConfig, env: DistEnv, vocab: Vocabulary) -> TrainEngine
     if run.deepspeed.deepspeed:
         return _build_deepspeed_engine(run, env, vocab)
     model = build_run_model(run, vocab.size, env, None)
+    freeze = _freeze_for_vocabulary(run, model)  # before DDP, which reads the requires_grad flags
     if run.train.gradient_checkpointing or run.deepspeed.deepspeed_checkpoint_activations:
         enable_activation_checkpointing(model)
     model = wrap_ddp(model.to(env.device), env)
     optimizer = build_optimizer(model, run.optim)
+    if freeze is not None:
+        freeze.attach_optimizer(optimizer)
     scheduler = build_scheduler(optimizer, run.optim, run.train.total_steps)
     return LocalEngine(model, optimizer, scheduler, env=env, precision=run.train.precision or "fp32",
                        max_grad_norm=run.optim.max_grad_norm, accumulation_steps=run.train.accumulation_steps)
@@ -77,6 +86,10 @@ def _build_deepspeed_engine(run: RunConfig, env: DistEnv, vocab: Vocabulary) -> 
     deepspeed = glue.import_deepspeed()
     cfg = glue.to_deepspeed_dict(run, glue.read_deepspeed_json(run.deepspeed.deepspeed_config), env)
     model = build_run_model(run, vocab.size, env, cfg)
+    if run.train.train_only == "new_rows":
+        # DeepSpeed keeps the fp32 master weights in its optimizer, where the old rows cannot be written back.
+        raise ConfigError("--train_only new_rows is not supported under DeepSpeed; use --train_only embeddings")
+    _freeze_for_vocabulary(run, model)
     if run.train.gradient_checkpointing or run.deepspeed.deepspeed_checkpoint_activations:
         enable_activation_checkpointing(model)
     optimizer = _deepspeed_client_optimizer(run, model, cfg)
@@ -85,6 +98,14 @@ def _build_deepspeed_engine(run: RunConfig, env: DistEnv, vocab: Vocabulary) -> 
         lr_scheduler=lambda opt: build_scheduler(opt, run.optim, run.train.total_steps),
     )
     return DeepSpeedEngine(engine, env=env, precision=glue.deepspeed_precision(cfg))
+
+
+def _freeze_for_vocabulary(run: RunConfig, model: torch.nn.Module) -> VocabExtensionFreeze | None:
+    """Apply ``--train_only`` (training after a vocabulary extension), if asked."""
+    if run.train.train_only is None:
+        return None
+    original = resolve_original_vocab_size(run.train.original_vocab_size, run.train.pretrained_model_path)
+    return freeze_for_vocab_extension(model, run.train.train_only, original)
 
 
 def _deepspeed_client_optimizer(run: RunConfig, model: torch.nn.Module, cfg: dict[str, Any]) -> Any:

@@ -75,3 +75,27 @@ def test_bf16_and_gradient_checkpointing_run(tiny_dataset, tmp_path):
     bf16 = main(train_args(tiny_dataset, str(tmp_path / "c.bin"), "--precision", "bf16", steps=3, save=3))
     assert bf16.losses == pytest.approx(plain.losses, abs=5e-2)
     assert torch.load(str(tmp_path / "c.bin"), weights_only=True)["target.lm.output_layer.weight"].dtype == torch.float32
+
+
+@pytest.mark.parametrize("mode", ["embeddings", "new_rows"])
+def test_train_only_after_vocabulary_extension(tiny_dataset, tmp_path, mode):
+    """--train_only: everything outside the vocabulary tables stays bit-identical; with new_rows, the base
+    rows too (weight decay included), while the new rows train."""
+    original = 600  # pretend the tokenizer's last 100 pieces were added by a vocabulary extension
+    base = build_model(load_model_config(TINY_CONFIG), VOCAB)
+    base_path = str(tmp_path / "base.bin")
+    save_checkpoint(base, base_path)
+    out = str(tmp_path / "out.bin")
+    main(train_args(tiny_dataset, out, "--pretrained_model_path", base_path, "--train_only", mode,
+                    "--original_vocab_size", str(original), "--weight_decay", "0.1", steps=4, save=4))
+    trained = load_model(TINY_CONFIG, out, vocab_size=VOCAB).state_dict()
+    tables = ("embedding.word.embedding.weight", "target.lm.output_layer.weight")
+    for key, before in base.state_dict().items():
+        after = trained[key]
+        if key not in tables:
+            assert torch.equal(after, before), key
+        elif mode == "new_rows":
+            assert torch.equal(after[:original], before[:original]), key
+            assert not torch.equal(after[original:], before[original:]), key
+        else:
+            assert not torch.equal(after[:original], before[:original]), key
