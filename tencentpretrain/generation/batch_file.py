@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 
 from tencentpretrain.checkpoint import atomic_path
 from tencentpretrain.errors import DataError
 from tencentpretrain.generation.engine import GenerationConfig
-from tencentpretrain.generation.generate import Completion, generate
+from tencentpretrain.data.templates import Template
+from tencentpretrain.generation.chat import chat_prompt_ids, template_stop_strings
+from tencentpretrain.generation.generate import Completion, Prompt, generate
 from tencentpretrain.models.model import Model
 from tencentpretrain.tokenizers.base import Tokenizer
 
@@ -40,9 +43,19 @@ def generate_file(
     *,
     batch_size: int,
     seq_length: int,
+    template: Template | None = None,
 ) -> list[Completion]:
-    """Completions of ``prompts``, ``batch_size`` at a time, each row at most ``seq_length`` tokens in all."""
-    completions = generate(model, tokenizer, prompts, config, batch_size=batch_size, max_length=seq_length)
+    """Completions of ``prompts``, ``batch_size`` at a time, each row at most ``seq_length`` tokens in all.
+
+    Without a template a prompt is used as it is (``<s>`` + its text, as llama_inference did); with one, each
+    prompt is a user message rendered exactly as instruction tuning rendered it, and the template's next user
+    marker stops generation.
+    """
+    inputs: Sequence[Prompt] = prompts
+    if template is not None:
+        inputs = [chat_prompt_ids(tokenizer, template, [{"role": "user", "content": p.strip()}]) for p in prompts]
+        config = replace(config, stop_strings=config.stop_strings + template_stop_strings(template))
+    completions = generate(model, tokenizer, inputs, config, batch_size=batch_size, max_length=seq_length)
     tokens = sum(len(c.token_ids) for c in completions)
     logger.info("generated %d tokens for %d prompts", tokens, len(prompts))
     return completions

@@ -12,6 +12,7 @@ from tencentpretrain.checkpoint import save_checkpoint
 from tencentpretrain.config import save_model_config
 from tencentpretrain.data.templates import get_template
 from tencentpretrain.generation import Engine, GenerationConfig, generate
+from tencentpretrain.generation.chat import chat_prompt_ids
 from tencentpretrain.generation.repl import NEW_CHAT, Dialogue, DialogueConfig, run_repl
 from tests.generation.scripted import SPM_PATH, tiny_model, tiny_tokenizer
 from tests.helpers import REPO_ROOT, tiny_llama_config
@@ -48,6 +49,22 @@ def test_llama_infer_writes_prompt_and_completion_for_every_line_in_batches(save
     expected = generate(model, tok, prompts, GenerationConfig(max_new_tokens=8))
     out = (tmp_path / "out.txt").read_text(encoding="utf-8")
     assert out == "".join(p + c.text + "\n\n" for p, c in zip(prompts, expected))
+
+
+def test_llama_infer_prompt_template_renders_each_line_as_a_user_turn(saved):
+    """--prompt_template must change the prompt (it was once accepted and ignored)."""
+    tmp_path, model, tok = saved
+    load_script("inference/llama_infer.py").main(
+        flags(tmp_path, "--prompt_template", "user_bot", "--temperature", "0", "--repetition_penalty", "1",
+              "--max_new_tokens", "8"))
+    template = get_template("user_bot")
+    prompts = ["北京是\n", "今天天气\n", "hello\n"]
+    ids = [chat_prompt_ids(tok, template, [{"role": "user", "content": p.strip()}]) for p in prompts]
+    expected = generate(model, tok, ids, GenerationConfig(max_new_tokens=8, stop_strings=("User:",)))
+    out = (tmp_path / "out.txt").read_text(encoding="utf-8")
+    assert out == "".join(p + c.text + "\n\n" for p, c in zip(prompts, expected))
+    raw = generate(model, tok, prompts, GenerationConfig(max_new_tokens=8))
+    assert [c.token_ids for c in expected] != [c.token_ids for c in raw]
 
 
 def test_generate_lm_seq_length_is_the_total_length(saved):
