@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ def setup_logging(options: LogOptions, *, rank: int) -> None:
     console.setLevel(options.log_level if rank == 0 else logging.WARNING)
     handlers: list[logging.Handler] = [console]
     if options.log_path and rank == 0:
+        os.makedirs(os.path.dirname(os.path.abspath(options.log_path)), exist_ok=True)
         file_handler = logging.FileHandler(options.log_path, encoding="utf-8")
         file_handler.setLevel(options.log_file_level)
         handlers.append(file_handler)

@@ -86,8 +86,11 @@ def test_train_only_after_vocabulary_extension(tiny_dataset, tmp_path, mode):
     base_path = str(tmp_path / "base.bin")
     save_checkpoint(base, base_path)
     out = str(tmp_path / "out.bin")
+    log = tmp_path / "logs" / "run.log"  # a directory that does not exist yet is created
     main(train_args(tiny_dataset, out, "--pretrained_model_path", base_path, "--train_only", mode,
-                    "--original_vocab_size", str(original), "--weight_decay", "0.1", steps=4, save=4))
+                    "--original_vocab_size", str(original), "--weight_decay", "0.1", "--log_path", str(log),
+                    steps=4, save=4))
+    assert "|        3/       4 steps|" in log.read_text(encoding="utf-8")
     trained = load_model(TINY_CONFIG, out, vocab_size=VOCAB).state_dict()
     tables = ("embedding.word.embedding.weight", "target.lm.output_layer.weight")
     for key, before in base.state_dict().items():
