@@ -6,7 +6,8 @@ also a transcript of how to do each step by hand:
     tokenizer -> lm dataset -> pretraining (+ loss curve) -> alpaca and chat datasets -> LoRA instruction
     tuning -> merge -> answers to Chinese prompts -> HF and GGUF export -> perplexity
 
-A stage whose outputs exist is skipped, so re-running reuses what is built (``--force`` rebuilds). Everything
+A stage whose outputs exist and were made by the same command is skipped, so re-running reuses what is built;
+a stage after one that ran is rebuilt, and ``--force`` rebuilds everything. Everything
 goes under ``--output_dir`` (default ``runs/demo``).
 """
 
@@ -27,6 +28,7 @@ logger = logging.getLogger("tencentpretrain.demo")
 
 HELDOUT_LINES = 60  # the corpus's last lines, kept out of pretraining to measure perplexity
 TEMPLATE = "user_bot"  # the prompt format of instruction tuning and of the answers
+LORA_RANK, LORA_ALPHA = 32, 32  # adapters on every linear layer of the attention and feed-forward blocks
 
 
 @dataclass(frozen=True)
@@ -37,9 +39,9 @@ class DemoConfig:
     vocab_size: int = 3000
     seq_length: int = 128  # pretraining and conversations
     instruction_seq_length: int = 64  # instructions are short (about 30 tokens): less padding
-    pretrain_steps: int = 400
+    pretrain_steps: int = 800
     pretrain_batch_size: int = 16
-    sft_steps: int = 250
+    sft_steps: int = 300
     chat_steps: int = 100
     sft_batch_size: int = 32
     force: bool = False
@@ -66,20 +68,21 @@ def _stages(c: DemoConfig) -> list[Stage]:
     config = os.path.join(REPO_ROOT, "models", "llama", "demo_config.json")
     spm = c.path("tokenizer.model")
     common_model = ("--config_path", config, "--spm_model_path", spm)
-    lora = ("--use_lora", "--lora_r", 16, "--lora_alpha", 32, "--lora_target_modules",
+    lora = ("--use_lora", "--lora_r", LORA_RANK, "--lora_alpha", LORA_ALPHA, "--lora_target_modules",
             "linear_layers.0", "linear_layers.1", "linear_layers.2", "final_linear", "linear_gate", "linear_1",
             "linear_2")
-    sft_common = (*common_model, "--pretrained_model_path", c.path("pretrained.bin"), "--learning_rate", 2e-3, "--warmup", 0.05, "--scheduler", "cosine",
+    sft_common = (*common_model, "--pretrained_model_path", c.path("pretrained.bin"), "--learning_rate", 6e-3, "--warmup", 0.05, "--scheduler", "cosine",
                   "--report_steps", 25, "--save_checkpoint_steps", 100000, *lora)
     return [
         Stage("train a Chinese sentencepiece tokenizer", (spm,), _python(
             "scripts/build_vocab.py", "--corpus_path", c.path("train.txt"), "--output_model_path", spm,
-            "--vocab_size", c.vocab_size, "--model_type", "bpe", "--character_coverage", 0.9995)),
+            "--vocab_size", c.vocab_size, "--model_type", "bpe", "--character_coverage", 0.9995,
+            "--normalization_rule_name", "identity")),
         Stage("preprocess the corpus (lm)", (c.path("corpus.pt"),), _python(
             "preprocess.py", "--corpus_path", c.path("train.txt"), "--spm_model_path", spm, "--dataset_path",
             c.path("corpus.pt"), "--data_processor", "lm", "--seq_length", c.seq_length, "--full_sentences",
             "--processes_num", 2)),
-        Stage("pretrain a tiny LLaMA", (c.path("pretrained.bin"),), _python(
+        Stage("pretrain a tiny LLaMA", (c.path("pretrained.bin"), c.path("pretrain.log")), _python(
             "pretrain.py", *common_model, "--dataset_path", c.path("corpus.pt"), "--output_model_path",
             c.path("pretrained.bin"), "--total_steps", c.pretrain_steps, "--batch_size", c.pretrain_batch_size,
             "--learning_rate", 3e-3, "--warmup", 0.05, "--scheduler", "cosine", "--report_steps", 25,
@@ -95,22 +98,22 @@ def _stages(c: DemoConfig) -> list[Stage]:
             "preprocess.py", "--corpus_path", data("conversations.jsonl"), "--spm_model_path", spm,
             "--dataset_path", c.path("conversations.pt"), "--data_processor", "chat", "--prompt_template",
             TEMPLATE, "--seq_length", c.seq_length)),
-        Stage("instruction-tune with LoRA (alpaca)", (c.path("lora_sft.bin"),), _python(
+        Stage("instruction-tune with LoRA (alpaca)", (c.path("lora_sft.bin"), c.path("sft.log")), _python(
             "pretrain.py", *sft_common, "--dataset_path", c.path("instructions.pt"), "--data_processor",
             "alpaca", "--total_steps", c.sft_steps, "--batch_size", c.sft_batch_size, "--output_model_path",
             c.path("lora_sft.bin"), "--log_path", c.path("sft.log"))),
-        Stage("continue the LoRA on conversations (chat)", (c.path("lora_chat.bin"),), _python(
+        Stage("continue the LoRA on conversations (chat)", (c.path("lora_chat.bin"), c.path("chat.log")), _python(
             "pretrain.py", *sft_common, "--dataset_path", c.path("conversations.pt"), "--data_processor", "chat",
             "--lora_pretrained_model_path", c.path("lora_sft.bin"), "--total_steps", c.chat_steps, "--batch_size",
             c.sft_batch_size // 2, "--output_model_path", c.path("lora_chat.bin"), "--log_path", c.path("chat.log"))),
         Stage("merge the LoRA weights", (c.path("chat.bin"),), _python(
             "scripts/merge_lora.py", "--input_model_path", c.path("pretrained.bin"), "--lora_model_path",
-            c.path("lora_chat.bin"), "--lora_alpha", 32, "--config_path", config, "--output_model_path",
+            c.path("lora_chat.bin"), "--lora_alpha", LORA_ALPHA, "--config_path", config, "--output_model_path",
             c.path("chat.bin"))),
         Stage("answer Chinese prompts", (c.path("answers.txt"),), _python(
             "inference/llama_infer.py", "--load_model_path", c.path("chat.bin"), *common_model, "--test_path",
             c.path("prompts.txt"), "--prediction_path", c.path("answers.txt"), "--prompt_template", TEMPLATE,
-            "--temperature", 0, "--max_new_tokens", 48, "--batch_size", 8)),
+            "--temperature", 0, "--repetition_penalty", 1.0, "--max_new_tokens", 48, "--batch_size", 8)),
         Stage("export to HuggingFace", (c.path("hf"),), _python(
             "scripts/convert_llama_from_tencentpretrain_to_huggingface.py", "--input_model_path",
             c.path("chat.bin"), *common_model, "--output_model_path", c.path("hf"), "--prompt_template", TEMPLATE)),
@@ -124,15 +127,21 @@ def _stages(c: DemoConfig) -> list[Stage]:
     ]
 
 
-def _prepare_inputs(c: DemoConfig) -> None:
-    """Split the corpus into pretraining and held-out lines; write the demo prompts one per line."""
+def _prepare_inputs(c: DemoConfig) -> bool:
+    """Split the corpus into pretraining and held-out lines; write the demo prompts one per line.
+
+    Returns whether any of these files changed (then every stage is rebuilt).
+    """
     os.makedirs(c.output_dir, exist_ok=True)
     with open(os.path.join(REPO_ROOT, "data", "zh_corpus.txt"), encoding="utf-8") as f:
         lines = [line for line in f.read().splitlines() if line.strip()]
-    _write_if_changed(c.path("train.txt"), "\n".join(lines[:-HELDOUT_LINES]) + "\n")
-    _write_if_changed(c.path("heldout.txt"), "\n".join(lines[-HELDOUT_LINES:]) + "\n")
     prompts = [_prompt_text(row) for row in _demo_prompts()]
-    _write_if_changed(c.path("prompts.txt"), "\n".join(prompts) + "\n")
+    changed = [
+        _write_if_changed(c.path("train.txt"), "\n".join(lines[:-HELDOUT_LINES]) + "\n"),
+        _write_if_changed(c.path("heldout.txt"), "\n".join(lines[-HELDOUT_LINES:]) + "\n"),
+        _write_if_changed(c.path("prompts.txt"), "\n".join(prompts) + "\n"),
+    ]
+    return any(changed)
 
 
 def _demo_prompts() -> list[dict]:
@@ -144,32 +153,46 @@ def _prompt_text(row: dict) -> str:
     return row["instruction"] + (("\n" + row["input"]) if row.get("input") else "")
 
 
-def _write_if_changed(path: str, text: str) -> None:
+def _write_if_changed(path: str, text: str) -> bool:
     if os.path.exists(path):
         with open(path, encoding="utf-8") as f:
             if f.read() == text:
-                return
+                return False
     with open(path, "w", encoding="utf-8") as f:
         f.write(text)
+    return True
 
 
-def _run(stage: Stage, index: int, total: int, force: bool) -> float:
-    done = all(os.path.exists(p) for p in stage.outputs)
+def _run(stage: Stage, index: int, total: int, *, rebuild: bool, output_dir: str) -> bool:
+    """Run ``stage`` unless its outputs exist and were made by the same command; returns whether it ran.
+
+    ``rebuild`` forces the run (``--force``, or an earlier stage ran, so this one's inputs changed).
+    """
     header = f"[{index}/{total}] {stage.title}"
-    if done and not force:
+    stamp = os.path.join(output_dir, ".stamps", f"{index:02d}.json")
+    if not rebuild and all(os.path.exists(p) for p in stage.outputs) and _read_stamp(stamp) == list(stage.command):
         logger.info("%s: already built, reusing %s", header, ", ".join(_rel(p) for p in stage.outputs))
-        return 0.0
+        return False
     for path in stage.outputs:
         if os.path.isdir(path):
             shutil.rmtree(path)
         elif os.path.exists(path):
             os.remove(path)
     logger.info("%s\n  $ %s", header, " ".join(_quote(_rel(a)) for a in stage.command))
-    start = time.perf_counter()
     result = subprocess.run(stage.command, cwd=REPO_ROOT)
     if result.returncode != 0:
         raise SystemExit(f"demo stopped: '{stage.title}' failed with exit status {result.returncode}")
-    return time.perf_counter() - start
+    os.makedirs(os.path.dirname(stamp), exist_ok=True)
+    with open(stamp, "w", encoding="utf-8") as f:
+        json.dump(list(stage.command), f)
+    return True
+
+
+def _read_stamp(path: str) -> list[str] | None:
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
 
 
 def _rel(path: str) -> str:
@@ -228,11 +251,12 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s demo] %(message)s", datefmt="%H:%M:%S")
     config = DemoConfig(output_dir=os.path.abspath(args.output_dir), pretrain_steps=args.pretrain_steps,
                         sft_steps=args.sft_steps, chat_steps=args.chat_steps, force=args.force)
-    _prepare_inputs(config)
+    inputs_changed = _prepare_inputs(config)
     stages = _stages(config)
     start = time.perf_counter()
+    rebuild = config.force or inputs_changed
     for i, stage in enumerate(stages, 1):
-        _run(stage, i, len(stages), config.force)
+        rebuild = _run(stage, i, len(stages), rebuild=rebuild, output_dir=config.output_dir) or rebuild
     print(_summary(config, time.perf_counter() - start), flush=True)
 
 
