@@ -9,34 +9,13 @@ The output holds, per line, the line, a newline and the prompt + completion. --s
 
 from __future__ import annotations
 
-import argparse
-import logging
+from tencentpretrain.generation.batch_file import run_batch_file, write_generate_lm
 
-from tencentpretrain.generation.batch_file import generate_file, read_prompts, write_generate_lm
-from tencentpretrain.generation.options import (
-    add_inference_args,
-    generation_from_args,
-    load_for_inference,
-    load_tokenizer,
-    model_config_from_inference_args,
-    parse_inference_args,
-)
+ORIGINAL_SAMPLING = {"top_k": 70, "top_p": 1.0, "temperature": 1.0, "repetition_penalty": 1.0}
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--test_path", required=True, help="prompts, one per line")
-    parser.add_argument("--prediction_path", required=True, help="output file")
-    add_inference_args(parser, seq_length=128, batch_size=1)
-    parser.set_defaults(top_k=70, top_p=1.0, temperature=1.0, repetition_penalty=1.0)
-    args = parse_inference_args(parser, argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    tokenizer = load_tokenizer(model_config_from_inference_args(args))
-    model = load_for_inference(args, tokenizer.vocab_size)
-    prompts = read_prompts(args.test_path, keep_newline=False)
-    completions = generate_file(model, tokenizer, prompts, generation_from_args(args),
-                                batch_size=args.batch_size, seq_length=args.seq_length)
-    write_generate_lm(args.prediction_path, prompts, completions)
+    run_batch_file(argv, description=__doc__, keep_newline=False, write=write_generate_lm, defaults=ORIGINAL_SAMPLING)
 
 
 if __name__ == "__main__":

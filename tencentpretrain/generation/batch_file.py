@@ -9,7 +9,7 @@ separated by a blank line (with one line, exactly the original's output).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from tencentpretrain.checkpoint import atomic_path
@@ -71,3 +71,44 @@ def write_generate_lm(path: str, prompts: Sequence[str], completions: Sequence[C
     """The line, "\\n", then prompt + completion; entries separated by a blank line (written atomically)."""
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         f.write("\n\n".join(p + "\n" + p + c.text for p, c in zip(prompts, completions)))
+
+
+def run_batch_file(
+    argv: list[str] | None,
+    *,
+    description: str,
+    keep_newline: bool,
+    write: Callable[[str, Sequence[str], Sequence[Completion]], None],
+    defaults: dict[str, object] | None = None,
+) -> None:
+    """The ``main`` of a file-to-file entry point: flags, model, prompts of --test_path, output file.
+
+    ``keep_newline`` and ``write`` are what distinguish llama_infer (lines kept with their newline) from
+    generate_lm (stripped lines); ``defaults`` overrides flag defaults (generate_lm's sampling).
+    """
+    import argparse
+
+    from tencentpretrain.data.templates import get_template
+    from tencentpretrain.generation.options import (
+        add_inference_args,
+        generation_from_args,
+        load_for_inference,
+        load_tokenizer,
+        model_config_from_inference_args,
+        parse_inference_args,
+    )
+
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--test_path", required=True, help="prompts, one per line")
+    parser.add_argument("--prediction_path", required=True, help="output file")
+    add_inference_args(parser, seq_length=128, batch_size=1)
+    parser.set_defaults(prompt_template=None, **(defaults or {}))  # raw lines unless a template is named
+    args = parse_inference_args(parser, argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    tokenizer = load_tokenizer(model_config_from_inference_args(args))
+    model = load_for_inference(args, tokenizer.vocab_size)
+    prompts = read_prompts(args.test_path, keep_newline=keep_newline)
+    template = get_template(args.prompt_template) if args.prompt_template else None
+    completions = generate_file(model, tokenizer, prompts, generation_from_args(args),
+                                batch_size=args.batch_size, seq_length=args.seq_length, template=template)
+    write(args.prediction_path, prompts, completions)
