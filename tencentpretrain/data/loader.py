@@ -236,6 +236,24 @@ class BatchLoader:
         self.offset += self.global_batch_size
         return self.collator(indices, self.epoch)
 
+    def epoch_batches(self) -> Iterator[Batch | Seq2SeqBatch]:
+        """One pass over the whole dataset for evaluation, every instance exactly once across the ranks.
+
+        Unlike iteration, the last global batch may be partial. Every rank yields the same number of batches
+        (collective ops such as ZeRO-3 parameter gathering need that): a rank with nothing left gets a batch
+        of one instance whose loss mask is empty, so it adds no tokens. Does not move the loader's position.
+        """
+        order = self._epoch_order() if self.shuffle else np.arange(len(self.dataset))
+        steps = -(-len(self.dataset) // self.global_batch_size)  # ceil
+        for step in range(steps):
+            start = step * self.global_batch_size + self.rank * self.batch_size
+            indices = order[start : start + self.batch_size]
+            if len(indices):
+                yield self.collator(indices, self.epoch)
+            else:
+                batch = self.collator(order[:1], self.epoch)
+                yield batch._replace(loss_mask=torch.zeros_like(batch.loss_mask))
+
     # ------------------------------------------------------------------ resume
     def state_dict(self) -> dict[str, Any]:
         """Where the loader is: enough to continue with exactly the next batch."""

@@ -6,6 +6,7 @@ steps. The loop syncs with the host only on report, evaluation and checkpoint st
 
 from __future__ import annotations
 
+import itertools
 import logging
 import random
 import shutil
@@ -257,11 +258,10 @@ class Loop:
     def _evaluate(self, reporter: Reporter, step: int) -> float:
         """Token-weighted mean loss over the eval set (all ranks), reported with its perplexity."""
         loader = build_loader(self.run, self.env, self.run.train.eval_dataset_path, shuffle=False)
-        batches = self.cfg.eval_batches or loader.steps_per_epoch
+        batches = itertools.islice(loader, self.cfg.eval_batches) if self.cfg.eval_batches else loader.epoch_batches()
         sums = torch.zeros(2, device=self.device, dtype=torch.float64)
         with evaluating(self.engine.module):
-            for _ in range(batches):
-                batch = next(loader)
+            for batch in batches:
                 tokens = batch.loss_mask.sum()
                 out = self.engine.forward(batch)
                 sums += torch.stack([out.loss.detach().double() * tokens.to(self.device), tokens.to(self.device)])

@@ -131,3 +131,17 @@ def test_padded_wider_batches(lm_dataset):
     batch = next(BatchLoader(lm_dataset, 2, seq_length=40, seed=0))
     assert batch.src.shape == (2, 40)
     assert np.all(batch.seg[:, 20:].numpy() == 0)
+
+
+def test_epoch_batches_score_every_instance_once_across_ranks(lm_dataset):
+    """Evaluation's pass: the partial last batch is kept, and every rank yields the same number of batches."""
+    n = len(BatchLoader(lm_dataset, 4, seed=0).dataset)
+    passes = [list(BatchLoader(lm_dataset, 4, seed=0, rank=r, world_size=2, shuffle=False).epoch_batches())
+              for r in range(2)]
+    assert len(passes[0]) == len(passes[1]) == -(-n // 8)
+    scored_rows = sum(int(b.loss_mask.any(dim=1).sum()) for p in passes for b in p)
+    assert scored_rows == n  # every instance once; the padding batch of an idle rank scores nothing
+    tokens = sum(int(b.loss_mask.sum()) for p in passes for b in p)
+    single = BatchLoader(lm_dataset, 3, seed=0, shuffle=False)
+    assert tokens == sum(int(b.loss_mask.sum()) for b in single.epoch_batches())
+    assert single.offset == 0 and single.epoch == 0  # the training position is untouched

@@ -31,13 +31,14 @@ def test_trainer_eval_loss_equals_evaluate_ppl(tmp_path):
     corpus.write_text("\n".join(DOCS) + "\n", encoding="utf-8")
     dataset = str(tmp_path / "eval.pt")
     # Every document fits one record (<s> ids </s>), so the dataset scores exactly what evaluate_ppl scores
-    # with a bos before and an eos after each document.
+    # with a bos before and an eos after each document. 5 records in batches of 2: the last batch is partial,
+    # and evaluation must still see it.
     build_dataset(DataConfig(corpus_path=str(corpus), dataset_path=dataset, seq_length=64, data_processor="lm"),
                   TokenizerConfig(spm_model_path=SPM))
     out = str(tmp_path / "model.bin")
     result = pretrain_main(["--dataset_path", dataset, "--eval_dataset_path", dataset, "--spm_model_path", SPM,
                             "--config_path", CONFIG, "--output_model_path", out, "--total_steps", "3",
-                            "--eval_steps", "3", "--save_checkpoint_steps", "3", "--batch_size", "1",
+                            "--eval_steps", "3", "--save_checkpoint_steps", "3", "--batch_size", "2",
                             "--learning_rate", "1e-3"])
     (step, trainer_loss), = result.eval_losses
     tokenizer = build_tokenizer("sentencepiece", spm_model_path=SPM)
