@@ -17,6 +17,9 @@ import json
 import os
 import socket
 import statistics
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 import warnings
@@ -24,15 +27,15 @@ import warnings
 import httpx
 import torch
 
-from tencentpretrain.config import ModelConfig
+from tencentpretrain.checkpoint import save_checkpoint
+from tencentpretrain.config import ModelConfig, save_model_config
 from tencentpretrain.convert.llama_hf import hf_config_from_model_config, llama_hf_weight_map
-from tencentpretrain.data.templates import get_template
 from tencentpretrain.generation import GenerationConfig, generate
 from tencentpretrain.generation.quantize import optimize_for_inference, quantize_model, weight_memory_bytes
 from tencentpretrain.models.model import build_model
-from tencentpretrain.serving.app import ServerConfig
-from tencentpretrain.serving.server import build_app
 from tencentpretrain.tokenizers import build_tokenizer
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def llama_config(args: argparse.Namespace) -> ModelConfig:
@@ -75,41 +78,49 @@ def time_hf(hf, prompts: list[list[int]], new_tokens: int) -> float:
     return len(prompts) * new_tokens / elapsed
 
 
-def time_server(model, tokenizer, clients: int, new_tokens: int) -> float:
-    """Total streamed tokens/s of ``clients`` concurrent streaming clients on a real uvicorn server."""
-    import uvicorn
-
-    config = ServerConfig(context_length=512, default_max_tokens=new_tokens, max_batch_size=8)
-    app = build_app(model, tokenizer, get_template("user_bot"), config)
+def start_server(model, config, spm_path: str, workdir: str) -> tuple[subprocess.Popen, int]:
+    """``inference/llama_server.py`` in its own process with its default settings, as deployed (the clients
+    do not share its interpreter)."""
+    save_checkpoint(model, os.path.join(workdir, "model.bin"))
+    save_model_config(config, os.path.join(workdir, "config.json"))
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.02)
+    command = [sys.executable, os.path.join(REPO_ROOT, "inference", "llama_server.py"), "--load_model_path",
+               os.path.join(workdir, "model.bin"), "--config_path", os.path.join(workdir, "config.json"),
+               "--spm_model_path", spm_path, "--port", str(port), "--batch_size", "8", "--seq_length", "512"]
+    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return server, port
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    server.kill()
+    raise RuntimeError("the server did not start within 120 s")
+
+
+def time_server(port: int, clients: int, new_tokens: int) -> float:
+    """Total streamed tokens/s of ``clients`` concurrent streaming clients of the server on ``port``."""
     counts = [0] * clients
 
     def client(i: int) -> None:
-        body = {"prompt": f"北京是中国的首都{i}", "max_tokens": new_tokens, "stream": True, "temperature": 0}
+        body = {"prompt": f"北京是中国的首都{i}", "max_tokens": new_tokens, "stream": True, "temperature": 0,
+                "stop": []}
         with httpx.stream("POST", f"http://127.0.0.1:{port}/v1/completions", json=body, timeout=600) as r:
             for line in r.iter_lines():
                 if line.startswith("data: {"):
                     final = json.loads(line[6:])
         counts[i] = final["usage"]["completion_tokens"]
 
-    try:
-        start = time.perf_counter()
-        workers = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
-        for w in workers:
-            w.start()
-        for w in workers:
-            w.join()
-        return sum(counts) / (time.perf_counter() - start)
-    finally:
-        server.should_exit = True
-        thread.join(30)
+    start = time.perf_counter()
+    workers = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return sum(counts) / (time.perf_counter() - start)
 
 
 def main() -> None:
@@ -159,14 +170,20 @@ def main() -> None:
         print(f"batch {batch}: ours fp32 / transformers = {fp32 / hf:.2f}x; int8 / ours fp32 = "
               f"{median[('ours int8', batch)] / fp32:.2f}x; int4 / ours fp32 = {median[('ours int4', batch)] / fp32:.2f}x")
     if not args.skip_server:
-        spm = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests/assets/tiny_spm.model")
+        spm = os.path.join(REPO_ROOT, "tests", "assets", "tiny_spm.model")
         tokenizer = build_tokenizer("sentencepiece", spm_model_path=spm)
-        server_model = optimize_for_inference(build_model(config, tokenizer.vocab_size).eval())
-        one = statistics.median(time_server(server_model, tokenizer, 1, args.new_tokens) for _ in range(args.rounds))
-        eight = statistics.median(time_server(server_model, tokenizer, 8, args.new_tokens) for _ in range(args.rounds))
-        print(f"server (real uvicorn, streaming, vocab {tokenizer.vocab_size}): 1 client {one:.1f} tok/s, "
-              f"8 clients {eight:.1f} tok/s total = {eight / one:.2f}x")
-
+        server_model = build_model(config, tokenizer.vocab_size).eval()
+        with tempfile.TemporaryDirectory() as workdir:
+            server, port = start_server(server_model, config, spm, workdir)
+            try:
+                time_server(port, 1, 8)  # warm-up
+                one = statistics.median(time_server(port, 1, args.new_tokens) for _ in range(args.rounds))
+                eight = statistics.median(time_server(port, 8, args.new_tokens) for _ in range(args.rounds))
+            finally:
+                server.terminate()
+                server.wait(60)
+        print(f"server (inference/llama_server.py in its own process, streaming, vocab {tokenizer.vocab_size}): "
+              f"1 client {one:.1f} tok/s, 8 clients {eight:.1f} tok/s total = {eight / one:.2f}x")
 
 if __name__ == "__main__":
     main()

@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import logging
 
+import torch
+
 from tencentpretrain.data.templates import get_template
 from tencentpretrain.generation.options import (
     add_inference_args,
@@ -21,7 +23,7 @@ from tencentpretrain.generation.options import (
     sampling_from_args,
 )
 from tencentpretrain.serving.app import ServerConfig
-from tencentpretrain.serving.server import build_app, serve
+from tencentpretrain.serving.server import build_app, default_model_threads, serve
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -31,9 +33,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--api_key", default=None, help="require 'Authorization: Bearer KEY'")
     parser.add_argument("--model_name", default="tencentpretrain", help="model id reported by /v1/models")
     parser.add_argument("--max_queue", type=int, default=64, help="requests that may wait; more get HTTP 429")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads for the model (default: all cores but one, which the HTTP side needs)")
     add_inference_args(parser, seq_length=2048, batch_size=8)
     args = parse_inference_args(parser, argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    torch.set_num_threads(args.threads or default_model_threads())
     tokenizer = load_tokenizer(model_config_from_inference_args(args))
     model = load_for_inference(args, tokenizer.vocab_size)
     config = ServerConfig(model_name=args.model_name, api_key=args.api_key, context_length=args.seq_length,

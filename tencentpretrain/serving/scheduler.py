@@ -52,6 +52,21 @@ class Ticket:
         self._loop.call_soon_threadsafe(self.events.put_nowait, event)
 
 
+def _deliver(events: list[tuple[Ticket, Event]]) -> None:
+    """Hand a step's events to the handlers: one wake-up of each event loop per step, not one per token, so
+    the handlers' thread is interrupted once however many requests share the step."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Ticket, Event]]] = {}
+    for ticket, event in events:
+        by_loop.setdefault(ticket._loop, []).append((ticket, event))
+    for loop, batch in by_loop.items():
+        loop.call_soon_threadsafe(_put_all, batch)
+
+
+def _put_all(events: list[tuple[Ticket, Event]]) -> None:
+    for ticket, event in events:
+        ticket.events.put_nowait(event)
+
+
 class Scheduler:
     """Owns the Engine and its worker thread.
 
@@ -138,6 +153,7 @@ class Scheduler:
             self._publish(self.engine.step())
 
     def _publish(self, requests: list[Request]) -> None:
+        events: list[tuple[Ticket, Event]] = []
         for request in requests:
             ticket = self._tickets.get(id(request))
             if ticket is None:
@@ -145,13 +161,14 @@ class Scheduler:
             text = request.take_text()
             if request.finished:
                 del self._tickets[id(request)]
-                ticket._publish(Event(text, request.finish_reason, len(request.output_ids)))
+                events.append((ticket, Event(text, request.finish_reason, len(request.output_ids))))
             elif text:
-                ticket._publish(Event(text, None, len(request.output_ids)))
+                events.append((ticket, Event(text, None, len(request.output_ids))))
         for key, ticket in list(self._tickets.items()):  # cancelled rows leave the engine without a step result
             if ticket.request.finished:
                 del self._tickets[key]
-                ticket._publish(Event(ticket.request.take_text(), ticket.request.finish_reason))
+                events.append((ticket, Event(ticket.request.take_text(), ticket.request.finish_reason)))
+        _deliver(events)
 
     def _fail_all(self) -> None:
         for ticket in self._tickets.values():
