@@ -219,7 +219,8 @@ def _summary(c: DemoConfig, seconds: float) -> str:
         ("HuggingFace export", "hf"), ("GGUF export", "chat-q8_0.gguf"), ("logs", "pretrain.log, sft.log, chat.log"),
     ]
     lines += [f"{name:>20}: {_rel(c.output_dir)}/{path}" for name, path in outputs]
-    lines += ["", f"chat with it:  python inference/llama_dialogue.py --load_model_path {_rel(c.path('chat.bin'))} "
+    lines += ["", "chat with it (in the demo's environment: source .venv/bin/activate):",
+              f"  python inference/llama_dialogue.py --load_model_path {_rel(c.path('chat.bin'))} "
               f"--config_path models/llama/demo_config.json --spm_model_path {_rel(c.path('tokenizer.model'))}"]
     return "\n".join(lines)
 
