@@ -13,23 +13,11 @@ import torch
 from torch import nn
 
 from tencentpretrain.config import ModelConfig
-from tencentpretrain.layers.attention import MultiHeadedAttention
 from tencentpretrain.layers.kv_cache import KVCache
 from tencentpretrain.layers.masks import build_attention_mask
 from tencentpretrain.layers.relative_position import RelativePositionEmbedding
+from tencentpretrain.layers.transformer_layer import attention_from_config
 from tencentpretrain.registry import DECODERS, FEEDFORWARDS, LAYERNORMS
-
-
-def _attention(config: ModelConfig) -> MultiHeadedAttention:
-    return MultiHeadedAttention(
-        config.hidden_size,
-        config.heads_num,
-        config.head_size,
-        kv_heads_num=config.kv_heads_num,
-        dropout=config.dropout,
-        bias=config.use_bias,
-        with_scale=not config.remove_attention_scale,
-    )
 
 
 class TransformerDecoderLayer(nn.Module):
@@ -43,9 +31,9 @@ class TransformerDecoderLayer(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.pre_norm = config.layernorm_positioning == "pre"
-        self.self_attn = _attention(config)
+        self.self_attn = attention_from_config(config)
         self.dropout_1 = nn.Dropout(config.dropout)
-        self.context_attn = _attention(config)
+        self.context_attn = attention_from_config(config)
         self.dropout_2 = nn.Dropout(config.dropout)
         self.feed_forward = FEEDFORWARDS.get(config.feed_forward)(
             config.hidden_size, config.feedforward_size, config.hidden_act, bias=config.use_bias

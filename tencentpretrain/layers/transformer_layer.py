@@ -11,6 +11,19 @@ from tencentpretrain.layers.kv_cache import KVCache
 from tencentpretrain.registry import FEEDFORWARDS, LAYERNORMS
 
 
+def attention_from_config(config: ModelConfig) -> MultiHeadedAttention:
+    """The attention block of encoder and decoder layers, sized by ``config``."""
+    return MultiHeadedAttention(
+        config.hidden_size,
+        config.heads_num,
+        config.head_size,
+        kv_heads_num=config.kv_heads_num,
+        dropout=config.dropout,
+        bias=config.use_bias,
+        with_scale=not config.remove_attention_scale,
+    )
+
+
 class TransformerLayer(nn.Module):
     """Submodules in the original's order: self_attn, dropout_1, feed_forward, dropout_2, layer_norm_1/2.
 
@@ -21,15 +34,7 @@ class TransformerLayer(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.pre_norm = config.layernorm_positioning == "pre"
-        self.self_attn = MultiHeadedAttention(
-            config.hidden_size,
-            config.heads_num,
-            config.head_size,
-            kv_heads_num=config.kv_heads_num,
-            dropout=config.dropout,
-            bias=config.use_bias,
-            with_scale=not config.remove_attention_scale,
-        )
+        self.self_attn = attention_from_config(config)
         self.dropout_1 = nn.Dropout(config.dropout)
         self.feed_forward = FEEDFORWARDS.get(config.feed_forward)(
             config.hidden_size, config.feedforward_size, config.hidden_act, bias=config.use_bias
