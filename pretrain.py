@@ -6,7 +6,7 @@
     deepspeed pretrain.py --deepspeed --deepspeed_config models/deepspeed_zero3_config.json --enable_zero3 ...
 """
 
-from tencentpretrain.training.cli import main
+from tencentpretrain.training.cli import run_and_exit
 
 if __name__ == "__main__":
-    main()
+    run_and_exit()

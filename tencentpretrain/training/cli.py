@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from tencentpretrain.config import parse_args_with_config
 from tencentpretrain.training.config import RunConfig, build_parser, run_config_from_args
-from tencentpretrain.training.parallel import launched_by_launcher, spawn_workers
+from tencentpretrain.training.parallel import launched_by_launcher, shutdown_distributed, spawn_workers
 
 
 def parse_run_config(argv: Sequence[str] | None = None) -> RunConfig:
@@ -17,12 +17,19 @@ def parse_run_config(argv: Sequence[str] | None = None) -> RunConfig:
     return run_config_from_args(args)
 
 
+def run_and_exit(argv: Sequence[str] | None = None) -> None:
+    """``pretrain.py``: train, then shut the process group down so every rank exits cleanly."""
+    main(argv)
+    shutdown_distributed()
+
+
 def main(argv: Sequence[str] | None = None):
-    """Entry point of ``pretrain.py``; returns the TrainResult (None in the parent of spawned workers)."""
+    """Train; returns the TrainResult (None in the parent of spawned workers). The process group stays up, so
+    the result's engine can still be used (evaluation, tests); ``run_and_exit`` is the command-line entry."""
     argv = list(sys.argv[1:] if argv is None else argv)
     run = parse_run_config(argv)
     if run.dist.gpu_ranks and run.dist.world_size > 1 and not launched_by_launcher():
-        spawn_workers(run.dist, main, argv)
+        spawn_workers(run.dist, run_and_exit, argv)
         return None
     from tencentpretrain.training.trainer import train
 

@@ -96,6 +96,17 @@ def init_distributed(opts: DistOptions, *, use_deepspeed: bool) -> DistEnv:
     return DistEnv(rank, local_rank, world, device, backend)
 
 
+def shutdown_distributed() -> None:
+    """Wait for every rank, then tear down the process group (if any).
+
+    Exiting with a live gloo group can abort a rank at interpreter teardown ("terminate called without an
+    active exception"), which turns a finished run into a failed exit status.
+    """
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def _default_rendezvous() -> None:
     """A single process (DeepSpeed without a launcher) still needs rendezvous variables."""
     if launched_by_launcher():

@@ -13,6 +13,7 @@ import sys
 import torch
 
 from tencentpretrain.training.cli import main
+from tencentpretrain.training.parallel import shutdown_distributed
 
 
 def engine_logits(result) -> torch.Tensor:
@@ -31,6 +32,7 @@ def run() -> None:
     if "--deepspeed" in argv:
         dump["logits"] = engine_logits(result)
     torch.save(dump, os.path.join(out_dir, f"rank{rank}.pt"))
+    shutdown_distributed()
 
 
 if __name__ == "__main__":
