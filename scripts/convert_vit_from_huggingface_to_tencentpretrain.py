@@ -1,7 +1,7 @@
 """Convert an HF vit model directory into a TencentPretrain checkpoint (strict: every tensor accounted for)."""
 
-from tencentpretrain.convert.vit_hf import VIT_HF
 from tencentpretrain.convert.hf_family import hf_to_tencentpretrain_main
+from tencentpretrain.convert.vit_hf import VIT_HF
 
 if __name__ == "__main__":
     hf_to_tencentpretrain_main(VIT_HF)

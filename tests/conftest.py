@@ -9,6 +9,7 @@ import torch
 
 from tests.helpers import tiny_llama_config
 
+
 @pytest.fixture(autouse=True)
 def _deterministic():
     random.seed(0)

@@ -13,10 +13,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from tencentpretrain.checkpoint import atomic_path
-from tencentpretrain.errors import DataError
-from tencentpretrain.generation.engine import GenerationConfig
 from tencentpretrain.data.templates import Template
+from tencentpretrain.errors import DataError
 from tencentpretrain.generation.chat import chat_prompt_ids, template_stop_strings
+from tencentpretrain.generation.engine import GenerationConfig
 from tencentpretrain.generation.generate import Completion, Prompt, generate
 from tencentpretrain.models.model import Model
 from tencentpretrain.tokenizers.base import Tokenizer

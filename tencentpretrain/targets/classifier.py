@@ -11,10 +11,10 @@ import torch
 from torch import nn
 
 from tencentpretrain.config import ModelConfig
+from tencentpretrain.layers.pooling import pool
 from tencentpretrain.registry import TARGETS
 from tencentpretrain.targets.cls import classification_output, require_labels_num
 from tencentpretrain.targets.output import TargetOutput
-from tencentpretrain.layers.pooling import pool
 
 
 @TARGETS.register("classifier")

@@ -12,9 +12,9 @@ from torch import nn
 
 from tencentpretrain.config import ModelConfig
 from tencentpretrain.errors import ConfigError
+from tencentpretrain.layers.pooling import pool
 from tencentpretrain.registry import TARGETS
 from tencentpretrain.targets.output import TargetOutput
-from tencentpretrain.layers.pooling import pool
 
 
 def require_labels_num(config: ModelConfig, target: str) -> int:

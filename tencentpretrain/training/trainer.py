@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from tencentpretrain.errors import ConfigError
 from tencentpretrain.training import checkpointing as ckpt
 from tencentpretrain.training.config import RunConfig
 from tencentpretrain.training.data import build_loader, dataset_manifest
-from tencentpretrain.errors import ConfigError
 from tencentpretrain.training.engine import DeepSpeedEngine, LocalEngine, TrainEngine, evaluating
 from tencentpretrain.training.freeze import (
     VocabExtensionFreeze,
