@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import torch
 
 from tencentpretrain.checkpoint import atomic_path
-from tencentpretrain.errors import ConfigError
+from tencentpretrain.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
 
@@ -153,6 +153,23 @@ def write_jsonl(path: str, records: Sequence[dict[str, Any]]) -> None:
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         for record in records:
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def nonblank_lines(path: str) -> Iterator[tuple[int, str]]:
+    """(1-based line number, line without its newline) of every non-blank line of a UTF-8 file."""
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            line = line.rstrip("\r\n")
+            if line.strip():
+                yield number, line
+
+
+def json_line(line: str, path: str, number: int, *, hint: str = "") -> Any:
+    """The JSON value of one line; a malformed line is a DataError naming ``path:number`` (plus ``hint``)."""
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}:{number}: not valid JSON ({e.msg}){hint}") from None
 
 
 def require_file(path: str, flag: str) -> str:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tencentpretrain.errors import ConfigError, DataError
-from tencentpretrain.evaluation.common import ModelSpec, progress
+from tencentpretrain.evaluation.common import ModelSpec, json_line, nonblank_lines, progress
 
 logger = logging.getLogger(__name__)
 
@@ -45,22 +45,15 @@ def read_prompts(path: str) -> list[PromptItem]:
     """Prompts of a .jsonl file (see the module docstring) or of a text file, one prompt per line."""
     jsonl = path.endswith((".jsonl", ".json"))
     items = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            line = line.rstrip("\r\n")
-            if not line.strip():
-                continue
-            items.append(_json_item(line, path, number, len(items)) if jsonl else PromptItem(str(len(items)), line))
+    for number, line in nonblank_lines(path):
+        items.append(_json_item(line, path, number, len(items)) if jsonl else PromptItem(str(len(items)), line))
     if not items:
         raise DataError(f"{path}: no prompts")
     return items
 
 
 def _json_item(line: str, path: str, number: int, index: int) -> PromptItem:
-    try:
-        obj = json.loads(line)
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}:{number}: not valid JSON ({e.msg})") from None
+    obj = json_line(line, path, number)
     text = obj.get("prompt", obj.get("instruction")) if isinstance(obj, dict) else None
     if not isinstance(text, str):
         raise DataError(f"{path}:{number}: expected an object with a string 'prompt' (or 'instruction')")

@@ -19,7 +19,6 @@ The numbers are token-weighted over the whole corpus:
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Iterable, Iterator, Sequence
@@ -31,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tencentpretrain.errors import ConfigError, DataError
-from tencentpretrain.evaluation.common import progress, warn_if_beyond_context
+from tencentpretrain.evaluation.common import json_line, nonblank_lines, progress, warn_if_beyond_context
 
 logger = logging.getLogger(__name__)
 
@@ -52,23 +51,15 @@ def read_documents(path: str, fmt: str = "auto", *, text_key: str = "text") -> l
         fmt = "jsonl" if path.endswith((".jsonl", ".json")) else "text"
     if fmt not in ("text", "jsonl"):
         raise ConfigError(f"corpus format {fmt!r}: choose from auto, text, jsonl")
-    documents = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            line = line.rstrip("\r\n")
-            if not line.strip():
-                continue
-            documents.append(_json_text(line, text_key, path, number) if fmt == "jsonl" else line)
+    documents = [_json_text(line, text_key, path, number) if fmt == "jsonl" else line
+                 for number, line in nonblank_lines(path)]
     if not documents:
         raise DataError(f"{path}: no documents (the file is empty or blank)")
     return documents
 
 
 def _json_text(line: str, key: str, path: str, number: int) -> str:
-    try:
-        obj = json.loads(line)
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path}:{number}: not valid JSON ({e.msg}); use --corpus_format text for plain text") from None
+    obj = json_line(line, path, number, hint="; use --corpus_format text for plain text")
     if not isinstance(obj, dict) or not isinstance(obj.get(key), str):
         raise DataError(f"{path}:{number}: expected a JSON object with a string field {key!r}")
     return obj[key]
