@@ -8,6 +8,8 @@ whether it runs alone or batched with others.
 
 from __future__ import annotations
 
+import array
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -59,19 +61,66 @@ def repetition_weights(length: int, penalty: float, slope: float) -> torch.Tenso
     return 1 + (ramp + 1) / 2 * (penalty - 1)
 
 
+def apply_repetition_penalties(
+    logits: torch.Tensor, histories: Sequence[Sequence[int]], params: Sequence[SamplingParams]
+) -> torch.Tensor:
+    """Penalise, in every row of ``logits`` (B, V), the tokens of that row's recent history: a positive logit
+    is divided by the penalty, a non-positive one multiplied, so a penalty > 1 always makes a token less likely.
+
+    Only the last ``repetition_penalty_range`` tokens of a row's history count (0 = all); a token seen several
+    times takes the penalty of its most recent occurrence. Only the penalised entries are read and written (a
+    gather and a scatter over the histories, for the whole batch at once), so the cost grows with the history,
+    not with the vocabulary. Returns a new tensor, or ``logits`` itself when no row has anything to penalise.
+    """
+    recents = [_penalised_window(h, p) for h, p in zip(histories, params)]
+    width = max(len(r) for r in recents)
+    if width == 0:
+        return logits
+    # Rows are left-padded to `width` by repeating their first token with its weight: a duplicate that writes
+    # the same value. A row with no history gets token 0 with weight 1, which writes the logit back unchanged.
+    ids = array.array("q")
+    weights: array.array | None = None if all(p.repetition_penalty_slope == 0 for p in params) else array.array("d")
+    for recent, p in zip(recents, params):
+        pad = width - len(recent)
+        ids.extend(itertools.repeat(recent[0] if recent else 0, pad))
+        ids.extend(recent)
+        if weights is not None:
+            row = _latest_occurrence_weights(recent, p) if recent else []
+            weights.extend(itertools.repeat(row[0] if row else 1.0, pad))
+            weights.extend(row)
+    ids_t = torch.frombuffer(ids, dtype=torch.long).view(len(recents), width).to(logits.device)  # (B, W)
+    if weights is None:  # flat penalties: one per row
+        w = torch.tensor([p.repetition_penalty if r else 1.0 for r, p in zip(recents, params)])[:, None]  # (B, 1)
+    else:
+        w = torch.frombuffer(weights, dtype=torch.float64).view(len(recents), width)  # (B, W)
+    w = w.to(logits.device, logits.dtype)
+    values = logits.gather(1, ids_t)  # (B, W)
+    return logits.scatter(1, ids_t, torch.where(values > 0, values / w, values * w))
+
+
+def _penalised_window(history: Sequence[int], params: SamplingParams) -> list[int]:
+    if params.repetition_penalty == 1.0:
+        return []
+    window = params.repetition_penalty_range
+    return list(history[-window:]) if window > 0 else list(history)
+
+
+def _latest_occurrence_weights(recent: list[int], params: SamplingParams) -> list[float]:
+    """The ramped penalty of each position of ``recent``, every occurrence of a token taking the weight of its
+    most recent one (so duplicates in a scatter agree)."""
+    ramp = repetition_weights(len(recent), params.repetition_penalty, params.repetition_penalty_slope).tolist()
+    latest = {token: i for i, token in enumerate(recent)}
+    return [ramp[latest[token]] for token in recent]
+
+
 def apply_repetition_penalty(
     logits: torch.Tensor, history: Sequence[int], penalty: float, window: int, slope: float = 0.0
 ) -> torch.Tensor:
-    """Penalise tokens of ``history`` in ``logits`` (V,): a positive logit is divided by the penalty, a
-    non-positive one multiplied. Only the last ``window`` tokens count (0 = all); a token seen several times
-    takes the penalty of its most recent occurrence. Returns a new tensor."""
-    if penalty == 1.0 or not history:
-        return logits
-    recent = list(history[-window:]) if window > 0 else list(history)
-    ids = torch.tensor(recent, dtype=torch.long, device=logits.device)
-    weights = repetition_weights(len(recent), penalty, slope).to(logits.device, logits.dtype)
-    per_token = torch.ones_like(logits).scatter_reduce(0, ids, weights, reduce="amax", include_self=False)
-    return torch.where(logits > 0, logits / per_token, logits * per_token)
+    """One row's ``apply_repetition_penalties``: ``logits`` (V,), the row's history and its penalty settings."""
+    params = SamplingParams(repetition_penalty=penalty, repetition_penalty_range=window,
+                            repetition_penalty_slope=slope)
+    out = apply_repetition_penalties(logits[None], [history], [params])
+    return logits if out.data_ptr() == logits.data_ptr() else out[0]
 
 
 def filter_sorted(sorted_logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
@@ -117,10 +166,7 @@ def sample_next(
         (B,) token ids (long, on the logits' device).
     """
     logits = logits.float()
-    rows = [apply_repetition_penalty(logits[i], histories[i], p.repetition_penalty,
-                                     p.repetition_penalty_range, p.repetition_penalty_slope)
-            for i, p in enumerate(params)]
-    logits = torch.stack(rows)  # (B, V)
+    logits = apply_repetition_penalties(logits, histories, params)  # (B, V)
     chosen = logits.argmax(-1)  # (B,) greedy answer, kept for temperature-0 rows
     sampled_rows = [i for i, p in enumerate(params) if not p.greedy]
     if not sampled_rows:

@@ -10,11 +10,13 @@ import pytest
 import torch
 
 from tencentpretrain.generation import GenerationConfig, generate
+from tencentpretrain.generation import quantize
 from tencentpretrain.generation.quantize import (
     Int4Linear,
     Int4LinearCPU,
     Int8Linear,
     QuantizedEmbedding,
+    PackedLinear,
     TransposedLinear,
     dequantize_int4,
     optimize_for_inference,
@@ -29,15 +31,26 @@ from tests.generation.scripted import tiny_model, tiny_tokenizer
 from tests.helpers import REPO_ROOT, tiny_llama_config
 
 
-def test_transposed_linears_give_the_same_logits_and_tokens():
-    model = tiny_model(300)
+@pytest.mark.parametrize("onednn", [True, False])
+def test_fast_fp32_linears_give_the_same_logits_and_tokens(onednn, monkeypatch):
+    if onednn and not quantize._onednn_available():
+        pytest.skip("this torch has no oneDNN")
+    monkeypatch.setattr(quantize, "_onednn_available", lambda: onednn)
+    # A wide feed-forward layer (above PLAIN_COPY_MAX_ENTRIES) is only packed; the others also keep W.T.
+    model = tiny_model(300, feedforward_size=PackedLinear.PLAIN_COPY_MAX_ENTRIES // 64)
     fast = optimize_for_inference(copy.deepcopy(model))
-    assert any(isinstance(m, TransposedLinear) for m in fast.modules())
+    kind = PackedLinear if onednn else TransposedLinear
     assert not any(type(m) is torch.nn.Linear for m in fast.modules())
-    x = torch.randint(0, 300, (2, 9))
-    torch.testing.assert_close(fast.logits(x), model.logits(x), atol=1e-5, rtol=1e-5)
+    assert all(isinstance(m, kind) for m in fast.modules() if hasattr(m, "in_features"))
+    if onednn:
+        assert {m.weight_t is None for m in fast.modules() if isinstance(m, PackedLinear)} == {True, False}
+    for shape in [(1, 1), (2, 9), (5, 1)]:  # one row (the W.T path), prefill, batched decoding
+        x = torch.randint(0, 300, shape)
+        torch.testing.assert_close(fast.logits(x), model.logits(x), atol=1e-5, rtol=1e-5)
     config = GenerationConfig(max_new_tokens=10, stop_at_eos=False)
-    assert generate(fast, None, [[1, 2, 3]], config)[0].token_ids == generate(model, None, [[1, 2, 3]], config)[0].token_ids
+    prompts = [[1, 2, 3], [4, 5, 6, 7, 8]]
+    expected = [c.token_ids for c in generate(model, None, prompts, config)]
+    assert [c.token_ids for c in generate(fast, None, prompts, config)] == expected
 
 
 def test_int4_packing_round_trips_and_error_is_bounded():

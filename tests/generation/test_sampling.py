@@ -8,6 +8,7 @@ import torch
 from tencentpretrain.errors import ConfigError
 from tencentpretrain.generation.sampling import (
     SamplingParams,
+    apply_repetition_penalties,
     apply_repetition_penalty,
     draw,
     filter_sorted,
@@ -48,6 +49,36 @@ def test_repetition_penalty_divides_positive_and_multiplies_negative_logits_with
     out = apply_repetition_penalty(logits, [3, 0, 1], penalty=2.0, window=2)  # token 3 is out of the window
     assert out.tolist() == [1.0, -4.0, 1.0, 4.0]
     assert apply_repetition_penalty(logits, [0], 1.0, 10) is logits
+
+
+def reference_penalty(logits: torch.Tensor, history: list[int], params: SamplingParams) -> torch.Tensor:
+    """Row by row and token by token: each distinct recent token takes the weight of its latest occurrence."""
+    out = logits.clone()
+    window = params.repetition_penalty_range
+    recent = history[-window:] if window > 0 else history
+    ramp = repetition_weights(len(recent), params.repetition_penalty, params.repetition_penalty_slope)
+    for token in set(recent):
+        weight = float(ramp[max(i for i, t in enumerate(recent) if t == token)])
+        value = float(logits[token])
+        out[token] = value / weight if value > 0 else value * weight
+    return out
+
+
+@pytest.mark.parametrize("slope", [0.0, 2.0])
+def test_batched_repetition_penalties_equal_a_row_by_row_reference(slope):
+    torch.manual_seed(0)
+    logits = torch.randn(5, 50)
+    histories = [[3, 7, 3, 9, 49, 7, 0], [], [1, 2, 3], list(range(40)) * 2, [5]]
+    params = [SamplingParams(repetition_penalty=1.3, repetition_penalty_range=4, repetition_penalty_slope=slope),
+              SamplingParams(repetition_penalty=1.3),
+              SamplingParams(repetition_penalty=1.0),  # off
+              SamplingParams(repetition_penalty=0.8, repetition_penalty_range=0, repetition_penalty_slope=slope),
+              SamplingParams(repetition_penalty=2.0, repetition_penalty_slope=slope)]
+    out = apply_repetition_penalties(logits, histories, params)
+    expected = torch.stack([reference_penalty(row, h, p) if p.repetition_penalty != 1 else row
+                            for row, h, p in zip(logits, histories, params)])
+    torch.testing.assert_close(out, expected, rtol=1e-6, atol=1e-6)
+    assert torch.equal(out[2], logits[2]) and torch.equal(out[1], logits[1])
 
 
 def test_repetition_slope_ramps_towards_recent_tokens():
