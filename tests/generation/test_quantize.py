@@ -9,14 +9,13 @@ import os
 import pytest
 import torch
 
-from tencentpretrain.generation import GenerationConfig, generate
-from tencentpretrain.generation import quantize
+from tencentpretrain.generation import GenerationConfig, generate, quantize
 from tencentpretrain.generation.quantize import (
     Int4Linear,
     Int4LinearCPU,
     Int8Linear,
-    QuantizedEmbedding,
     PackedLinear,
+    QuantizedEmbedding,
     TransposedLinear,
     dequantize_int4,
     optimize_for_inference,
