@@ -15,7 +15,7 @@ from tencentpretrain.errors import ConfigError
 from tencentpretrain.layers.kv_cache import KVCache
 from tencentpretrain.layers.masks import build_attention_mask
 from tencentpretrain.layers.relative_position import RelativePositionEmbedding
-from tencentpretrain.layers.rope import rope_cos_sin
+from tencentpretrain.layers.rope import rope_rotations
 from tencentpretrain.layers.transformer_layer import TransformerLayer
 from tencentpretrain.registry import ENCODERS, LAYERNORMS
 
@@ -94,8 +94,8 @@ class TransformerEncoder(nn.Module):
             return build_attention_mask(self.mask_kind, cache.stage(seg), cache.length)
         return build_attention_mask(self.mask_kind, seg, 0)
 
-    def _rope(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    def _rope(self, positions: torch.Tensor) -> torch.Tensor | None:
         if not self.config.rotary_position_embedding:
             return None
         c = self.config
-        return rope_cos_sin(positions, c.head_size, c.rope_theta, c.rope_scaling_factor)
+        return rope_rotations(positions, c.head_size, c.rope_theta, c.rope_scaling_factor)

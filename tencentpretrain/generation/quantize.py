@@ -31,8 +31,11 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
 
 from tencentpretrain.errors import ConfigError
+from tencentpretrain.layers.attention import MultiHeadedAttention
+from tencentpretrain.layers.gated_feed_forward import GatedFeedForward
 
 logger = logging.getLogger(__name__)
 
@@ -152,18 +155,24 @@ class Int8Linear(nn.Module):
 
 def fbgemm_int8_linear(linear: nn.Linear) -> nn.Module:
     """fbgemm's dynamic int8 linear (CPU) with our per-channel int8 weights."""
-    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
-
     q, scale = quantize_int8_per_channel(linear.weight.detach())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         qweight = torch._make_per_channel_quantized_tensor(
             q, scale.double(), torch.zeros_like(scale, dtype=torch.long), 0
         )
-        module = DynamicLinear(linear.in_features, linear.out_features, bias_=linear.bias is not None,
-                               dtype=torch.qint8)
+        module = FbgemmInt8Linear(linear.in_features, linear.out_features, bias_=linear.bias is not None,
+                                  dtype=torch.qint8)
         module.set_weight_bias(qweight, None if linear.bias is None else linear.bias.detach().float())
     return module
+
+
+class FbgemmInt8Linear(DynamicLinear):
+    """torch's dynamic int8 Linear, calling the fbgemm op directly: the stock forward's dtype and version checks
+    cost a few us per call, a sixth of the whole call for a 256x256 matrix and one row."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (..., K) fp32 -> (..., N) fp32
+        return torch.ops.quantized.linear_dynamic.default(x, self._packed_params._packed_params, True)
 
 
 class Int4Linear(nn.Module):
@@ -242,12 +251,14 @@ class QuantizedEmbedding(nn.Module):
 
 # ------------------------------------------------------------------------------------------ transforms
 def optimize_for_inference(model: nn.Module) -> nn.Module:
-    """On CPU, give every fp32 Linear the fastest measured kernel: ``PackedLinear`` (oneDNN) where torch has
-    oneDNN, else ``TransposedLinear``. Elsewhere a no-op.
+    """Fuse the projections that share an input (``fuse_projections_``), then, on CPU, give every fp32 Linear
+    the fastest measured kernel: ``PackedLinear`` (oneDNN) where torch has oneDNN, else ``TransposedLinear``.
 
     LoRA adapters must be merged first (``merge_lora_``). The model is changed in place and returned; it is for
     inference only (packed weights are not in its ``state_dict``).
     """
+    _check_lora_merged(model)
+    fuse_projections_(model)
     if _device(model).type != "cpu":
         return model
     fast = PackedLinear if _onednn_available() else TransposedLinear
@@ -264,6 +275,8 @@ def quantize_model(model: nn.Module, mode: QuantMode, *, group_size: int = 32) -
         raise ConfigError(f"unknown quantization {mode!r}: choose int8 or int4")
     if mode == "int4" and group_size not in INT4_GROUP_SIZES:
         raise ConfigError(f"int4 group size must be one of {INT4_GROUP_SIZES}, got {group_size}")
+    _check_lora_merged(model)
+    fuse_projections_(model)
     on_cpu = _device(model).type == "cpu"
     if mode == "int8":
         make = fbgemm_int8_linear if on_cpu and _fbgemm_available() else Int8Linear
@@ -283,8 +296,6 @@ def weight_memory_bytes(model: nn.Module) -> int:
         if id(tensor) not in seen and tensor.dtype != torch.long:
             seen.add(id(tensor))
             total += tensor.numel() * tensor.element_size()
-    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
-
     for module in model.modules():
         if isinstance(module, PackedLinear):
             total += module.memory_bytes()
@@ -295,12 +306,28 @@ def weight_memory_bytes(model: nn.Module) -> int:
     return total
 
 
+def fuse_projections_(model: nn.Module) -> nn.Module:
+    """Stack the linears that read the same input: Q, K and V of every self-attention (``fuse_qkv_``), gate and
+    up of every gated feed-forward (``fuse_gate_up_``). Fewer, larger matrix products per decode step: 4 instead
+    of 7 per LLaMA layer. Exact (the same products, concatenated); inference only (parameter names change)."""
+    for module in list(model.modules()):
+        attention = getattr(module, "self_attn", None)  # cross-attention (T5's context_attn) reads another input
+        if isinstance(attention, MultiHeadedAttention) and attention.qkv is None:
+            attention.fuse_qkv_()
+        if isinstance(module, GatedFeedForward) and module.gate_up is None:
+            module.fuse_gate_up_()
+    return model
+
+
+def _check_lora_merged(model: nn.Module) -> None:
+    if any(hasattr(module, "lora_A") for module in model.modules()):
+        raise ConfigError("merge LoRA adapters (merge_lora_) before quantizing or optimizing")
+
+
 def _swap_linears(model: nn.Module, make) -> None:
-    for name, module in list(model.named_modules()):
+    for module in list(model.modules()):
         for child_name, child in list(module.named_children()):
             if isinstance(child, nn.Linear):
-                if hasattr(child, "lora_A"):
-                    raise ConfigError("merge LoRA adapters (merge_lora_) before quantizing or optimizing")
                 setattr(module, child_name, make(child))
 
 
@@ -326,3 +353,4 @@ def _onednn_available() -> bool:
 
 def _fbgemm_available() -> bool:
     return "fbgemm" in torch.backends.quantized.supported_engines
+

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from tencentpretrain.registry import LAYERNORMS
@@ -18,6 +19,8 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(hidden_size))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (..., H) -> (..., H)
+        if x.dtype == torch.float32 and self.weight.dtype == torch.float32:  # the same formula in one fused op
+            return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
         normed = x.float() * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + self.eps)
         return normed.type_as(x) * self.weight
 

@@ -49,7 +49,7 @@ class TransformerLayer(nn.Module):
         hidden: torch.Tensor,
         *,
         mask: torch.Tensor | None,
-        rope: tuple[torch.Tensor, torch.Tensor] | None,
+        rope: torch.Tensor | None,
         cache: KVCache | None = None,
         layer_index: int = 0,
     ) -> torch.Tensor:

@@ -1,5 +1,6 @@
 """Leaf layers against explicit reference math."""
 
+import copy
 import math
 
 import pytest
@@ -7,10 +8,12 @@ import torch
 import torch.nn.functional as F
 
 from tencentpretrain.layers.attention import MultiHeadedAttention
+from tencentpretrain.layers.gated_feed_forward import GatedFeedForward
+from tencentpretrain.layers.kv_cache import KVCache
 from tencentpretrain.layers.layer_norm import LayerNorm
 from tencentpretrain.layers.masks import build_attention_mask
 from tencentpretrain.layers.rms_norm import RMSNorm
-from tencentpretrain.layers.rope import apply_rotary_emb, rope_cos_sin
+from tencentpretrain.layers.rope import apply_rotary_emb, rope_rotations
 from tencentpretrain.layers.t5_layer_norm import T5LayerNorm
 
 
@@ -38,29 +41,27 @@ def test_original_layer_norm_uses_unbiased_std_with_eps_outside_sqrt():
     assert set(dict(norm.named_parameters())) == {"gamma", "beta"}
 
 
-def _meta_reference_rope(x: torch.Tensor, theta: float) -> torch.Tensor:
-    """Meta's formulation: adjacent pairs as complex numbers times e^{i * pos * freq}."""
+def _reference_rope(x: torch.Tensor, theta: float, scaling_factor: float = 1.0) -> torch.Tensor:
+    """The rotation written out pair by pair: (x0, x1) -> (x0 cos a - x1 sin a, x0 sin a + x1 cos a) with
+    a = pos / scaling * theta ** (-2i / dim), as in Meta's LLaMA (which computes it with complex numbers)."""
     _, length, _, dim = x.shape
-    freqs = 1.0 / (theta ** (torch.arange(0, dim, 2)[: dim // 2].float() / dim))
-    angles = torch.outer(torch.arange(length).float(), freqs)
-    freqs_cis = torch.polar(torch.ones_like(angles), angles)[None, :, None, :]
-    x_complex = torch.view_as_complex(x.float().reshape(*x.shape[:-1], -1, 2))
-    return torch.view_as_real(x_complex * freqs_cis).flatten(3)
+    out = torch.empty_like(x)
+    for pos in range(length):
+        for i in range(dim // 2):
+            angle = torch.tensor(pos / scaling_factor * theta ** (-2 * i / dim), dtype=torch.float64)
+            cos, sin = torch.cos(angle).float(), torch.sin(angle).float()
+            x0, x1 = x[:, pos, :, 2 * i], x[:, pos, :, 2 * i + 1]
+            out[:, pos, :, 2 * i] = x0 * cos - x1 * sin
+            out[:, pos, :, 2 * i + 1] = x0 * sin + x1 * cos
+    return out
 
 
-@pytest.mark.parametrize("theta", [10000.0, 1e6])
-def test_rope_matches_meta_complex_reference(theta):
+@pytest.mark.parametrize("theta, scaling", [(10000.0, 1.0), (1e6, 1.0), (10000.0, 2.0)])
+def test_rope_matches_the_pairwise_rotation(theta, scaling):
     x = torch.randn(2, 11, 3, 16)
     positions = torch.arange(11).expand(2, -1)
-    cos, sin = rope_cos_sin(positions, 16, theta)
-    torch.testing.assert_close(apply_rotary_emb(x, cos, sin), _meta_reference_rope(x, theta))
-
-
-def test_rope_linear_scaling_divides_positions():
-    positions = torch.arange(8).expand(1, -1)
-    cos2, _ = rope_cos_sin(positions, 8, 10000.0, scaling_factor=2.0)
-    cos1, _ = rope_cos_sin(positions.float() / 2, 8, 10000.0)
-    torch.testing.assert_close(cos2, cos1)
+    rotations = rope_rotations(positions, 16, theta, scaling_factor=scaling)
+    torch.testing.assert_close(apply_rotary_emb(x, rotations), _reference_rope(x, theta, scaling))
 
 
 def _explicit_attention(attn: MultiHeadedAttention, x: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
@@ -109,3 +110,28 @@ def test_mask_rules_golden():
     assert torch.equal(prefix, expected)
     full = build_attention_mask("fully_visible", seg, 0)[0, 0].int()
     assert torch.equal(full[0], torch.tensor([1, 1, 1, 1, 0]))
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_fused_projections_give_the_same_outputs(bias):
+    """fuse_qkv_ / fuse_gate_up_ (inference) compute the same products, with GQA, rotary positions and a cache."""
+    torch.manual_seed(0)
+    attn = MultiHeadedAttention(32, 4, 8, kv_heads_num=2, bias=bias).eval()
+    fused = copy.deepcopy(attn)
+    fused.fuse_qkv_()
+    x = torch.randn(2, 5, 32)
+    rope = rope_rotations(torch.arange(5).expand(2, -1), 8, 10000.0)
+    caches = [KVCache(layers_num=1, batch_size=2, kv_heads_num=2, head_size=8, max_length=8) for _ in range(2)]
+    outs = []
+    for module, cache in zip((attn, fused), caches):
+        cache.stage(torch.ones(2, 5, dtype=torch.long))
+        outs.append(module(x, rope=rope, cache=cache, mask=torch.ones(2, 1, 5, 5, dtype=torch.bool).tril()))
+    torch.testing.assert_close(outs[1], outs[0])
+    torch.testing.assert_close(caches[1].keys[0], caches[0].keys[0])
+    with pytest.raises(ValueError, match="self-attention"):
+        fused(x, torch.randn(2, 3, 32))
+
+    ffn = GatedFeedForward(32, 48, "silu", bias=bias).eval()
+    fused_ffn = copy.deepcopy(ffn)
+    fused_ffn.fuse_gate_up_()
+    torch.testing.assert_close(fused_ffn(x), ffn(x))

@@ -40,6 +40,8 @@ def test_fast_fp32_linears_give_the_same_logits_and_tokens(onednn, monkeypatch):
     fast = optimize_for_inference(copy.deepcopy(model))
     kind = PackedLinear if onednn else TransposedLinear
     assert not any(type(m) is torch.nn.Linear for m in fast.modules())
+    assert all(layer.self_attn.qkv is not None and layer.feed_forward.gate_up is not None
+               for layer in fast.encoder.transformer)
     assert all(isinstance(m, kind) for m in fast.modules() if hasattr(m, "in_features"))
     if onednn:
         assert {m.weight_t is None for m in fast.modules() if isinstance(m, PackedLinear)} == {True, False}
