@@ -6,6 +6,7 @@ depend on their values), eos disabled. Rounds are interleaved and the median per
 identical runs on shared machines differ by 15-25%.
 
     python benchmarks/bench_generate.py                      # hidden 256, 4 layers, vocab 32000
+    python benchmarks/bench_generate.py --server_only        # only the server's 8 clients vs 1
     python benchmarks/bench_generate.py --hidden_size 512 --layers_num 8 --rounds 2
 """
 
@@ -33,7 +34,6 @@ from tencentpretrain.convert.llama_hf import hf_config_from_model_config, llama_
 from tencentpretrain.generation import GenerationConfig, generate
 from tencentpretrain.generation.quantize import optimize_for_inference, quantize_model, weight_memory_bytes
 from tencentpretrain.models.model import build_model
-from tencentpretrain.tokenizers import build_tokenizer
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -156,7 +156,7 @@ def bench_generators(args: argparse.Namespace, config: ModelConfig) -> None:
     base = build_model(config, args.vocab_size).eval()
     variants = {
         "ours fp32": optimize_for_inference(copy.deepcopy(base)),
-        "ours fp32 (no transposed weights)": base,
+        "ours fp32 (plain nn.Linear)": base,
         "ours int8": quantize_model(copy.deepcopy(base), "int8"),
         "ours int4": quantize_model(copy.deepcopy(base), "int4"),
         "transformers fp32": hf_model(base, config, args.vocab_size),
@@ -185,12 +185,14 @@ def bench_generators(args: argparse.Namespace, config: ModelConfig) -> None:
 
 
 def bench_server(args: argparse.Namespace, config: ModelConfig) -> None:
-    """Total streamed tokens/s of inference/llama_server.py with 8 concurrent clients vs 1."""
-    spm = os.path.join(REPO_ROOT, "tests", "assets", "tiny_spm.model")
-    tokenizer = build_tokenizer("sentencepiece", spm_model_path=spm)
-    server_model = build_model(config, tokenizer.vocab_size).eval()
+    """Total streamed tokens/s of inference/llama_server.py with 8 concurrent clients vs 1, serving the same
+    weights as the generator comparison (seed 0, vocab ``--vocab_size``)."""
+    torch.manual_seed(0)
+    model = build_model(config, args.vocab_size).eval()
     with tempfile.TemporaryDirectory() as workdir:
-        server, port = start_server(server_model, config, spm, workdir)
+        spm = padded_tokenizer(os.path.join(REPO_ROOT, "tests", "assets", "tiny_spm.model"), args.vocab_size,
+                               os.path.join(workdir, "tokenizer.model"))
+        server, port = start_server(model, config, spm, workdir)
         sessions = [httpx.Client(timeout=600) for _ in range(8)]
         try:
             time_server(sessions, port, 8)  # warm-up: every session connects
@@ -201,8 +203,34 @@ def bench_server(args: argparse.Namespace, config: ModelConfig) -> None:
                 session.close()
             server.terminate()
             server.wait(60)
-    print(f"server (inference/llama_server.py in its own process, streaming, vocab {tokenizer.vocab_size}): "
+    print(f"server (inference/llama_server.py in its own process, streaming, vocab {args.vocab_size}): "
           f"1 client {one:.1f} tok/s, 8 clients {eight:.1f} tok/s total = {eight / one:.2f}x")
+
+
+def padded_tokenizer(spm_path: str, vocab_size: int, out_path: str) -> str:
+    """A copy of the SentencePiece model at ``spm_path`` with pieces appended up to ``vocab_size``, so that a
+    model with a LLaMA-sized vocabulary can be served: the test tokenizer has 700 pieces. The extra pieces are
+    pairs of CJK characters scored below every real piece (so prompts tokenize as before); a random model
+    samples them like any other piece, and the speed of streaming does not depend on what text they hold."""
+    from sentencepiece import sentencepiece_model_pb2
+
+    proto = sentencepiece_model_pb2.ModelProto()
+    with open(spm_path, "rb") as f:
+        proto.ParseFromString(f.read())
+    if vocab_size < len(proto.pieces):
+        raise ValueError(f"--vocab_size {vocab_size} is below the test tokenizer's {len(proto.pieces)} pieces")
+    existing = {p.piece for p in proto.pieces}
+    lowest = min(p.score for p in proto.pieces)
+    first, count = 0x4E00, 20000  # the CJK Unified Ideographs block
+    for i in range(count * count):
+        if len(proto.pieces) >= vocab_size:
+            break
+        text = chr(first + i % count) + chr(first + i // count)
+        if text not in existing:
+            proto.pieces.add(piece=text, score=lowest - 1 - len(proto.pieces) * 1e-3, type=1)  # 1 = NORMAL
+    with open(out_path, "wb") as f:
+        f.write(proto.SerializeToString())
+    return out_path
 
 
 if __name__ == "__main__":
