@@ -168,10 +168,22 @@ def load_checkpoint(
     A model built on the meta device gets real tensors (``assign=True``), so a large model can be built
     without memory and filled from disk.
     """
-    state = load_state_dict(path)
+    load_state_into(model, load_state_dict(path), source=path, allow_missing=allow_missing,
+                    allow_unexpected=allow_unexpected)
+
+
+def load_state_into(
+    model: nn.Module,
+    state: StateDict,
+    *,
+    source: str,
+    allow_missing: Sequence[str] = (),
+    allow_unexpected: Sequence[str] = (),
+) -> None:
+    """``load_checkpoint`` for a state_dict already in memory; ``source`` names it in errors."""
     expected = model.state_dict()
     check_state_dict(
-        expected, state, source=path, allow_missing=allow_missing, allow_unexpected=allow_unexpected
+        expected, state, source=source, allow_missing=allow_missing, allow_unexpected=allow_unexpected
     )
     state = {k: v for k, v in state.items() if k in expected}
     on_meta = any(p.is_meta for p in model.parameters())

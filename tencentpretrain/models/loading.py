@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 
 import torch
 
-from tencentpretrain.checkpoint import check_state_dict, iter_state_dict, load_checkpoint, load_file
+from tencentpretrain.checkpoint import (
+    StateDict,
+    check_state_dict,
+    iter_state_dict,
+    load_checkpoint,
+    load_file,
+    load_state_into,
+)
 from tencentpretrain.config import ModelConfig, load_model_config
-from tencentpretrain.errors import CheckpointError
+from tencentpretrain.errors import CheckpointError, ConfigError
 from tencentpretrain.models.model import Model, build_model
 from tencentpretrain.training.lora import LoraConfig, apply_lora
 
@@ -27,20 +35,62 @@ def is_hf_directory(path: str) -> bool:
 
 def load_hf_llama(path: str, *, dtype: torch.dtype = torch.float32) -> Model:
     """A LLaMA model from an HF directory (safetensors or .bin, single or sharded), via the weight map."""
-    from tencentpretrain.convert.llama_hf import llama_hf_weight_map, model_config_from_hf
+    from tencentpretrain.convert.hf import read_hf_config
+    from tencentpretrain.convert.llama_hf import model_config_from_hf
 
-    with open(os.path.join(path, HF_CONFIG), encoding="utf-8") as f:
-        config = model_config_from_hf(json.load(f))
-    weight_map = llama_hf_weight_map(config)
+    config = model_config_from_hf(read_hf_config(path))
     state: dict[str, torch.Tensor] = {}
-    for file, shard in iter_state_dict(path):
-        state.update({k: v.to(dtype) for k, v in weight_map.to_internal(shard, source=file).items()})
+    for _, shard in iter_pretrained_state(path, config):
+        state.update({k: v.to(dtype) for k, v in shard.items()})
     if config.tie_weights and "target.lm.output_layer.weight" not in state:
         state["target.lm.output_layer.weight"] = state["embedding.word.embedding.weight"]
     with torch.device("meta"):
         model = build_model(config, init=False)
     _assign(model, state, path)
     return model
+
+
+# The architecture fields an HF config.json must agree on with the run's JSON config.
+ARCHITECTURE_FIELDS = ("hidden_size", "feedforward_size", "heads_num", "kv_heads_num", "head_size", "layers_num",
+                       "rope_theta", "rope_scaling_factor", "layernorm_eps", "tie_weights")
+
+
+def iter_pretrained_state(path: str, config: ModelConfig) -> Iterator[tuple[str, StateDict]]:
+    """Yield (file, state_dict with TencentPretrain keys) per shard of the checkpoint at ``path``.
+
+    ``path`` is ours (a .bin/.safetensors file or a sharded directory), read as stored, or an HF LLaMA directory,
+    converted shard by shard through the HF weight map of ``config``; its config.json must describe the same
+    architecture as ``config`` (else a ConfigError names the fields that differ).
+    """
+    if not is_hf_directory(path):
+        yield from iter_state_dict(path)
+        return
+    from tencentpretrain.convert.hf import read_hf_config
+    from tencentpretrain.convert.llama_hf import llama_hf_weight_map, model_config_from_hf
+
+    hf_config = model_config_from_hf(read_hf_config(path))
+    differences = [f"{name}: {getattr(config, name)} in the config, {getattr(hf_config, name)} in "
+                   f"{os.path.join(path, HF_CONFIG)}" for name in ARCHITECTURE_FIELDS
+                   if getattr(config, name) != getattr(hf_config, name)]
+    if differences:
+        raise ConfigError(f"{path} is another architecture than the config: " + "; ".join(differences)
+                          + ". Use the JSON config that matches it (scripts/convert_llama_from_huggingface_to_"
+                          "tencentpretrain.py writes one)")
+    weight_map = llama_hf_weight_map(config)
+    for file, shard in iter_state_dict(path):
+        yield file, weight_map.to_internal(shard, source=file)
+
+
+def load_pretrained(model: Model, path: str) -> None:
+    """Fill ``model`` (possibly built on the meta device) strictly from ``path``: ours or an HF LLaMA directory
+    (see ``iter_pretrained_state``)."""
+    if not is_hf_directory(path):
+        load_checkpoint(model, path)
+        return
+    state: StateDict = {}
+    for _, shard in iter_pretrained_state(path, model.config):
+        state.update(shard)
+    load_state_into(model, state, source=path)
 
 
 def _assign(model: Model, state: dict[str, torch.Tensor], source: str) -> None:

@@ -84,7 +84,8 @@ class TrainConfig:
     output_model_path: str = field(metadata=_flag(
         "checkpoints are <path>-<step> every --save_checkpoint_steps, and <path> at the end"))
     pretrained_model_path: str | None = field(default=None, metadata=_flag(
-        "initial weights: a TencentPretrain .bin, a .safetensors file or a sharded directory (strict)"))
+        "initial weights: a TencentPretrain .bin, a .safetensors file, a sharded directory or an HF LLaMA "
+        "directory whose config.json matches --config_path (strict)"))
     resume_from_checkpoint: str | None = field(default=None, metadata=_flag(
         "continue a run exactly: a checkpoint <path>-<step>, or 'auto' for the latest complete checkpoint of "
         "--output_model_path (a fresh start when there is none)"))

@@ -17,8 +17,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from tencentpretrain.checkpoint import check_state_dict, iter_state_dict
+from tencentpretrain.checkpoint import check_state_dict
+from tencentpretrain.config import ModelConfig
 from tencentpretrain.errors import CheckpointError, ConfigError
+from tencentpretrain.models.loading import iter_pretrained_state
 from tencentpretrain.training.config import RunConfig
 from tencentpretrain.training.parallel import DistEnv, broadcast_object
 
@@ -130,7 +132,8 @@ def gathered(params: list[nn.Parameter], *, modifier_rank: int | None = 0) -> It
 
 
 def load_pretrained_zero3(model: nn.Module, path: str, env: DistEnv, *, allow_missing: tuple[str, ...] = ()) -> None:
-    """Fill a ZeRO-3 partitioned model from ``path`` strictly, one tensor at a time.
+    """Fill a ZeRO-3 partitioned model from ``path`` (ours or an HF LLaMA directory) strictly, one tensor at a
+    time.
 
     Only rank 0 reads the checkpoint (shard by shard, memory-mapped); each parameter is gathered alone, copied
     on rank 0 and re-partitioned, so no rank ever holds the whole model.
@@ -138,11 +141,11 @@ def load_pretrained_zero3(model: nn.Module, path: str, env: DistEnv, *, allow_mi
     params = dict(model.named_parameters())
     error = None
     if env.is_main:
-        error = _check_zero3_checkpoint(path, full_shapes(model), allow_missing)
+        error = _check_zero3_checkpoint(path, model.config, full_shapes(model), allow_missing)
     error = broadcast_object(env, error)
     if error:
         raise CheckpointError(error)
-    shards = iter_state_dict(path) if env.is_main else None
+    shards = iter_pretrained_state(path, model.config) if env.is_main else None
     for file in broadcast_object(env, _shard_files(path) if env.is_main else None):
         shard = next(shards)[1] if env.is_main else {}
         keys = broadcast_object(env, sorted(k for k in shard if k in params) if env.is_main else None)
@@ -159,14 +162,14 @@ def _shard_files(path: str) -> list[str]:
     return checkpoint_files(path)
 
 
-def _check_zero3_checkpoint(path: str, expected: dict[str, torch.Size],
+def _check_zero3_checkpoint(path: str, config: ModelConfig, expected: dict[str, torch.Size],
                             allow_missing: tuple[str, ...]) -> str | None:
     found: dict[str, tuple[int, ...]] = {}
     try:
-        for _, shard in iter_state_dict(path):
+        for _, shard in iter_pretrained_state(path, config):
             found.update({k: tuple(v.shape) for k, v in shard.items()})
         check_state_dict(expected, found, source=path, allow_missing=allow_missing)
-    except CheckpointError as e:
+    except (CheckpointError, ConfigError) as e:
         return str(e)
     return None
 

@@ -14,8 +14,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from tencentpretrain.checkpoint import check_state_dict, load_checkpoint, load_file
+from tencentpretrain.checkpoint import check_state_dict, load_file
 from tencentpretrain.errors import CheckpointError, ConfigError
+from tencentpretrain.models.loading import load_pretrained
 from tencentpretrain.models.model import INIT_STD, Model, build_model
 from tencentpretrain.training.config import DataOptions, RunConfig
 from tencentpretrain.training.lora import apply_lora
@@ -104,7 +105,7 @@ def build_run_model(run: RunConfig, vocab_size: int, env: DistEnv, ds_config: di
     elif path:
         with torch.device("meta"):
             model = build_model(run.model, vocab_size, init=False)
-        load_checkpoint(model, path)
+        load_pretrained(model, path)
         logger.info("loaded %s", path)
     else:
         model = build_model(run.model, vocab_size, init=True)

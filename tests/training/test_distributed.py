@@ -6,12 +6,14 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 import torch
 
 from tencentpretrain.checkpoint import save_checkpoint
 from tencentpretrain.config import load_model_config
+from tencentpretrain.convert.hf import convert_tencentpretrain_to_hf
 from tencentpretrain.data.loader import BatchLoader
 from tencentpretrain.models.loading import load_model
 from tencentpretrain.models.model import build_model
@@ -86,9 +88,14 @@ ZERO3 = ("--deepspeed", "--deepspeed_config", os.path.join(REPO_ROOT, "models", 
          "--enable_zero3", "--batch_size", "2", "--data_processor", "lm")
 
 
-def test_zero3_loads_partitioned_and_consolidates(tiny_dataset, tmp_path, pretrained):
+@pytest.mark.parametrize("start_from", ["ours", "hf"])
+def test_zero3_loads_partitioned_and_consolidates(tiny_dataset, tmp_path, pretrained, start_from):
     out = str(tmp_path / "z3" / "out.bin")
-    dumps = launch(str(tmp_path / "w"), train_args(tiny_dataset, out, *ZERO3, "--pretrained_model_path", pretrained,
+    start = pretrained
+    if start_from == "hf":  # the same weights as an HF LLaMA directory, converted shard by shard on rank 0
+        start = str(tmp_path / "hf")
+        convert_tencentpretrain_to_hf(pretrained, start, replace(load_model_config(TINY_CONFIG), vocab_size=VOCAB))
+    dumps = launch(str(tmp_path / "w"), train_args(tiny_dataset, out, *ZERO3, "--pretrained_model_path", start,
                                                   steps=4, save=2))
     # the partitioned load reproduced the pretrained weights: same first loss as the plain model
     assert dumps[0]["losses"][0] == pytest.approx(first_batch_loss(tiny_dataset, pretrained), abs=1e-5)

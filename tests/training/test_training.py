@@ -6,17 +6,21 @@ import math
 import os
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 import torch
 
 from tencentpretrain.checkpoint import save_checkpoint
-from tencentpretrain.config import load_model_config
+from tencentpretrain.config import load_model_config, save_model_config
+from tencentpretrain.convert.hf import convert_tencentpretrain_to_hf
+from tencentpretrain.errors import ConfigError
 from tencentpretrain.models.loading import load_model
 from tencentpretrain.models.model import build_model
 from tencentpretrain.training.cli import main
 from tests.helpers import REPO_ROOT
 from tests.training.conftest import TINY_CONFIG, train_args
+from tests.training.test_resume import assert_same_weights
 
 VOCAB = 700
 
@@ -102,3 +106,25 @@ def test_train_only_after_vocabulary_extension(tiny_dataset, tmp_path, mode):
             assert not torch.equal(after[original:], before[original:]), key
         else:
             assert not torch.equal(after[:original], before[:original]), key
+
+
+def test_pretrained_model_path_takes_an_hf_directory(tiny_dataset, tmp_path):
+    """Starting from an HF LLaMA directory trains exactly as from the same weights in our format."""
+    torch.manual_seed(5)
+    config = load_model_config(TINY_CONFIG)
+    base = str(tmp_path / "base.bin")
+    save_checkpoint(build_model(config, VOCAB), base)
+    hf_dir = str(tmp_path / "hf")
+    convert_tencentpretrain_to_hf(base, hf_dir, replace(config, vocab_size=VOCAB))
+    runs = {}
+    for name, start in (("ours", base), ("hf", hf_dir)):
+        runs[name] = main(train_args(tiny_dataset, str(tmp_path / name / "out.bin"), "--pretrained_model_path",
+                                     start, steps=3, save=3))
+    assert runs["hf"].losses == runs["ours"].losses
+    assert_same_weights(str(tmp_path / "hf" / "out.bin"), str(tmp_path / "ours" / "out.bin"))
+
+    other = str(tmp_path / "other_config.json")
+    save_model_config(replace(config, rope_theta=1e6), other)
+    with pytest.raises(ConfigError, match="rope_theta: 1000000.0 in the config, 10000.0 in"):
+        main(train_args(tiny_dataset, str(tmp_path / "bad" / "out.bin"), "--pretrained_model_path", hf_dir,
+                        "--config_path", other, steps=1, save=1))
