@@ -1,5 +1,6 @@
 """HTTP server: OpenAI-compatible /v1/chat/completions and /v1/completions (SSE streaming), legacy POST /chat,
-/v1/models, /health and a chat web page at /. Concurrent requests are batched continuously (--batch_size rows).
+/v1/models, /health and a chat web page at /. Concurrent requests are batched continuously (--batch_size rows) by
+an engine in a process of its own (--engine_in_process keeps it in this one).
 
     python inference/llama_server.py --load_model_path model.bin --config_path models/llama/7b_config.json \
         --spm_model_path tokenizer.model --seq_length 2048 --batch_size 8 --port 8888
@@ -9,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 
 import torch
@@ -18,12 +20,13 @@ from tencentpretrain.generation.options import (
     add_inference_args,
     load_for_inference,
     load_tokenizer,
+    load_tokenizer_and_model,
     model_config_from_inference_args,
     parse_inference_args,
     sampling_from_args,
 )
 from tencentpretrain.serving.app import ServerConfig
-from tencentpretrain.serving.server import build_app, default_model_threads, serve
+from tencentpretrain.serving.server import build_app, build_app_with_engine_process, default_model_threads, serve
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -35,16 +38,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max_queue", type=int, default=64, help="requests that may wait; more get HTTP 429")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads for the model (default: all cores but one, which the HTTP side needs)")
+    parser.add_argument("--engine_in_process", action="store_true",
+                        help="run the model in the server's process (a thread) instead of a process of its own")
     add_inference_args(parser, seq_length=2048, batch_size=8)
     args = parse_inference_args(parser, argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    torch.set_num_threads(args.threads or default_model_threads())
+    threads = args.threads or default_model_threads()
     tokenizer = load_tokenizer(model_config_from_inference_args(args))
-    model = load_for_inference(args, tokenizer.vocab_size)
     config = ServerConfig(model_name=args.model_name, api_key=args.api_key, context_length=args.seq_length,
                           default_max_tokens=args.max_new_tokens or 256, defaults=sampling_from_args(args),
                           max_batch_size=args.batch_size)
-    app = build_app(model, tokenizer, get_template(args.prompt_template), config, max_queue=args.max_queue)
+    template = get_template(args.prompt_template)
+    if args.engine_in_process:
+        torch.set_num_threads(threads)
+        model = load_for_inference(args, tokenizer.vocab_size)
+        app = build_app(model, tokenizer, template, config, max_queue=args.max_queue)
+    else:
+        app = build_app_with_engine_process(functools.partial(load_tokenizer_and_model, args), tokenizer, template,
+                                            config, max_queue=args.max_queue, threads=threads)
     serve(app, args.host, args.port)
 
 

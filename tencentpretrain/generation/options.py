@@ -128,6 +128,12 @@ def load_for_inference(args: argparse.Namespace, vocab_size: int) -> Model:
     return prepare_model(model_config, config, vocab_size)
 
 
+def load_tokenizer_and_model(args: argparse.Namespace) -> tuple[Model, Tokenizer]:
+    """(model, tokenizer) of the flags: what a server's engine process builds (picklable with ``partial``)."""
+    tokenizer = load_tokenizer(model_config_from_inference_args(args))
+    return load_for_inference(args, tokenizer.vocab_size), tokenizer
+
+
 def prepare_model(model_config, config: InferenceModelConfig, vocab_size: int | None) -> Model:
     """``load_model`` + merge LoRA + device/dtype + the fast fp32 path or quantization."""
     model = load_model(model_config, config.load_model_path, vocab_size=vocab_size, lora_path=config.lora_path)

@@ -5,7 +5,7 @@ Every request is validated before any work and rejected with a real status code:
 or wrong fields, max_tokens < 1, prompt + max_tokens beyond the context, with both numbers), 401 (wrong or missing
 API key when one is set), 429 (the waiting queue is full), 503 (shutting down). Errors use OpenAI's body
 ``{"error": {"message", "type", "code"}}``; ``/chat`` keeps its legacy ``{"answer": "", "status": "error"}`` and
-adds ``error``. Generation goes through the continuous-batching ``Scheduler``.
+adds ``error``. Generation goes through continuous batching: a ``Scheduler`` thread or an ``EngineProcess``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
@@ -31,6 +31,9 @@ from tencentpretrain.generation.generate import encode_prompt
 from tencentpretrain.generation.sampling import SamplingParams
 from tencentpretrain.serving.page import CHAT_PAGE
 from tencentpretrain.serving.scheduler import Event, QueueFull, Scheduler, ShuttingDown, Ticket
+
+if TYPE_CHECKING:
+    from tencentpretrain.serving.engine_process import EngineProcess
 from tencentpretrain.tokenizers.base import Tokenizer
 
 logger = logging.getLogger(__name__)
@@ -60,7 +63,8 @@ class HTTPError(Exception):
 class Server:
     """The app's state: scheduler, tokenizer, chat template and config."""
 
-    def __init__(self, scheduler: Scheduler, tokenizer: Tokenizer, template: Template, config: ServerConfig) -> None:
+    def __init__(self, scheduler: Scheduler | EngineProcess, tokenizer: Tokenizer, template: Template,
+                 config: ServerConfig) -> None:
         self.scheduler, self.tokenizer, self.template, self.config = scheduler, tokenizer, template, config
 
     # -------------------------------------------------------------------------------------------- parsing
@@ -108,7 +112,7 @@ class Server:
     def submit(self, prompt_ids: list[int], config: GenerationConfig) -> Ticket:
         self.check_fits(prompt_ids, config)
         try:
-            return self.scheduler.submit(self.scheduler.new_request(prompt_ids, config))
+            return self.scheduler.submit(prompt_ids, config)
         except QueueFull as e:
             raise HTTPError(429, f"server busy: {e}; retry later", "rate_limit_error") from None
         except ShuttingDown as e:

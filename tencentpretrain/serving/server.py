@@ -17,6 +17,7 @@ from tencentpretrain.data.templates import Template
 from tencentpretrain.generation.engine import Engine
 from tencentpretrain.models.model import Model
 from tencentpretrain.serving.app import Server, ServerConfig, create_app
+from tencentpretrain.serving.engine_process import EngineProcess, ModelFactory
 from tencentpretrain.serving.scheduler import Scheduler
 from tencentpretrain.tokenizers.base import Tokenizer
 
@@ -26,17 +27,28 @@ logger = logging.getLogger(__name__)
 def build_app(
     model: Model, tokenizer: Tokenizer, template: Template, config: ServerConfig, *, max_queue: int = 64
 ) -> FastAPI:
-    """The app over ``model``: a continuous-batching scheduler with ``config.max_batch_size`` rows of
-    ``config.context_length`` tokens each."""
+    """The app over ``model`` in this process: a continuous-batching scheduler thread with
+    ``config.max_batch_size`` rows of ``config.context_length`` tokens each."""
     engine = Engine(model, tokenizer, max_batch_size=config.max_batch_size, max_length=config.context_length)
     return create_app(Server(Scheduler(engine, max_queue=max_queue), tokenizer, template, config))
+
+
+def build_app_with_engine_process(
+    factory: ModelFactory, tokenizer: Tokenizer, template: Template, config: ServerConfig, *, max_queue: int = 64,
+    threads: int | None = None,
+) -> FastAPI:
+    """The app with the model in a process of its own (``EngineProcess``), built there by ``factory``; returns
+    once the model is loaded."""
+    engine = EngineProcess(factory, max_batch_size=config.max_batch_size, max_length=config.context_length,
+                           max_queue=max_queue, threads=threads)
+    return create_app(Server(engine, tokenizer, template, config))
 
 
 def default_model_threads() -> int:
     """Torch threads for the model in a server: all cores but one. The event loop, the HTTP parsing and the
     SSE encoding need a core of their own; when torch's threads share every core with them, its thread pool
     waits on descheduled threads at every operation (measured on 2 cores: 1 thread streamed 1.3x faster to
-    one client and 1.6x faster to eight than 2 threads, see docs/inference.md)."""
+    one client and 1.6x faster to eight than 2 threads)."""
     return max(1, (os.cpu_count() or 2) - 1)
 
 

@@ -12,7 +12,7 @@ import uvicorn
 from tencentpretrain.data.templates import get_template
 from tencentpretrain.generation.sampling import SamplingParams
 from tencentpretrain.serving.app import ServerConfig
-from tencentpretrain.serving.server import build_app
+from tencentpretrain.serving.server import build_app, build_app_with_engine_process
 
 
 def make_app(model, tokenizer, **overrides):
@@ -46,3 +46,28 @@ def running(app):
     finally:
         server.should_exit = True
         thread.join(30)
+
+
+def make_process_app(factory, tokenizer, **overrides):
+    """``make_app`` with the model built by ``factory`` in an engine process (``EngineProcess``)."""
+    values = {"model_name": "tiny", "context_length": 96, "default_max_tokens": 16, "defaults": SamplingParams(),
+              "max_batch_size": 4}
+    max_queue = overrides.pop("max_queue", 8)
+    values.update(overrides)
+    return build_app_with_engine_process(factory, tokenizer, get_template("user_bot"), ServerConfig(**values),
+                                         max_queue=max_queue, threads=1)
+
+
+def tiny_model_and_tokenizer(seed: int = 0):
+    """A factory for engine processes (module level, so the child can unpickle it)."""
+    import torch
+
+    from tests.generation.scripted import tiny_model, tiny_tokenizer
+
+    tokenizer = tiny_tokenizer()
+    torch.manual_seed(seed)
+    return tiny_model(tokenizer.vocab_size), tokenizer
+
+
+def failing_factory():
+    raise FileNotFoundError("no such checkpoint: missing.bin")
