@@ -15,12 +15,18 @@ from tencentpretrain.serving.app import ServerConfig
 from tencentpretrain.serving.server import build_app, build_app_with_engine_process
 
 
-def make_app(model, tokenizer, **overrides):
+def server_config(**overrides) -> tuple[ServerConfig, int]:
+    """(config, max_queue) of the test apps: a 96-token context, 4 rows, 8 waiting requests at most."""
     values = {"model_name": "tiny", "context_length": 96, "default_max_tokens": 16, "defaults": SamplingParams(),
               "max_batch_size": 4}
     max_queue = overrides.pop("max_queue", 8)
     values.update(overrides)
-    return build_app(model, tokenizer, get_template("user_bot"), ServerConfig(**values), max_queue=max_queue)
+    return ServerConfig(**values), max_queue
+
+
+def make_app(model, tokenizer, **overrides):
+    config, max_queue = server_config(**overrides)
+    return build_app(model, tokenizer, get_template("user_bot"), config, max_queue=max_queue)
 
 
 def free_port() -> int:
@@ -50,12 +56,9 @@ def running(app):
 
 def make_process_app(factory, tokenizer, **overrides):
     """``make_app`` with the model built by ``factory`` in an engine process (``EngineProcess``)."""
-    values = {"model_name": "tiny", "context_length": 96, "default_max_tokens": 16, "defaults": SamplingParams(),
-              "max_batch_size": 4}
-    max_queue = overrides.pop("max_queue", 8)
-    values.update(overrides)
-    return build_app_with_engine_process(factory, tokenizer, get_template("user_bot"), ServerConfig(**values),
-                                         max_queue=max_queue, threads=1)
+    config, max_queue = server_config(**overrides)
+    return build_app_with_engine_process(factory, tokenizer, get_template("user_bot"), config, max_queue=max_queue,
+                                         threads=1)
 
 
 def tiny_model_and_tokenizer(seed: int = 0):
