@@ -117,10 +117,11 @@ def apply_repetition_penalty(
     logits: torch.Tensor, history: Sequence[int], penalty: float, window: int, slope: float = 0.0
 ) -> torch.Tensor:
     """One row's ``apply_repetition_penalties``: ``logits`` (V,), the row's history and its penalty settings."""
+    if penalty == 1.0 or not history:
+        return logits
     params = SamplingParams(repetition_penalty=penalty, repetition_penalty_range=window,
                             repetition_penalty_slope=slope)
-    out = apply_repetition_penalties(logits[None], [history], [params])
-    return logits if out.data_ptr() == logits.data_ptr() else out[0]
+    return apply_repetition_penalties(logits[None], [history], [params])[0]
 
 
 def filter_sorted(sorted_logits: torch.Tensor, top_k: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:

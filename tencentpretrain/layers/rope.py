@@ -16,9 +16,11 @@ import torch
 @functools.lru_cache(maxsize=16)
 def rope_inverse_frequencies(head_size: int, theta: float, device: torch.device | None = None) -> torch.Tensor:
     """``theta ** (-2i / head_size)`` for i in [0, head_size / 2), float32, shape (head_size / 2,). Cached: it
-    is the same for every forward pass (read-only)."""
-    exponents = torch.arange(0, head_size, 2, device=device, dtype=torch.float32) / head_size
-    return 1.0 / (theta**exponents)
+    is the same for every forward pass (read-only). Made as a normal tensor even when first asked for under
+    ``torch.inference_mode``, so training may use it afterwards."""
+    with torch.inference_mode(False):
+        exponents = torch.arange(0, head_size, 2, device=device, dtype=torch.float32) / head_size
+        return 1.0 / (theta**exponents)
 
 
 def rope_rotations(
