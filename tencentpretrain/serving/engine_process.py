@@ -57,7 +57,7 @@ class EngineProcess:
         self._conn, child_conn = context.Pipe()
         self._process = context.Process(
             target=serve_engine, name="generation-engine", daemon=True,
-            args=(child_conn, factory, max_batch_size, max_length, max_queue, threads),
+            args=(child_conn, factory, max_batch_size, max_length, threads),
         )
         self._process.start()
         child_conn.close()
@@ -182,7 +182,7 @@ def check_prompt(prompt_ids: list[int], max_length: int) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ the child
-def serve_engine(conn: Connection, factory: ModelFactory, max_batch_size: int, max_length: int, max_queue: int,
+def serve_engine(conn: Connection, factory: ModelFactory, max_batch_size: int, max_length: int,
                  threads: int | None) -> None:
     """The child's main: load the model, then run the batch loop until drained (or the parent is gone)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -208,14 +208,14 @@ def serve_engine(conn: Connection, factory: ModelFactory, max_batch_size: int, m
 def _run(conn: Connection, loop: BatchLoop) -> None:
     draining = False
     while True:
-        while conn.poll(None if not (loop.busy or draining) else 0):  # block only when idle
+        while conn.poll(0 if loop.busy or draining else None):  # wait for a message only when there is no work
             message = conn.recv()
             if message[0] == "submit":
                 _, request_id, prompt_ids, config = message
                 try:
                     loop.enqueue(request_id, loop.engine.new_request(prompt_ids, config))
                 except Exception:  # the parent checked the prompt; anything else is this request's failure
-                    logging.getLogger(__name__).exception("request %d refused", request_id)
+                    logger.exception("request %d refused", request_id)
                     conn.send(("events", [(request_id, Event("", "error"))], loop.stats))
             elif message[0] == "cancel":
                 loop.cancel(message[1])
@@ -225,7 +225,7 @@ def _run(conn: Connection, loop: BatchLoop) -> None:
             try:
                 events = loop.step()
             except Exception:
-                logging.getLogger(__name__).exception("generation step failed")
+                logger.exception("generation step failed")
                 events = loop.fail_all()
             conn.send(("events", events, loop.stats))
         elif draining:
