@@ -67,7 +67,8 @@ def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
     if path.is_file():
         raise DataError(
             f"{path} is a file, probably a dataset of the original TencentPretrain (a pickle stream); this version "
-            "reads dataset directories: run preprocess.py again with --dataset_path pointing to a new location"
+            "reads dataset directories: import it with scripts/convert_original_dataset.py (lm, llm_pretrain and "
+            "llm_sft records), or run preprocess.py again with --dataset_path pointing to a new location"
         )
     manifest_path = path / MANIFEST_FILE
     if not manifest_path.is_file():
