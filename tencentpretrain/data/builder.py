@@ -13,6 +13,7 @@ temporary directory is removed and an existing dataset at ``dataset_path`` is le
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import multiprocessing
@@ -102,22 +103,31 @@ def build_dataset(
     processor = DATA_PROCESSORS.get(config.data_processor)(tokenizer, config)  # validates options early
     destination = Path(config.dataset_path)
     _check_destination(destination)
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    work = destination.with_name(f"{destination.name}.tmp-{os.getpid()}")
-    shutil.rmtree(work, ignore_errors=True)
-    try:
-        (work / "shards").mkdir(parents=True)
+    with staged_directory(destination) as work:
+        (work / "shards").mkdir()
         tasks = split_ranges(corpus_bytes, chunk_bytes or default_chunk_bytes(corpus_bytes, config.processes_num))
         results = _run_tasks(tasks, config, tokenizer_config, work / "shards", corpus_bytes)
         counts = _merge_shards(work, results, processor, _payload_dtype(processor, tokenizer))
         manifest = _manifest(config, processor, tokenizer, counts, corpus_bytes, work)
         write_manifest(work, manifest)
+    _log_summary(config, manifest["counts"])
+    return manifest
+
+
+@contextlib.contextmanager
+def staged_directory(destination: Path) -> Iterator[Path]:
+    """A fresh directory beside ``destination`` to write into; it replaces ``destination`` when the block ends
+    without an error and is removed otherwise, so no partial dataset is ever left behind."""
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    work = destination.with_name(f"{destination.name}.tmp-{os.getpid()}")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+    try:
+        yield work
         _install(work, destination)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
-    _log_summary(config, manifest["counts"])
-    return manifest
 
 
 def _build_tokenizer(config: DataConfig, tokenizer_config: TokenizerConfig) -> Tokenizer | None:

@@ -21,7 +21,6 @@ import contextlib
 import io
 import os
 import pickle
-import shutil
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from tencentpretrain.data.builder import _install, _log_summary, _manifest, _payload_dtype, _write_index
+from tencentpretrain.data.builder import _log_summary, _manifest, _payload_dtype, _write_index, staged_directory
 from tencentpretrain.data.config import DataConfig
 from tencentpretrain.data.dataset import INDEX_FILE, MASK_FILE, TOKENS_FILE, write_manifest
 from tencentpretrain.errors import DataError
@@ -97,21 +96,12 @@ def import_original_dataset(
     tokenizer = build_tokenizer(tokenizer_config)
     processor = DATA_PROCESSORS.get(config.data_processor)(tokenizer, config)
     dtype = _payload_dtype(processor, tokenizer)
-    destination = Path(config.dataset_path)
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    work = destination.with_name(f"{destination.name}.tmp-{os.getpid()}")
-    shutil.rmtree(work, ignore_errors=True)
-    try:
-        work.mkdir()
+    with staged_directory(Path(config.dataset_path)) as work:
         counts, lengths = _write_records(original_path, layout, config, tokenizer.vocab_size, dtype, work)
         _write_index(work / INDEX_FILE, np.asarray(lengths, dtype="<u4"))
         manifest = _manifest(config, processor, tokenizer, counts, os.path.getsize(original_path), work)
         manifest["imported_from"] = {"path": original_path, "format": "original TencentPretrain pickle stream"}
         write_manifest(work, manifest)
-        _install(work, destination)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
     _log_summary(config, manifest["counts"])
     return manifest
 
