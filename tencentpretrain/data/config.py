@@ -62,6 +62,15 @@ class DataConfig:
         default=False, metadata=_flag("bert/albert/mlm: mask whole words; Chinese words come from jieba when it is "
                                       "installed, else from random 1-3 character spans")
     )
+    span_masking: bool = field(
+        default=False, metadata=_flag("bert/albert/mlm: mask spans of whole words (SpanBERT) instead of single words")
+    )
+    span_geo_prob: float = field(
+        default=0.2, metadata=_flag("bert/albert/mlm: --span_masking span lengths are geometric with this parameter")
+    )
+    span_max_length: int = field(
+        default=10, metadata=_flag("bert/albert/mlm: --span_masking spans are at most this many words")
+    )
     tgt_seq_length: int = field(default=128, metadata=_flag("t5: decoder sequence length (targets and sentinels)"))
     # --- images (vit) ---
     image_height: int = field(default=224, metadata=_flag("vit: images are resized to this height"))
@@ -84,6 +93,10 @@ class DataConfig:
             raise ConfigError(f"--dup_factor must be at least 1, got {self.dup_factor}")
         if not 0.0 <= self.short_seq_prob <= 1.0:
             raise ConfigError(f"--short_seq_prob must be in [0, 1], got {self.short_seq_prob}")
+        if not 0.0 < self.span_geo_prob <= 1.0:
+            raise ConfigError(f"--span_geo_prob must be in (0, 1], got {self.span_geo_prob}")
+        if self.span_max_length < 1:
+            raise ConfigError(f"--span_max_length must be at least 1, got {self.span_max_length}")
         if self.tgt_seq_length < 2:
             raise ConfigError(f"--tgt_seq_length must be at least 2, got {self.tgt_seq_length}")
         if self.channels_num not in (1, 3):

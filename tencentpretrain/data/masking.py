@@ -243,6 +243,60 @@ def mask_tokens(
     return masked, loss_mask
 
 
+@dataclass(frozen=True)
+class SpanMasking:
+    """SpanBERT's span masking (``--span_masking``): spans of whole-word units with a length (in units) drawn from
+    a geometric distribution of parameter ``geo_prob``, cut at ``max_length``."""
+
+    geo_prob: float = 0.2
+    max_length: int = 10
+
+
+def mask_spans(
+    tokens: np.ndarray, flags: np.ndarray, candidates: np.ndarray, rng: np.random.Generator, spec: MaskingSpec,
+    pool: np.ndarray, spans: SpanMasking,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Span masking of one instance: spans of consecutive whole-word units start at random units until about
+    MASK_PROB of the candidate tokens are predicted. The 80/10/10 rule is drawn once per span, so a span is all
+    [MASK], all random tokens or all kept, as in SpanBERT.
+
+    Returns (masked tokens (L,), loss mask (L,) bool).
+    """
+    masked = tokens.copy()
+    loss_mask = np.zeros(len(tokens), dtype=bool)
+    units = word_units(flags, candidates)
+    budget = max(1, round(MASK_PROB * int(candidates.sum()))) if units else 0
+    chosen, attempts = 0, 0
+    while chosen < budget and attempts < 10 * len(units):
+        attempts += 1
+        length = min(int(rng.geometric(spans.geo_prob)), spans.max_length, len(units))
+        start = int(rng.integers(0, len(units) - length + 1))
+        span_units = [u for u in units[start : start + length] if not loss_mask[u].any()]
+        if not span_units:
+            continue
+        span = np.concatenate(span_units)
+        if chosen + len(span) > budget and chosen > 0:
+            continue  # would overshoot; a shorter span may still fit
+        loss_mask[span] = True
+        chosen += len(span)
+        draw = rng.random()
+        if draw < REPLACE_WITH_MASK:
+            masked[span] = spec.mask_id
+        elif draw < REPLACE_WITH_MASK + REPLACE_WITH_RANDOM:
+            masked[span] = rng.choice(pool, size=len(span))
+    return masked, loss_mask
+
+
+def masker(options: dict) -> Callable[..., tuple[np.ndarray, np.ndarray]]:
+    """The masking function a dataset's options ask for: ``mask_spans`` with ``span_masking``, else
+    ``mask_tokens``; both take (tokens, flags, candidates, rng, spec, pool)."""
+    span = options.get("span_masking")
+    if not span:
+        return mask_tokens
+    settings = SpanMasking(float(span["geo_prob"]), int(span["max_length"]))
+    return lambda *args: mask_spans(*args, settings)
+
+
 # ---------------------------------------------------------------------------------------------- T5 spans
 def t5_span_counts(length: int, noise_density: float, mean_span: float, max_spans: int) -> tuple[int, int]:
     """(noise tokens, noise spans) of a ``length``-token sequence, as T5 computes them."""

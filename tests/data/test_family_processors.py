@@ -14,7 +14,7 @@ from tencentpretrain.data.builder import build_dataset
 from tencentpretrain.data.config import DataConfig
 from tencentpretrain.data.dataset import FLAG_WORD_START, IndexedDataset
 from tencentpretrain.data.loader import BatchLoader, Seq2SeqBatch
-from tencentpretrain.data.masking import WordEncoder, random_spans_noise_mask
+from tencentpretrain.data.masking import MaskingSpec, SpanMasking, WordEncoder, mask_spans, random_spans_noise_mask
 from tencentpretrain.errors import ConfigError, DataError
 from tencentpretrain.tokenizers import TokenizerConfig, build_tokenizer
 from tests.data.family_corpus import sentences, write_documents, write_lines, write_vocab
@@ -86,6 +86,49 @@ def test_mlm_masking_statistics_static_and_dynamic(tmp_path, vocab):
     later.epoch = 1
     d1 = next(later)
     assert torch.equal(d0.tgt, d1.tgt) and not torch.equal(d0.src, d1.src)
+
+
+def test_span_masking_masks_whole_spans_with_geometric_lengths():
+    """SpanBERT: spans of consecutive units, lengths geometric and cut at max_length, about 15% of the
+    candidates predicted, one 80/10/10 choice per span."""
+    spec = MaskingSpec(mask_id=4, vocab_size=1000, special_ids=(0, 1, 2, 3))
+    pool, settings = spec.random_pool(), SpanMasking(geo_prob=0.2, max_length=10)
+    tokens = np.arange(10, 410)  # 400 candidate tokens, every one its own unit
+    flags = np.full(400, FLAG_WORD_START, dtype=np.uint8)
+    candidates = np.ones(400, dtype=bool)
+    lengths, shares, uniform = [], [], []
+    for seed in range(200):
+        masked, scored = mask_spans(tokens, flags, candidates, np.random.default_rng(seed), spec, pool, settings)
+        shares.append(scored.mean())
+        assert np.array_equal(masked[~scored], tokens[~scored])
+        edges = np.flatnonzero(np.diff(np.concatenate(([0], scored.astype(int), [0]))))
+        for start, end in zip(edges[::2], edges[1::2]):  # maximal runs; adjacent spans may merge
+            lengths.append(end - start)
+            run = masked[start:end]
+            if end - start >= 3:
+                uniform.append(bool((run == 4).all() or (run != 4).all()))
+    assert all(0.13 <= s <= 0.15 for s in shares), (min(shares), max(shares))
+    assert 2.5 < np.mean(lengths) < 6.0  # geometric(0.2) cut at 10 has mean 3.6; merged neighbours add a little
+    # One choice per span: runs of 3+ are all [MASK] or none (a choice per token would give about 52%); only
+    # neighbouring spans that merged into one run can mix.
+    assert np.mean(uniform) > 0.85, np.mean(uniform)
+    # Whole words: a span never takes part of a unit.
+    word_flags = np.zeros(400, dtype=np.uint8)
+    word_flags[::4] = FLAG_WORD_START  # 100 words of 4 tokens
+    _, scored = mask_spans(tokens, word_flags, candidates, np.random.default_rng(0), spec, pool, settings)
+    assert (scored.reshape(100, 4).all(1) == scored.reshape(100, 4).any(1)).all()
+
+
+def test_span_masking_reaches_the_batches(tmp_path, vocab):
+    corpus = write_lines(tmp_path / "lines.txt", repeat=30)
+    spans = _build(tmp_path, vocab, corpus, "mlm", seq_length=24, dup_factor=1, span_masking=True,
+                   span_geo_prob=0.3, span_max_length=4)
+    assert IndexedDataset(spans).options["span_masking"] == {"geo_prob": 0.3, "max_length": 4}
+    plain = _build(tmp_path, vocab, corpus, "mlm", name="plain.pt", seq_length=24, dup_factor=1)
+    a, b = next(BatchLoader(spans, 60, seed=5, shuffle=False)), next(BatchLoader(plain, 60, seed=5, shuffle=False))
+    assert torch.equal(a.tgt, b.tgt) and not torch.equal(a.loss_mask, b.loss_mask)
+    with pytest.raises(ConfigError, match="span_geo_prob"):
+        DataConfig(corpus_path="c", dataset_path="d", span_geo_prob=0.0)
 
 
 def test_dynamic_masking_resumes_exactly_and_ignores_batch_composition(tmp_path, vocab):

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from tencentpretrain.data.dataset import FLAG_SEGMENT_B, FLAG_WORD_START, IndexedDataset
-from tencentpretrain.data.masking import SALT_PAIR, instance_rng, mask_tokens, text_rng
+from tencentpretrain.data.masking import SALT_PAIR, instance_rng, masker, text_rng
 from tencentpretrain.data.processors.base import Instance, SkipSample
 from tencentpretrain.data.processors.mlm import MaskedLmProcessor, check_targets, masking_spec
 from tencentpretrain.errors import ConfigError
@@ -142,6 +142,7 @@ class PairCollator:
         self.dynamic = bool(dataset.options["dynamic_masking"])
         self.task = dataset.options["pair_task"]
         self.specials = np.asarray(self.spec.special_ids)
+        self.mask = masker(dataset.options)
 
     def _halves(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(ids A, flags A, ids B, flags B) of a stored instance, without [CLS] and the [SEP]s."""
@@ -177,8 +178,8 @@ class PairCollator:
             ids_a, flags_a, ids_b, flags_b, labels[b] = self._pair(int(index), rng)
             ids = np.concatenate(([cls_id], ids_a, [sep_id], ids_b, [sep_id]))
             flags = np.concatenate(([FLAG_WORD_START], flags_a, [FLAG_WORD_START], flags_b, [FLAG_WORD_START]))
-            masked, scored = mask_tokens(ids, flags.astype(np.uint8), ~np.isin(ids, self.specials), rng, self.spec,
-                                         self.pool)
+            masked, scored = self.mask(ids, flags.astype(np.uint8), ~np.isin(ids, self.specials), rng, self.spec,
+                                       self.pool)
             n, a_len = len(ids), len(ids_a) + 2
             src[b, :n], tgt[b, :n], loss_mask[b, :n] = masked, ids, scored
             seg[b, :a_len], seg[b, a_len:n] = 1, 2

@@ -27,7 +27,7 @@ from tencentpretrain.data.masking import (
     WordEncoder,
     find_piece,
     instance_rng,
-    mask_tokens,
+    masker,
 )
 from tencentpretrain.data.processors.base import Instance, Processor, SkipSample
 from tencentpretrain.errors import ConfigError, TokenizerError
@@ -65,6 +65,8 @@ class MaskedLmProcessor(Processor):
             "dup_factor": self.copies,
             "dynamic_masking": self.config.dynamic_masking,
             "whole_word_masking": self.config.whole_word_masking,
+            "span_masking": ({"geo_prob": self.config.span_geo_prob, "max_length": self.config.span_max_length}
+                             if self.config.span_masking else None),
             "word_segmenter": self.words.segmenter_name,
             "mask_id": self.mask_id,
             "special_ids": specials,
@@ -127,6 +129,7 @@ class MlmCollator:
         self.pool = self.spec.random_pool()
         self.dynamic = bool(dataset.options["dynamic_masking"])
         self.specials = np.asarray(self.spec.special_ids)
+        self.mask = masker(dataset.options)
 
     def __call__(self, indices: Sequence[int], epoch: int) -> Any:
         from tencentpretrain.data.loader import Batch  # the loader imports this package
@@ -141,7 +144,7 @@ class MlmCollator:
             flags = np.asarray(self.dataset.flags(int(index)))
             rng = instance_rng(self.seed, SALT_MLM, int(index), epoch if self.dynamic else None)
             candidates = ~np.isin(tokens, self.specials)
-            masked, scored = mask_tokens(tokens, flags, candidates, rng, self.spec, self.pool)
+            masked, scored = self.mask(tokens, flags, candidates, rng, self.spec, self.pool)
             n = len(tokens)
             src[b, :n], tgt[b, :n], seg[b, :n], loss_mask[b, :n] = masked, tokens, 1, scored
         return Batch(torch.from_numpy(src), torch.from_numpy(tgt), torch.from_numpy(seg), torch.from_numpy(loss_mask))
