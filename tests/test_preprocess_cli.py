@@ -30,6 +30,7 @@ def test_flag_surface_is_frozen():
         # bert/albert/mlm/t5/vit (issue 9), the original's names
         "--dup_factor", "--short_seq_prob", "--dynamic_masking", "--whole_word_masking", "--tgt_seq_length",
         "--image_height", "--image_width", "--channels_num",
+        "--span_masking", "--span_geo_prob", "--span_max_length",
     }
 
 

@@ -136,6 +136,14 @@ class DataOptions:
     seq_length: int | None = field(default=None, metadata=_flag("batch width (default: the dataset's)"))
     prefix_lm_loss: bool = field(default=False, metadata=_flag(
         "score only response tokens (seg 2) of SFT data, as the original's --prefix_lm_loss"))
+    # The original's masking flags of pretrain.py. Here masking is chosen at preprocessing and recorded in the
+    # dataset; given here, they must agree with it (checked before training).
+    dynamic_masking: bool = field(default=False, metadata=_flag(
+        "accepted from the original's commands: the dataset must have been built with it"))
+    whole_word_masking: bool = field(default=False, metadata=_flag(
+        "accepted from the original's commands: the dataset must have been built with it"))
+    span_masking: bool = field(default=False, metadata=_flag(
+        "accepted from the original's commands: the dataset must have been built with it"))
     tokenizer: str | None = field(default=None, metadata=_flag(
         "tokenizer (default: sentencepiece with --spm_model_path); only its vocabulary size is used here",
         choices=_tokenizer_names))

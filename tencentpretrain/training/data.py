@@ -7,7 +7,8 @@ from typing import Any
 
 from tencentpretrain.data.dataset import read_manifest
 from tencentpretrain.data.loader import Batch, BatchLoader
-from tencentpretrain.training.config import RunConfig
+from tencentpretrain.errors import ConfigError
+from tencentpretrain.training.config import DataOptions, RunConfig
 from tencentpretrain.training.parallel import DistEnv
 
 
@@ -39,8 +40,22 @@ def build_loader(run: RunConfig, env: DistEnv, path: str, *, shuffle: bool = Tru
     loader = BatchLoader(path, run.train.batch_size, seed=run.train.seed, rank=env.rank, world_size=env.world_size,
                          shuffle=shuffle, seq_length=run.data.seq_length, data_processor=run.data.data_processor,
                          model_config=run.model)
+    check_masking_flags(run.data, loader.dataset.options, path)
     return ResponseOnlyLoader(loader) if run.data.prefix_lm_loss else loader
 
 
 def dataset_manifest(path: str) -> dict[str, Any]:
     return read_manifest(path)
+
+
+MASKING_FLAGS = ("dynamic_masking", "whole_word_masking", "span_masking")
+
+
+def check_masking_flags(data: DataOptions, options: dict[str, Any], path: str) -> None:
+    """The original's pretrain.py masking flags, when given, must match how the dataset at ``path`` masks: here
+    masking is decided by preprocess.py and recorded in the manifest, so a flag cannot change it afterwards."""
+    missing = [name for name in MASKING_FLAGS if getattr(data, name) and not options.get(name)]
+    if missing:
+        flags = " ".join(f"--{name}" for name in missing)
+        raise ConfigError(f"{flags}: {path} was not built with {'it' if len(missing) == 1 else 'them'}; masking is "
+                          f"chosen at preprocessing here: run preprocess.py again with {flags}")

@@ -18,6 +18,8 @@ from tencentpretrain.errors import ConfigError
 from tencentpretrain.models.loading import load_model
 from tencentpretrain.models.model import build_model
 from tencentpretrain.training.cli import main
+from tencentpretrain.training.config import DataOptions
+from tencentpretrain.training.data import check_masking_flags
 from tests.helpers import REPO_ROOT
 from tests.training.conftest import TINY_CONFIG, train_args
 from tests.training.test_resume import assert_same_weights
@@ -128,3 +130,14 @@ def test_pretrained_model_path_takes_an_hf_directory(tiny_dataset, tmp_path):
     with pytest.raises(ConfigError, match="rope_theta: 1000000.0 in the config, 10000.0 in"):
         main(train_args(tiny_dataset, str(tmp_path / "bad" / "out.bin"), "--pretrained_model_path", hf_dir,
                         "--config_path", other, steps=1, save=1))
+
+
+def test_the_originals_masking_flags_must_match_the_dataset(tiny_dataset, tmp_path):
+    """pretrain.py accepts the original's --whole_word_masking/--span_masking/--dynamic_masking, but masking is
+    chosen at preprocessing here: a flag the dataset was not built with is an error, not silently ignored."""
+    with pytest.raises(ConfigError, match="--whole_word_masking: .* was not built with it; .*preprocess.py"):
+        main(train_args(tiny_dataset, str(tmp_path / "out.bin"), "--whole_word_masking", steps=1, save=1))
+    options = {"whole_word_masking": True, "span_masking": {"geo_prob": 0.2, "max_length": 10}}
+    check_masking_flags(DataOptions(whole_word_masking=True, span_masking=True), options, "mlm.pt")  # agrees
+    with pytest.raises(ConfigError, match="--dynamic_masking"):
+        check_masking_flags(DataOptions(dynamic_masking=True), options, "mlm.pt")
