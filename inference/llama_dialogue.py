@@ -14,9 +14,7 @@ from tencentpretrain.generation.engine import Engine
 from tencentpretrain.generation.options import (
     add_inference_args,
     generation_from_args,
-    load_for_inference,
-    load_tokenizer,
-    model_config_from_inference_args,
+    load_tokenizer_and_model,
     parse_inference_args,
 )
 from tencentpretrain.generation.repl import Dialogue, DialogueConfig, run_repl
@@ -29,8 +27,7 @@ def main(argv: list[str] | None = None) -> None:
     add_inference_args(parser, seq_length=2048, batch_size=1)
     args = parse_inference_args(parser, argv)
     logging.basicConfig(level=logging.WARNING)
-    tokenizer = load_tokenizer(model_config_from_inference_args(args))
-    model = load_for_inference(args, tokenizer.vocab_size)
+    model, tokenizer = load_tokenizer_and_model(args)
     engine = Engine(model, tokenizer, max_batch_size=1, max_length=args.seq_length)
     config = DialogueConfig(seq_length=args.seq_length, keep_length_ratio=args.keep_length_ratio)
     run_repl(Dialogue(engine, tokenizer, get_template(args.prompt_template), generation_from_args(args), config))

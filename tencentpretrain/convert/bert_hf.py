@@ -8,6 +8,8 @@ HF's LayerNorm is the standard one, so converted configs select ``layernorm: "st
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from tencentpretrain.config import ModelConfig
@@ -59,22 +61,31 @@ def bert_hf_weight_map(config: ModelConfig) -> WeightMap:
     return WeightMap("HuggingFace BERT", rules, ignored_external=[r"\.position_ids$"])
 
 
-def prepare_external(state: StateDict, hf_config: dict) -> StateDict:
-    """``cls.predictions.bias`` is the decoder bias (HF ties the two); keep one copy. A tied decoder weight,
-    which ``save_pretrained`` leaves out of the file, is restored from the word embeddings."""
-    state = dict(state)
-    if "cls.predictions.decoder.weight" not in state and hf_config.get("tie_word_embeddings", True):
-        state["cls.predictions.decoder.weight"] = state["bert.embeddings.word_embeddings.weight"]
-    bias = state.pop("cls.predictions.bias", None)
-    if bias is not None:
-        state.setdefault("cls.predictions.decoder.bias", bias)
-    return state
+@dataclass(frozen=True)
+class TiedMlmHead:
+    """HF's MLM head keys: its bias is stored twice (``bias_key`` and the decoder's), its decoder weight may be
+    left out of the file when tied to the word embeddings. BERT and RoBERTa differ only in the names."""
+
+    word_embeddings: str
+    decoder: str  # prefix of the decoder's weight and bias
+    bias: str
+
+    def prepare_external(self, state: StateDict, hf_config: dict) -> StateDict:
+        """Restore a tied decoder weight from the word embeddings; keep one copy of the bias."""
+        state = dict(state)
+        if f"{self.decoder}.weight" not in state and hf_config.get("tie_word_embeddings", True):
+            state[f"{self.decoder}.weight"] = state[self.word_embeddings]
+        bias = state.pop(self.bias, None)
+        if bias is not None:
+            state.setdefault(f"{self.decoder}.bias", bias)
+        return state
+
+    def finish_external(self, state: StateDict, hf_config: dict) -> StateDict:
+        """Write the bias under both of HF's names."""
+        return {**state, self.bias: state[f"{self.decoder}.bias"]}
 
 
-def finish_external(state: StateDict, hf_config: dict) -> StateDict:
-    state = dict(state)
-    state["cls.predictions.bias"] = state["cls.predictions.decoder.bias"]
-    return state
+BERT_MLM_HEAD = TiedMlmHead("bert.embeddings.word_embeddings.weight", "cls.predictions.decoder", "cls.predictions.bias")
 
 
 def model_config_from_hf(hf: dict) -> ModelConfig:
@@ -118,6 +129,6 @@ BERT_HF = HfFamily(
     config_from_hf=model_config_from_hf,
     hf_config=hf_config_from_model_config,
     weight_map=bert_hf_weight_map,
-    prepare_external=prepare_external,
-    finish_external=finish_external,
+    prepare_external=BERT_MLM_HEAD.prepare_external,
+    finish_external=BERT_MLM_HEAD.finish_external,
 )

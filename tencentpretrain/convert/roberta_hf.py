@@ -18,7 +18,7 @@ import torch
 
 from tencentpretrain.config import ModelConfig
 from tencentpretrain.convert import bert_hf
-from tencentpretrain.convert.hf_family import HfFamily, StateDict
+from tencentpretrain.convert.hf_family import HfFamily
 from tencentpretrain.convert.weight_map import Rule, WeightMap
 from tencentpretrain.errors import ConfigError
 
@@ -66,22 +66,7 @@ def roberta_hf_weight_map(config: ModelConfig) -> WeightMap:
     return WeightMap("HuggingFace RoBERTa", rules, ignored_external=[r"\.position_ids$"])
 
 
-def prepare_external(state: StateDict, hf_config: dict) -> StateDict:
-    """``lm_head.bias`` is the decoder bias (HF ties the two); a tied decoder weight left out of the file is
-    restored from the word embeddings."""
-    state = dict(state)
-    if "lm_head.decoder.weight" not in state and hf_config.get("tie_word_embeddings", True):
-        state["lm_head.decoder.weight"] = state["roberta.embeddings.word_embeddings.weight"]
-    bias = state.pop("lm_head.bias", None)
-    if bias is not None:
-        state.setdefault("lm_head.decoder.bias", bias)
-    return state
-
-
-def finish_external(state: StateDict, hf_config: dict) -> StateDict:
-    state = dict(state)
-    state["lm_head.bias"] = state["lm_head.decoder.bias"]
-    return state
+MLM_HEAD = bert_hf.TiedMlmHead("roberta.embeddings.word_embeddings.weight", "lm_head.decoder", "lm_head.bias")
 
 
 def model_config_from_hf(hf: dict) -> ModelConfig:
@@ -110,6 +95,6 @@ ROBERTA_HF = HfFamily(
     config_from_hf=model_config_from_hf,
     hf_config=hf_config_from_model_config,
     weight_map=roberta_hf_weight_map,
-    prepare_external=prepare_external,
-    finish_external=finish_external,
+    prepare_external=MLM_HEAD.prepare_external,
+    finish_external=MLM_HEAD.finish_external,
 )

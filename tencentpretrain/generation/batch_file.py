@@ -92,9 +92,7 @@ def run_batch_file(
     from tencentpretrain.generation.options import (
         add_inference_args,
         generation_from_args,
-        load_for_inference,
-        load_tokenizer,
-        model_config_from_inference_args,
+        load_tokenizer_and_model,
         parse_inference_args,
     )
 
@@ -105,8 +103,7 @@ def run_batch_file(
     parser.set_defaults(prompt_template=None, **(defaults or {}))  # raw lines unless a template is named
     args = parse_inference_args(parser, argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    tokenizer = load_tokenizer(model_config_from_inference_args(args))
-    model = load_for_inference(args, tokenizer.vocab_size)
+    model, tokenizer = load_tokenizer_and_model(args)
     prompts = read_prompts(args.test_path, keep_newline=keep_newline)
     template = get_template(args.prompt_template) if args.prompt_template else None
     completions = generate_file(model, tokenizer, prompts, generation_from_args(args),
