@@ -102,11 +102,8 @@ class Engine:
 
     def new_request(self, prompt_ids: Sequence[int], config: GenerationConfig) -> Request:
         """A Request with its generator, detokenizer and stop filter; validates the prompt length."""
-        if not prompt_ids:
-            raise ConfigError("the prompt is empty: give at least one token")
+        check_prompt(prompt_ids, self.max_length)
         needed = len(prompt_ids) + config.max_new_tokens - 1
-        if len(prompt_ids) > self.max_length:
-            raise ConfigError(f"the prompt has {len(prompt_ids)} tokens, more than the context of {self.max_length}")
         if needed > self.max_length:
             logger.debug("prompt %d + max_new_tokens %d exceed the context %d: output will be cut",
                          len(prompt_ids), config.max_new_tokens, self.max_length)
@@ -193,6 +190,14 @@ class Engine:
         if moved is not None:
             self.rows[row] = self.rows[moved]
         self.rows.pop()
+
+
+def check_prompt(prompt_ids: Sequence[int], max_length: int) -> None:
+    """A prompt the engine can take: at least one token, and no more than ``max_length``."""
+    if not prompt_ids:
+        raise ConfigError("the prompt is empty: give at least one token")
+    if len(prompt_ids) > max_length:
+        raise ConfigError(f"the prompt has {len(prompt_ids)} tokens, more than the context of {max_length}")
 
 
 def left_pad(prompts: Sequence[Sequence[int]], device: torch.device) -> tuple[torch.Tensor, ...]:

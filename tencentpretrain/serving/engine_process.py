@@ -27,8 +27,7 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
-from tencentpretrain.errors import ConfigError
-from tencentpretrain.generation.engine import Engine, GenerationConfig
+from tencentpretrain.generation.engine import Engine, GenerationConfig, check_prompt
 from tencentpretrain.models.model import Model
 from tencentpretrain.serving.scheduler import BatchLoop, Event, QueueFull, ShuttingDown, Ticket, TicketBook
 from tencentpretrain.tokenizers.base import Tokenizer
@@ -171,14 +170,6 @@ class EngineProcess:
                          self._process.exitcode)
             self.tickets.fail_all()
         self._drained.set()
-
-
-def check_prompt(prompt_ids: list[int], max_length: int) -> None:
-    """What ``Engine.new_request`` refuses, checked before the request crosses to the child."""
-    if not prompt_ids:
-        raise ConfigError("the prompt is empty: give at least one token")
-    if len(prompt_ids) > max_length:
-        raise ConfigError(f"the prompt has {len(prompt_ids)} tokens, more than the context of {max_length}")
 
 
 # ------------------------------------------------------------------------------------------------ the child
