@@ -35,12 +35,12 @@ import torch
 
 from tencentpretrain.checkpoint import load_checkpoint, save_checkpoint
 from tencentpretrain.config import load_model_config
-from tencentpretrain.convert.resize_vocab import ResizeConfig, resize_checkpoint
 from tencentpretrain.models.model import Model, build_model
 from tencentpretrain.tokenizers import build_tokenizer
-from tencentpretrain.tokenizers.merge import merge_tokenizers
-from tencentpretrain.tokenizers.vocab_builder import VocabBuildConfig, build_vocab, read_corpus_lines
-from tencentpretrain.training.freeze import freeze_for_vocab_extension
+from tencentpretrain.vocab.build import VocabBuildConfig, build_vocab, read_corpus_lines
+from tencentpretrain.vocab.freeze import freeze_for_vocab_extension
+from tencentpretrain.vocab.merge import merge_tokenizers
+from tencentpretrain.vocab.resize import ResizeConfig, resize_checkpoint
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 logger = logging.getLogger("bench_vocab_extension")

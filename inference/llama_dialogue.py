@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import logging
 
-from tencentpretrain.data.templates import get_template
 from tencentpretrain.generation.engine import Engine
 from tencentpretrain.generation.options import (
     add_inference_args,
@@ -18,6 +17,7 @@ from tencentpretrain.generation.options import (
     parse_inference_args,
 )
 from tencentpretrain.generation.repl import Dialogue, DialogueConfig, run_repl
+from tencentpretrain.tokenizers.templates import get_template
 
 
 def main(argv: list[str] | None = None) -> None:

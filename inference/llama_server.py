@@ -15,7 +15,6 @@ import logging
 
 import torch
 
-from tencentpretrain.data.templates import get_template
 from tencentpretrain.generation.options import (
     add_inference_args,
     load_for_inference,
@@ -27,6 +26,7 @@ from tencentpretrain.generation.options import (
 )
 from tencentpretrain.serving.app import ServerConfig
 from tencentpretrain.serving.server import build_app, build_app_with_engine_process, default_model_threads, serve
+from tencentpretrain.tokenizers.templates import get_template
 
 
 def main(argv: list[str] | None = None) -> None:

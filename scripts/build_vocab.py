@@ -9,7 +9,7 @@ import argparse
 import dataclasses
 import logging
 
-from tencentpretrain.tokenizers.vocab_builder import MODEL_TYPES, VocabBuildConfig, build_vocab
+from tencentpretrain.vocab.build import MODEL_TYPES, VocabBuildConfig, build_vocab
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from tencentpretrain.config import read_json
 from tencentpretrain.convert import cli
 from tencentpretrain.convert.rewrite import merge_lora_checkpoint
-from tencentpretrain.training.lora import LoraConfig
+from tencentpretrain.transforms.lora import LoraConfig
 
 
 def main(argv: Sequence[str] | None = None) -> int:

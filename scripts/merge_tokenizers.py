@@ -13,8 +13,8 @@ import argparse
 import json
 import logging
 
-from tencentpretrain.tokenizers.merge import DEFAULT_PROBE, MergeConfig, merge_tokenizers
-from tencentpretrain.tokenizers.vocab_builder import read_corpus_lines
+from tencentpretrain.vocab.build import read_corpus_lines
+from tencentpretrain.vocab.merge import DEFAULT_PROBE, MergeConfig, merge_tokenizers
 
 
 def build_parser() -> argparse.ArgumentParser:

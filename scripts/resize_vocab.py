@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from tencentpretrain.convert.resize_vocab import ResizeConfig, extension_record_path, resize_checkpoint
+from tencentpretrain.vocab.resize import ResizeConfig, extension_record_path, resize_checkpoint
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -12,6 +12,7 @@ half-written checkpoint under the final name.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -20,13 +21,15 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from tencentpretrain.errors import CheckpointError
+from tencentpretrain.errors import CheckpointError, ConfigError
 
 INDEX_NAMES = (
     "tencentpretrain_model.bin.index.json",
     "pytorch_model.bin.index.json",
     "model.safetensors.index.json",
 )
+logger = logging.getLogger(__name__)
+
 SAFETENSORS_SUFFIX = ".safetensors"
 _LIST_LIMIT = 20  # how many keys an error lists before "... and N more"
 
@@ -285,3 +288,32 @@ def save_checkpoint(model_or_state: nn.Module | Mapping[str, torch.Tensor], path
     else:
         state = model_or_state
     save_file(state, path)
+
+
+# ---------------------------------------------------------------------- where converted files live
+def is_directory_output(path: str) -> bool:
+    """An output path names a sharded directory unless it ends with a weight-file suffix."""
+    return not path.endswith((".bin", ".pt", ".pth", SAFETENSORS_SUFFIX))
+
+
+def config_path_beside(model_path: str) -> str:
+    """Where a converter writes (and later looks for) the TencentPretrain JSON config of ``model_path``:
+    ``x.bin`` -> ``x_config.json``; a directory -> ``DIR/tencentpretrain_config.json``."""
+    if is_directory_output(model_path):
+        return os.path.join(model_path, "tencentpretrain_config.json")
+    root, _ = os.path.splitext(model_path)
+    return root + "_config.json"
+
+
+def resolve_config_path(config_path: str | None, model_path: str) -> str:
+    """``config_path``, or the config a converter wrote beside ``model_path``; a clear error when neither."""
+    if config_path:
+        return config_path
+    beside = config_path_beside(model_path.rstrip("/"))
+    if os.path.isfile(beside):
+        logger.info("using the config beside the model: %s", beside)
+        return beside
+    raise ConfigError(
+        f"{model_path}: no --config_path given and no {os.path.basename(beside)} beside the model; pass the "
+        "model's JSON config, e.g. --config_path models/llama/7b_config.json"
+    )

@@ -8,8 +8,9 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from tencentpretrain.checkpoint import resolve_config_path
 from tencentpretrain.config import ModelConfig, load_model_config
-from tencentpretrain.convert.stream import DTYPES, parse_dtype, parse_size, resolve_config_path
+from tencentpretrain.convert.stream import DTYPES, parse_dtype, parse_size
 from tencentpretrain.errors import TencentPretrainError
 
 NO_TEMPLATE = "none"
@@ -26,11 +27,11 @@ def add_dtype_arg(parser: argparse.ArgumentParser, default: str = "keep", help_t
 
 
 def add_template_arg(parser: argparse.ArgumentParser) -> None:
-    from tencentpretrain.data.templates import template_names
+    from tencentpretrain.tokenizers.templates import template_names
 
     parser.add_argument(
         "--prompt_template", choices=[*template_names(), NO_TEMPLATE], default=DEFAULT_CHAT_TEMPLATE,
-        help="chat template (tencentpretrain.data.templates) written with the tokenizer; use the one the model "
+        help="chat template (tencentpretrain.tokenizers.templates) written with the tokenizer; use the one the model "
              f"was fine-tuned with, '{NO_TEMPLATE}' for a base model",
     )
 
@@ -39,7 +40,7 @@ def chat_template_from_flag(name: str) -> str | None:
     """The Jinja chat template of a ``--prompt_template`` value (None for ``none``)."""
     if name == NO_TEMPLATE:
         return None
-    from tencentpretrain.data.templates import get_template
+    from tencentpretrain.tokenizers.templates import get_template
 
     return get_template(name).chat_template
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
+from tencentpretrain.checkpoint import config_path_beside, is_directory_output
 from tencentpretrain.config import ModelConfig, save_model_config
 from tencentpretrain.convert.llama_hf import hf_config_from_model_config, llama_hf_weight_map, model_config_from_hf
 from tencentpretrain.convert.stream import (
@@ -22,16 +23,14 @@ from tencentpretrain.convert.stream import (
     TENCENTPRETRAIN_BLOCKS,
     StateWriter,
     cast,
-    config_path_beside,
     expected_shapes,
-    is_directory_output,
     iter_tensors,
     list_keys,
     write_json,
 )
-from tencentpretrain.convert.vocab import EMBEDDING_KEY, check_vocab_sizes
 from tencentpretrain.convert.weight_map import check_complete
 from tencentpretrain.errors import CheckpointError, ConfigError
+from tencentpretrain.vocab.check import EMBEDDING_KEY, check_vocab_sizes
 
 logger = logging.getLogger(__name__)
 

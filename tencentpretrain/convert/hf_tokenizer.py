@@ -1,5 +1,5 @@
 """The HF tokenizer files of a converted model: tokenizer.model, tokenizer.json, tokenizer_config.json,
-special_tokens_map.json, with real bos/eos tokens and the chat template of ``tencentpretrain.data.templates``.
+special_tokens_map.json, with real bos/eos tokens and the chat template of ``tencentpretrain.tokenizers.templates``.
 
 ``tokenizer.json`` is built from the SentencePiece model through transformers' own converter, then its text
 handling is set to do exactly what SentencePiece does: transformers' Llama defaults (a Metaspace

@@ -9,7 +9,7 @@ in blocks of 32; a weight whose rows are not a multiple of 32 is written as f16 
 
 Metadata: architecture (sizes, head counts, rope theta and scaling, RMS eps, context length), the tokenizer
 (pieces, scores and piece types from the SentencePiece model, bos/eos/unk/pad ids, dummy-prefix flag) and
-the chat template of ``tencentpretrain.data.templates``.
+the chat template of ``tencentpretrain.tokenizers.templates``.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ import torch
 from tencentpretrain.checkpoint import atomic_path
 from tencentpretrain.config import ModelConfig
 from tencentpretrain.convert.stream import expected_shapes, iter_tensors, list_keys
-from tencentpretrain.convert.vocab import check_vocab_sizes
 from tencentpretrain.convert.weight_map import Rule, WeightMap, check_complete
 from tencentpretrain.errors import ConfigError
+from tencentpretrain.vocab.check import check_vocab_sizes
 
 logger = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ import shutil
 
 import torch
 
-from tencentpretrain.checkpoint import load_file, save_file
+from tencentpretrain.checkpoint import config_path_beside, is_directory_output, load_file, save_file
 from tencentpretrain.config import ModelConfig, save_model_config
 from tencentpretrain.convert.hf import embedding_rows
 from tencentpretrain.convert.llama_meta import (
@@ -29,16 +29,14 @@ from tencentpretrain.convert.stream import (
     TENCENTPRETRAIN_BLOCKS,
     StateWriter,
     cast,
-    config_path_beside,
     expected_shapes,
-    is_directory_output,
     iter_tensors,
     list_keys,
     write_json,
 )
-from tencentpretrain.convert.vocab import check_vocab_sizes
 from tencentpretrain.convert.weight_map import check_complete
 from tencentpretrain.errors import CheckpointError, ConfigError
+from tencentpretrain.vocab.check import check_vocab_sizes
 
 logger = logging.getLogger(__name__)
 

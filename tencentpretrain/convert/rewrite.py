@@ -10,20 +10,19 @@ import logging
 
 import torch
 
-from tencentpretrain.checkpoint import load_file
+from tencentpretrain.checkpoint import is_directory_output, load_file
 from tencentpretrain.config import ModelConfig
 from tencentpretrain.convert.stream import (
     TENCENTPRETRAIN_BLOCKS,
     StateWriter,
     cast,
     expected_shapes,
-    is_directory_output,
     iter_tensors,
     list_keys,
 )
-from tencentpretrain.convert.vocab import EMBEDDING_KEY, check_vocab_sizes
 from tencentpretrain.convert.weight_map import check_complete
 from tencentpretrain.errors import CheckpointError, ConfigError
+from tencentpretrain.vocab.check import EMBEDDING_KEY, check_vocab_sizes
 
 logger = logging.getLogger(__name__)
 

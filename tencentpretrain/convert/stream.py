@@ -229,9 +229,6 @@ class StateWriter:
         return [os.path.join(self.path, n) for n in names]
 
 
-def is_directory_output(path: str) -> bool:
-    """An output path names a sharded directory unless it ends with a weight-file suffix."""
-    return not path.endswith((".bin", ".pt", ".pth", SAFETENSORS_SUFFIX))
 
 
 def write_json(data: dict, path: str) -> None:
@@ -242,24 +239,4 @@ def write_json(data: dict, path: str) -> None:
             f.write("\n")
 
 
-def config_path_beside(model_path: str) -> str:
-    """Where a converter writes (and later looks for) the TencentPretrain JSON config of ``model_path``:
-    ``x.bin`` -> ``x_config.json``; a directory -> ``DIR/tencentpretrain_config.json``."""
-    if is_directory_output(model_path):
-        return os.path.join(model_path, "tencentpretrain_config.json")
-    root, _ = os.path.splitext(model_path)
-    return root + "_config.json"
 
-
-def resolve_config_path(config_path: str | None, model_path: str) -> str:
-    """``config_path``, or the config a converter wrote beside ``model_path``; a clear error when neither."""
-    if config_path:
-        return config_path
-    beside = config_path_beside(model_path.rstrip("/"))
-    if os.path.isfile(beside):
-        logger.info("using the config beside the model: %s", beside)
-        return beside
-    raise ConfigError(
-        f"{model_path}: no --config_path given and no {os.path.basename(beside)} beside the model; pass the "
-        "model's JSON config, e.g. --config_path models/llama/7b_config.json"
-    )

@@ -78,8 +78,8 @@ class DataConfig:
     channels_num: int = field(default=3, metadata=_flag("vit: 3 = RGB, 1 = grayscale"))
 
     def __post_init__(self) -> None:
-        from tencentpretrain.data.templates import get_template
         from tencentpretrain.registry import DATA_PROCESSORS
+        from tencentpretrain.tokenizers.templates import get_template
 
         if self.data_processor not in DATA_PROCESSORS:
             raise ConfigError(f"--data_processor: {DATA_PROCESSORS.unknown_message(self.data_processor)}")
@@ -111,7 +111,7 @@ def _choices(kind: str | None) -> list[str] | None:
 
         return DATA_PROCESSORS.names()
     if kind == "templates":
-        from tencentpretrain.data.templates import template_names
+        from tencentpretrain.tokenizers.templates import template_names
 
         return template_names()
     return None

@@ -48,6 +48,11 @@ LABELS_FILE = "labels.npy"
 FLAG_WORD_START = 1  # the token starts a whole-word masking unit
 FLAG_SEGMENT_B = 2  # the token belongs to the second sentence of a pair
 
+# Values of a record's target marks (the ``tgt_mask`` stream): which target tokens the loss scores.
+MASK_CONTEXT = 0  # not scored (prompt, system text, user turns)
+MASK_SCORED = 1  # scored, not a response (plain text; prompts under --train_on_prompt)
+MASK_RESPONSE = 2  # scored response token (assistant content and its end token); the loader gives it seg 2
+
 
 def token_dtype(vocab_size: int) -> np.dtype:
     """The smallest little-endian unsigned dtype that holds every id of a ``vocab_size`` vocabulary."""

@@ -21,8 +21,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 import numpy as np
 import torch
 
-from tencentpretrain.data.dataset import IndexedDataset
-from tencentpretrain.data.processors.base import MASK_RESPONSE, MASK_SCORED
+from tencentpretrain.data.dataset import MASK_RESPONSE, MASK_SCORED, IndexedDataset
 from tencentpretrain.errors import ConfigError, DataError
 
 if TYPE_CHECKING:

@@ -44,7 +44,7 @@ class TransformerEncoder(nn.Module):
             self.relative_pos_emb = RelativePositionEmbedding(
                 heads_num=config.heads_num, buckets_num=config.relative_attention_buckets_num, bidirectional=True
             )
-        self.gradient_checkpointing = False  # set by training.parallel.enable_activation_checkpointing
+        self.gradient_checkpointing = False  # set by transforms.activation_checkpointing
 
     def layer(self, index: int) -> TransformerLayer:
         return self.transformer if self.config.parameter_sharing else self.transformer[index]

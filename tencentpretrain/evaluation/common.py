@@ -98,7 +98,7 @@ def load_model_and_tokenizer(spec: ModelSpec):
     sets one, else from the tokenizer (as in the original). An HF directory brings its config, and its
     ``tokenizer.model`` when no tokenizer is given."""
     from tencentpretrain.config import load_model_config
-    from tencentpretrain.models.loading import is_hf_directory, load_model
+    from tencentpretrain.convert.loading import is_hf_directory, load_model
 
     hf = bool(spec.load_model_path) and is_hf_directory(spec.load_model_path)
     bundled = os.path.join(spec.load_model_path or "", HF_SPM_NAME)

@@ -4,7 +4,7 @@ sampling settings), written as a Markdown table (like the example tables of the 
 A prompts file is JSON Lines (``{"prompt" or "instruction": str, "input": str?, "category": str?, "id": str?,
 "output" or "reference": str?}``; a reference answer becomes its own column) or plain text, one prompt per line.
 Each system renders a prompt with its own chat template (``plain``, the ChatLLaMA format, by default; see
-``tencentpretrain.data.templates``), so models tuned with different templates are compared fairly.
+``tencentpretrain.tokenizers.templates``), so models tuned with different templates are compared fairly.
 
 The report code only needs a ``Generator``: a callable from rendered prompt texts to completion texts.
 ``model_generator`` builds one from a ``SystemConfig`` with the project's ``generate()``; tests pass their own.
@@ -68,7 +68,7 @@ class SystemConfig:
 
     name: str
     model: ModelSpec = field(default_factory=ModelSpec)
-    template: str = "plain"  # chat template (tencentpretrain.data.templates)
+    template: str = "plain"  # chat template (tencentpretrain.tokenizers.templates)
     max_new_tokens: int = 256
     temperature: float = 0.0  # 0 = greedy
     top_k: int = 0  # 0 = off
@@ -140,7 +140,7 @@ def read_systems_file(path: str, defaults: SystemConfig) -> list[SystemConfig]:
 # ---------------------------------------------------------------------------------------------- running
 def render_prompts(items: Sequence[PromptItem], template: str) -> list[str]:
     """Each item's prompt text in ``template`` (no special tokens; ``generate`` adds bos)."""
-    from tencentpretrain.data.templates import get_template, render_prompt
+    from tencentpretrain.tokenizers.templates import get_template, render_prompt
 
     chosen = get_template(template)
     return [render_prompt(chosen, item.instruction, item.input) for item in items]

@@ -276,7 +276,7 @@ class ChoiceConfig:
     max_length: int | None = None  # longest prompt in tokens; None = the model's max_seq_length
     reduce: str = "max"  # how a letter's candidates combine: max | logsumexp
     header: str | None = None  # first line(s) with {subject}; None = the benchmark's
-    template: str | None = None  # wrap the prompt in a chat template (tencentpretrain.data.templates)
+    template: str | None = None  # wrap the prompt in a chat template (tencentpretrain.tokenizers.templates)
     add_bos: bool = True  # start prompts with the tokenizer's bos token
 
     def __post_init__(self) -> None:
@@ -313,7 +313,7 @@ def prepare_question(
     while True:
         text = build_prompt(header, examples[:shots], question)
         if config.template:
-            from tencentpretrain.data.templates import get_template, render_prompt
+            from tencentpretrain.tokenizers.templates import get_template, render_prompt
 
             text = render_prompt(get_template(config.template), text)
         ids = prefix + tokenizer.encode(text)

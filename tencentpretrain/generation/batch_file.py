@@ -13,13 +13,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from tencentpretrain.checkpoint import atomic_path
-from tencentpretrain.data.templates import Template
 from tencentpretrain.errors import DataError
 from tencentpretrain.generation.chat import chat_prompt_ids, template_stop_strings
 from tencentpretrain.generation.engine import GenerationConfig
 from tencentpretrain.generation.generate import Completion, Prompt, generate
 from tencentpretrain.models.model import Model
 from tencentpretrain.tokenizers.base import Tokenizer
+from tencentpretrain.tokenizers.templates import Template
 
 logger = logging.getLogger(__name__)
 
@@ -88,13 +88,13 @@ def run_batch_file(
     """
     import argparse
 
-    from tencentpretrain.data.templates import get_template
     from tencentpretrain.generation.options import (
         add_inference_args,
         generation_from_args,
         load_tokenizer_and_model,
         parse_inference_args,
     )
+    from tencentpretrain.tokenizers.templates import get_template
 
     parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--test_path", required=True, help="prompts, one per line")

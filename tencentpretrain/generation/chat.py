@@ -1,6 +1,6 @@
 """Conversations for the chat REPL and the server: prompt ids from messages, token-based history truncation.
 
-Prompts come from the one template module (``tencentpretrain.data.templates``), so a model is prompted as it was
+Prompts come from the one template module (``tencentpretrain.tokenizers.templates``), so a model is prompted as it was
 trained. When a conversation does not fit, whole oldest exchanges (a user turn and its answer) are dropped, never
 part of a turn; the system message and the last user turn are always kept.
 """
@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from tencentpretrain.data.templates import Template, encode_chat
 from tencentpretrain.errors import ConfigError
 from tencentpretrain.tokenizers.base import Tokenizer
+from tencentpretrain.tokenizers.templates import Template, encode_chat
 
 Message = Mapping[str, str]
 

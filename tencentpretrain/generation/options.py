@@ -15,15 +15,15 @@ from dataclasses import dataclass
 import torch
 
 from tencentpretrain.config import add_model_args, model_config_from_args, parse_args_with_config
-from tencentpretrain.data.templates import template_names
+from tencentpretrain.convert.loading import is_hf_directory, load_model
 from tencentpretrain.errors import ConfigError
 from tencentpretrain.generation.engine import GenerationConfig
-from tencentpretrain.generation.quantize import optimize_for_inference, quantize_model
 from tencentpretrain.generation.sampling import SamplingParams
-from tencentpretrain.models.loading import is_hf_directory, load_model
 from tencentpretrain.models.model import Model
 from tencentpretrain.tokenizers import Tokenizer, build_tokenizer
-from tencentpretrain.training.lora import merge_lora_
+from tencentpretrain.tokenizers.templates import template_names
+from tencentpretrain.transforms.lora import merge_lora_
+from tencentpretrain.transforms.quantize import optimize_for_inference, quantize_model
 
 logger = logging.getLogger(__name__)
 

@@ -11,12 +11,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TextIO
 
-from tencentpretrain.data.templates import Template
 from tencentpretrain.errors import TencentPretrainError
 from tencentpretrain.generation.chat import fit_history, template_stop_strings
 from tencentpretrain.generation.engine import Engine, GenerationConfig
 from tencentpretrain.generation.generate import stream_request
 from tencentpretrain.tokenizers.base import Tokenizer
+from tencentpretrain.tokenizers.templates import Template
 
 NEW_CHAT = "开启新的一轮聊天/Start a new round of chat:"
 

@@ -8,6 +8,8 @@ activation checkpointing are transforms applied to a built model.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -19,6 +21,7 @@ from tencentpretrain.registry import DECODERS, EMBEDDINGS, ENCODERS, LAYERNORMS,
 from tencentpretrain.targets.output import TargetOutput
 
 INIT_STD = 0.02
+DEEP_INIT_SUFFIXES = ("final_linear", "feed_forward.linear_2")  # projections back into the residual stream
 
 
 class Embedding(nn.Module):
@@ -227,14 +230,25 @@ class Model(nn.Module):
     def init_weights(self, std: float = INIT_STD) -> None:
         """Initialise for training from scratch: linear and embedding weights N(0, std), biases 0,
         norm gains 1 and shifts 0 (not N(0, 0.02) as the original did)."""
-        for module in self.modules():
-            if isinstance(module, (nn.Linear, nn.Embedding)):
-                nn.init.normal_(module.weight, mean=0.0, std=std)
-                if getattr(module, "bias", None) is not None:
-                    nn.init.zeros_(module.bias)
-            elif hasattr(module, "reset_parameters") and type(module).__module__.startswith("tencentpretrain"):
-                module.reset_parameters()
+        for name, module in self.named_modules():
+            init_module_(name, module, std=std)
         self._tie_weights()
+
+
+@torch.no_grad()
+def init_module_(name: str, module: nn.Module, *, std: float = INIT_STD, deep_init_layers: int | None = None) -> None:
+    """Initialise one module's own parameters for training from scratch: linear and embedding weights
+    N(0, std) (scaled by 1/sqrt(2 * layers) on the residual projections under ``--deep_init``), biases 0, and
+    our own modules (norms, ...) by their ``reset_parameters``."""
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        scale = 1.0
+        if deep_init_layers and name.endswith(DEEP_INIT_SUFFIXES):
+            scale = 1.0 / math.sqrt(2.0 * deep_init_layers)
+        nn.init.normal_(module.weight, mean=0.0, std=std * scale)
+        if getattr(module, "bias", None) is not None:
+            nn.init.zeros_(module.bias)
+    elif hasattr(module, "reset_parameters") and type(module).__module__.startswith("tencentpretrain"):
+        module.reset_parameters()
 
 
 def build_model(config: ModelConfig, vocab_size: int | None = None, *, init: bool = True) -> Model:

@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 
-from tencentpretrain.data.templates import Template
 from tencentpretrain.errors import TencentPretrainError
 from tencentpretrain.generation.chat import chat_prompt_ids, check_prompt_fits, template_stop_strings
 from tencentpretrain.generation.engine import GenerationConfig
@@ -31,6 +30,7 @@ from tencentpretrain.generation.generate import encode_prompt
 from tencentpretrain.generation.sampling import SamplingParams
 from tencentpretrain.serving.page import CHAT_PAGE
 from tencentpretrain.serving.scheduler import Event, QueueFull, Scheduler, ShuttingDown, Ticket
+from tencentpretrain.tokenizers.templates import Template
 
 if TYPE_CHECKING:
     from tencentpretrain.serving.engine_process import EngineProcess

@@ -13,13 +13,13 @@ import sys
 
 from fastapi import FastAPI
 
-from tencentpretrain.data.templates import Template
 from tencentpretrain.generation.engine import Engine
 from tencentpretrain.models.model import Model
 from tencentpretrain.serving.app import Server, ServerConfig, create_app
 from tencentpretrain.serving.engine_process import EngineProcess, ModelFactory
 from tencentpretrain.serving.scheduler import Scheduler
 from tencentpretrain.tokenizers.base import Tokenizer
+from tencentpretrain.tokenizers.templates import Template
 
 logger = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from tencentpretrain.config import ModelConfig, add_model_args, model_config_from_args
 from tencentpretrain.errors import ConfigError
-from tencentpretrain.training.lora import DEFAULT_TARGET_MODULES, LoraConfig
+from tencentpretrain.transforms.lora import DEFAULT_TARGET_MODULES, LoraConfig
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 LOG_LEVELS = ("ERROR", "WARNING", "INFO", "DEBUG", "NOTSET")

@@ -19,8 +19,9 @@ from torch import nn
 
 from tencentpretrain.checkpoint import check_state_dict
 from tencentpretrain.config import ModelConfig
+from tencentpretrain.convert.loading import iter_pretrained_state
 from tencentpretrain.errors import CheckpointError, ConfigError
-from tencentpretrain.models.loading import iter_pretrained_state
+from tencentpretrain.models.model import init_module_
 from tencentpretrain.training.config import RunConfig
 from tencentpretrain.training.parallel import DistEnv, broadcast_object
 
@@ -177,7 +178,6 @@ def _check_zero3_checkpoint(path: str, config: ModelConfig, expected: dict[str, 
 @torch.no_grad()
 def init_weights_zero3(model: nn.Module, env: DistEnv, *, std: float, deep_init_layers: int | None) -> None:
     """``Model.init_weights`` (and ``--deep_init``) for a ZeRO-3 partitioned model, one module at a time."""
-    from tencentpretrain.training.model_setup import init_module_
 
     for name, module in model.named_modules():
         params = list(module.parameters(recurse=False))

@@ -21,8 +21,8 @@ from tencentpretrain.checkpoint import load_checkpoint, save_file
 from tencentpretrain.data.loader import Batch
 from tencentpretrain.errors import CheckpointError
 from tencentpretrain.targets.output import TargetOutput
-from tencentpretrain.training.lora import lora_state_dict
 from tencentpretrain.training.parallel import DistEnv, unwrap
+from tencentpretrain.transforms.lora import lora_state_dict
 
 logger = logging.getLogger(__name__)
 

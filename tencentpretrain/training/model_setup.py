@@ -7,7 +7,6 @@ tensor by tensor, so no rank ever holds a full copy.
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,16 +14,16 @@ import torch
 from torch import nn
 
 from tencentpretrain.checkpoint import check_state_dict, load_file
+from tencentpretrain.convert.loading import load_pretrained
 from tencentpretrain.errors import CheckpointError, ConfigError
-from tencentpretrain.models.loading import load_pretrained
-from tencentpretrain.models.model import INIT_STD, Model, build_model
+from tencentpretrain.models.model import DEEP_INIT_SUFFIXES, INIT_STD, Model, build_model, init_module_
 from tencentpretrain.training.config import DataOptions, RunConfig
-from tencentpretrain.training.lora import apply_lora
+from tencentpretrain.training.deepspeed_glue import init_weights_zero3, load_pretrained_zero3, zero3_init
 from tencentpretrain.training.parallel import DistEnv
+from tencentpretrain.transforms.lora import apply_lora
 
 logger = logging.getLogger(__name__)
 
-DEEP_INIT_SUFFIXES = ("final_linear", "feed_forward.linear_2")  # projections back into the residual stream
 
 
 @dataclass(frozen=True)
@@ -80,21 +79,6 @@ def _manifest_vocabulary(manifest: dict[str, Any] | None, path: str) -> Vocabula
     return Vocabulary(int(tokenizer["vocab_size"]), files, f"{path}/manifest.json")
 
 
-# ---------------------------------------------------------------------- initialisation
-@torch.no_grad()
-def init_module_(name: str, module: nn.Module, *, std: float = INIT_STD, deep_init_layers: int | None = None) -> None:
-    """Initialise one module's own parameters as ``Model.init_weights`` does (plus ``--deep_init`` scaling)."""
-    if isinstance(module, (nn.Linear, nn.Embedding)):
-        scale = 1.0
-        if deep_init_layers and name.endswith(DEEP_INIT_SUFFIXES):
-            scale = 1.0 / math.sqrt(2.0 * deep_init_layers)
-        nn.init.normal_(module.weight, mean=0.0, std=std * scale)
-        if getattr(module, "bias", None) is not None:
-            nn.init.zeros_(module.bias)
-    elif hasattr(module, "reset_parameters") and type(module).__module__.startswith("tencentpretrain"):
-        module.reset_parameters()
-
-
 def build_run_model(run: RunConfig, vocab_size: int, env: DistEnv, ds_config: dict[str, Any] | None) -> Model:
     """The model of the run on the CPU (ZeRO-3: partitioned), initialised or loaded, with LoRA applied."""
     torch.manual_seed(run.train.seed)  # the same initial weights on every rank
@@ -120,8 +104,6 @@ def build_run_model(run: RunConfig, vocab_size: int, env: DistEnv, ds_config: di
 
 def _build_zero3(run: RunConfig, vocab_size: int, env: DistEnv, ds_config: dict[str, Any] | None,
                  deep_layers: int | None) -> Model:
-    from tencentpretrain.training.deepspeed_glue import init_weights_zero3, load_pretrained_zero3, zero3_init
-
     if ds_config is None:
         raise ConfigError("--enable_zero3 needs --deepspeed")
     with zero3_init(ds_config):

@@ -172,14 +172,6 @@ def wrap_ddp(model: nn.Module, env: DistEnv) -> nn.Module:
     return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
 
 
-def enable_activation_checkpointing(model: nn.Module) -> None:
-    """Recompute each transformer layer's activations in the backward pass instead of storing them."""
-    encoder = getattr(model, "encoder", None)
-    if encoder is None or not hasattr(encoder, "gradient_checkpointing"):
-        raise ConfigError("activation checkpointing needs a model with a transformer encoder")
-    encoder.gradient_checkpointing = True
-
-
 def unwrap(model: nn.Module) -> nn.Module:
     """The plain model inside a DDP or DeepSpeed wrapper."""
     return getattr(model, "module", model)

@@ -21,22 +21,22 @@ from tencentpretrain.training import checkpointing as ckpt
 from tencentpretrain.training.config import RunConfig
 from tencentpretrain.training.data import build_loader, dataset_manifest
 from tencentpretrain.training.engine import DeepSpeedEngine, LocalEngine, TrainEngine, evaluating
-from tencentpretrain.training.freeze import (
-    VocabExtensionFreeze,
-    freeze_for_vocab_extension,
-    resolve_original_vocab_size,
-)
 from tencentpretrain.training.model_setup import Vocabulary, build_run_model, resolve_vocabulary
 from tencentpretrain.training.optim import build_optimizer, build_scheduler
 from tencentpretrain.training.parallel import (
     DistEnv,
     all_reduce_sum,
     barrier,
-    enable_activation_checkpointing,
     init_distributed,
     wrap_ddp,
 )
 from tencentpretrain.training.reporting import Report, Reporter, setup_logging
+from tencentpretrain.transforms.activation_checkpointing import enable_activation_checkpointing
+from tencentpretrain.vocab.freeze import (
+    VocabExtensionFreeze,
+    freeze_for_vocab_extension,
+    resolve_original_vocab_size,
+)
 
 logger = logging.getLogger(__name__)
 

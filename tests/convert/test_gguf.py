@@ -9,8 +9,8 @@ import torch
 
 from scripts import convert_tencentpretrain_to_gguf as gguf_script
 from tencentpretrain.convert.llama_gguf import GgufOptions, convert_tencentpretrain_to_gguf
-from tencentpretrain.data.templates import get_template
 from tencentpretrain.errors import CheckpointError
+from tencentpretrain.tokenizers.templates import get_template
 from tests.convert.common import SPM_PATH, TEXTS, greedy, save_tiny
 
 gguf = pytest.importorskip("gguf")

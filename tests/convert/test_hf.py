@@ -15,8 +15,8 @@ from tencentpretrain.checkpoint import load_state_dict, save_file
 from tencentpretrain.config import load_model_config
 from tencentpretrain.convert.hf import HfExportOptions, convert_hf_to_tencentpretrain, convert_tencentpretrain_to_hf
 from tencentpretrain.convert.stream import HF_SAFETENSORS, ShardLayout, StateWriter
-from tencentpretrain.data.templates import get_template, render_chat, segments_to_text
 from tencentpretrain.errors import CheckpointError
+from tencentpretrain.tokenizers.templates import get_template, render_chat, segments_to_text
 from tests.convert.common import SPM_PATH, SPM_VOCAB, TEXTS, assert_same_state, random_model, save_tiny
 from tests.helpers import tiny_llama_config
 

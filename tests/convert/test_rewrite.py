@@ -13,10 +13,10 @@ from scripts import convert_model_into_blocks as blocks_script
 from scripts import merge_lora as merge_lora_script
 from tencentpretrain.checkpoint import load_state_dict, save_file
 from tencentpretrain.config import save_model_config
+from tencentpretrain.convert.loading import load_model
 from tencentpretrain.convert.rewrite import merge_lora_checkpoint
 from tencentpretrain.errors import CheckpointError
-from tencentpretrain.models.loading import load_model
-from tencentpretrain.training.lora import LoraConfig, apply_lora, lora_state_dict
+from tencentpretrain.transforms.lora import LoraConfig, apply_lora, lora_state_dict
 from tests.convert.common import assert_same_state, save_tiny
 
 

@@ -9,10 +9,10 @@ import torch
 from tencentpretrain.checkpoint import save_checkpoint, save_file
 from tencentpretrain.config import save_model_config
 from tencentpretrain.convert.llama_hf import hf_config_from_model_config, llama_hf_weight_map
+from tencentpretrain.convert.loading import load_model
 from tencentpretrain.errors import CheckpointError
-from tencentpretrain.models.loading import load_model
 from tencentpretrain.models.model import build_model
-from tencentpretrain.training.lora import LoraConfig, apply_lora, lora_state_dict, merge_lora_
+from tencentpretrain.transforms.lora import LoraConfig, apply_lora, lora_state_dict, merge_lora_
 from tests.helpers import tiny_llama_config
 
 V = 90

@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from tencentpretrain.data.templates import (
+from tencentpretrain.errors import ConfigError, DataError
+from tencentpretrain.tokenizers.templates import (
     encode_chat,
     encode_segments,
     get_template,
@@ -12,7 +13,6 @@ from tencentpretrain.data.templates import (
     segments_to_text,
     template_names,
 )
-from tencentpretrain.errors import ConfigError, DataError
 
 CONVERSATIONS = [
     [{"role": "user", "content": "你好"}, {"role": "assistant", "content": "你好！有什么可以帮你？"}],

@@ -11,7 +11,6 @@ import torch
 
 from tencentpretrain.checkpoint import save_checkpoint
 from tencentpretrain.config import save_model_config
-from tencentpretrain.data.templates import get_template, render_prompt
 from tencentpretrain.errors import ConfigError, DataError
 from tencentpretrain.evaluation.common import ModelSpec
 from tencentpretrain.evaluation.generation_report import (
@@ -26,6 +25,7 @@ from tencentpretrain.evaluation.generation_report import (
 )
 from tencentpretrain.models.model import build_model
 from tencentpretrain.tokenizers import build_tokenizer
+from tencentpretrain.tokenizers.templates import get_template, render_prompt
 from tests.helpers import REPO_ROOT, tiny_llama_config
 
 SPM = f"{REPO_ROOT}/tests/assets/tiny_spm.model"

@@ -6,10 +6,10 @@ import math
 
 import pytest
 
+from tencentpretrain.convert.loading import load_model
 from tencentpretrain.data.builder import build_dataset
 from tencentpretrain.data.config import DataConfig
 from tencentpretrain.evaluation.perplexity import PerplexityConfig, evaluate_perplexity
-from tencentpretrain.models.loading import load_model
 from tencentpretrain.tokenizers import TokenizerConfig, build_tokenizer
 from tencentpretrain.training.cli import main as pretrain_main
 from tests.helpers import REPO_ROOT

@@ -5,9 +5,9 @@ import copy
 import torch
 
 from tencentpretrain.config import load_model_config
-from tencentpretrain.generation.quantize import optimize_for_inference
 from tencentpretrain.generation.seq2seq import generate_seq2seq
 from tencentpretrain.models.model import build_model
+from tencentpretrain.transforms.quantize import optimize_for_inference
 from tests.helpers import REPO_ROOT
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tencentpretrain.data.templates import get_template
 from tencentpretrain.errors import ConfigError
 from tencentpretrain.generation.chat import chat_prompt_ids, fit_history, template_stop_strings
+from tencentpretrain.tokenizers.templates import get_template
 from tests.generation.scripted import tiny_tokenizer
 
 

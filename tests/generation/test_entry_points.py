@@ -10,10 +10,10 @@ import pytest
 
 from tencentpretrain.checkpoint import save_checkpoint
 from tencentpretrain.config import save_model_config
-from tencentpretrain.data.templates import get_template
 from tencentpretrain.generation import Engine, GenerationConfig, generate
 from tencentpretrain.generation.chat import chat_prompt_ids
 from tencentpretrain.generation.repl import NEW_CHAT, Dialogue, DialogueConfig, run_repl
+from tencentpretrain.tokenizers.templates import get_template
 from tests.generation.scripted import SPM_PATH, tiny_model, tiny_tokenizer
 from tests.helpers import REPO_ROOT, tiny_llama_config
 

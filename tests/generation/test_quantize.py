@@ -9,8 +9,10 @@ import os
 import pytest
 import torch
 
-from tencentpretrain.generation import GenerationConfig, generate, quantize
-from tencentpretrain.generation.quantize import (
+from tencentpretrain.generation import GenerationConfig, generate
+from tencentpretrain.transforms import quantize
+from tencentpretrain.models.model import build_model
+from tencentpretrain.transforms.quantize import (
     Int4Linear,
     Int4LinearCPU,
     Int8Linear,
@@ -25,7 +27,6 @@ from tencentpretrain.generation.quantize import (
     unpack_nibbles,
     weight_memory_bytes,
 )
-from tencentpretrain.models.model import build_model
 from tests.generation.scripted import tiny_model, tiny_tokenizer
 from tests.helpers import REPO_ROOT, tiny_llama_config
 

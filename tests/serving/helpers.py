@@ -9,10 +9,10 @@ import time
 
 import uvicorn
 
-from tencentpretrain.data.templates import get_template
 from tencentpretrain.generation.sampling import SamplingParams
 from tencentpretrain.serving.app import ServerConfig
 from tencentpretrain.serving.server import build_app, build_app_with_engine_process
+from tencentpretrain.tokenizers.templates import get_template
 
 
 def server_config(**overrides) -> tuple[ServerConfig, int]:

@@ -22,8 +22,8 @@ def tok():
 def scripted(tok):
     """A model forced to answer CHINESE_WITH_BYTES (byte-fallback pieces) then eos, after the prompt
     "User: 你好\\nBot:"."""
-    from tencentpretrain.data.templates import get_template
     from tencentpretrain.generation.chat import chat_prompt_ids
+    from tencentpretrain.tokenizers.templates import get_template
 
     prompt = chat_prompt_ids(tok, get_template("user_bot"), [{"role": "user", "content": "你好"}])
     script = tok.encode(CHINESE_WITH_BYTES) + [tok.eos_id]

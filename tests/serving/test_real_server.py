@@ -14,9 +14,9 @@ import pytest
 
 from tencentpretrain.checkpoint import save_checkpoint
 from tencentpretrain.config import save_model_config
-from tencentpretrain.data.templates import get_template
 from tencentpretrain.generation import GenerationConfig, SamplingParams, generate
 from tencentpretrain.generation.chat import chat_prompt_ids
+from tencentpretrain.tokenizers.templates import get_template
 from tests.generation.scripted import CHINESE_WITH_BYTES, SPM_PATH, scripted_model, tiny_model, tiny_tokenizer
 from tests.helpers import REPO_ROOT, tiny_llama_config
 from tests.serving.helpers import free_port, make_app, running

@@ -15,8 +15,8 @@ import torch
 from tencentpretrain.checkpoint import save_checkpoint
 from tencentpretrain.config import load_model_config
 from tencentpretrain.convert.hf import convert_tencentpretrain_to_hf
+from tencentpretrain.convert.loading import load_model
 from tencentpretrain.data.loader import BatchLoader
-from tencentpretrain.models.loading import load_model
 from tencentpretrain.models.model import build_model
 from tencentpretrain.training.parallel import free_port
 from tests.helpers import REPO_ROOT

@@ -14,8 +14,8 @@ import torch
 from tencentpretrain.checkpoint import save_checkpoint
 from tencentpretrain.config import load_model_config, save_model_config
 from tencentpretrain.convert.hf import convert_tencentpretrain_to_hf
+from tencentpretrain.convert.loading import load_model
 from tencentpretrain.errors import ConfigError
-from tencentpretrain.models.loading import load_model
 from tencentpretrain.models.model import build_model
 from tencentpretrain.training.cli import main
 from tencentpretrain.training.config import DataOptions

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from tencentpretrain.tokenizers.merge import MergeReport, merge_tokenizers
-from tencentpretrain.tokenizers.vocab_builder import VocabBuildConfig, build_vocab
+from tencentpretrain.vocab.build import VocabBuildConfig, build_vocab
+from tencentpretrain.vocab.merge import MergeReport, merge_tokenizers
 from tests.vocab.helpers import ZH_CORPUS, base_config, read_lines, write_base_corpus
 
 

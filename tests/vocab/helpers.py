@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from tencentpretrain.tokenizers.vocab_builder import VocabBuildConfig
+from tencentpretrain.vocab.build import VocabBuildConfig
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ZH_CORPUS = os.path.join(HERE, "corpus_zh.txt")

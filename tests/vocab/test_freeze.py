@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from tencentpretrain.checkpoint import save_checkpoint
-from tencentpretrain.convert.resize_vocab import ResizeConfig, resize_checkpoint
 from tencentpretrain.errors import CheckpointError, ConfigError
 from tencentpretrain.models.model import build_model
-from tencentpretrain.training.freeze import freeze_for_vocab_extension, resolve_original_vocab_size
+from tencentpretrain.vocab.freeze import freeze_for_vocab_extension, resolve_original_vocab_size
+from tencentpretrain.vocab.resize import ResizeConfig, resize_checkpoint
 from tests.helpers import tiny_llama_config
 
 OLD, NEW = 96, 128  # base rows, rows after the extension

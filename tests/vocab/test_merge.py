@@ -7,7 +7,7 @@ import sentencepiece as spm
 
 from tencentpretrain.errors import TokenizerError
 from tencentpretrain.tokenizers import build_tokenizer
-from tencentpretrain.tokenizers.merge import (
+from tencentpretrain.vocab.merge import (
     BYTE,
     DEFAULT_PROBE,
     NORMAL,

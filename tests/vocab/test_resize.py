@@ -10,17 +10,10 @@ import sentencepiece as spm
 import torch
 
 from tencentpretrain.checkpoint import load_checkpoint, load_state_dict, save_checkpoint, save_file, save_sharded
-from tencentpretrain.convert.resize_vocab import (
-    ResizeConfig,
-    extension_record_path,
-    plan_new_rows,
-    read_extension_record,
-    resize_checkpoint,
-    resize_state_dict,
-)
 from tencentpretrain.errors import CheckpointError, ConfigError, TokenizerError
 from tencentpretrain.models.model import build_model
-from tencentpretrain.tokenizers.merge import (
+from tencentpretrain.vocab.build import VocabBuildConfig, build_vocab
+from tencentpretrain.vocab.merge import (
     MergeConfig,
     load_model_proto,
     merge_model_protos,
@@ -28,7 +21,14 @@ from tencentpretrain.tokenizers.merge import (
     piece_text,
     serialize_model,
 )
-from tencentpretrain.tokenizers.vocab_builder import VocabBuildConfig, build_vocab
+from tencentpretrain.vocab.resize import (
+    ResizeConfig,
+    extension_record_path,
+    plan_new_rows,
+    read_extension_record,
+    resize_checkpoint,
+    resize_state_dict,
+)
 from tests.helpers import tiny_llama_config
 from tests.vocab.helpers import EN_CORPUS, read_lines
 

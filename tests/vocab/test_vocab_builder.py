@@ -8,14 +8,14 @@ import pytest
 import sentencepiece as spm
 
 from tencentpretrain.errors import ConfigError, DataError
-from tencentpretrain.tokenizers.merge import BYTE, CONTROL, USER_DEFINED, load_model_proto
-from tencentpretrain.tokenizers.vocab_builder import (
+from tencentpretrain.vocab.build import (
     CorpusStats,
     VocabBuildConfig,
     build_vocab,
     split_long_line,
     training_sentences,
 )
+from tencentpretrain.vocab.merge import BYTE, CONTROL, USER_DEFINED, load_model_proto
 from tests.vocab.helpers import ZH_CORPUS, base_config, write_base_corpus
 
 

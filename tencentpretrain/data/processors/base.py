@@ -27,12 +27,10 @@ from typing import Any, ClassVar, NamedTuple
 import numpy as np
 
 from tencentpretrain.data.config import DataConfig
+from tencentpretrain.data.dataset import MASK_CONTEXT, MASK_RESPONSE, MASK_SCORED  # noqa: F401 (processors' API)
+from tencentpretrain.data.loader import LmCollator
 from tencentpretrain.errors import TokenizerError
 from tencentpretrain.tokenizers.base import Tokenizer
-
-MASK_CONTEXT = 0  # not scored (prompt, system text, user turns)
-MASK_SCORED = 1  # scored, not a response (plain text; prompts under --train_on_prompt)
-MASK_RESPONSE = 2  # scored response token (assistant content and its end token); the loader gives it seg 2
 
 
 class Instance(NamedTuple):
@@ -101,8 +99,6 @@ class Processor(ABC):
         ``dataset`` is the IndexedDataset, ``seq_length`` the batch width, ``seed`` the run's seed (masking draws
         from it) and ``model_config`` the ModelConfig the batches are for, when known (to check the targets).
         """
-        from tencentpretrain.data.loader import LmCollator
-
         return LmCollator(dataset, seq_length)
 
     def require_special(self, attr: str, what: str) -> int:

@@ -1,6 +1,6 @@
 """Supervised fine-tuning processors: ``alpaca`` (alias ``llm_sft``) and ``chat``.
 
-Both render a sample with a template from ``tencentpretrain.data.templates`` and score only the response tokens
+Both render a sample with a template from ``tencentpretrain.tokenizers.templates`` and score only the response tokens
 and the end token after each response (``--train_on_prompt`` scores the prompt too). A sample longer than
 ``seq_length + 1`` tokens is cut: ``alpaca`` truncates the response, ``chat`` cuts after the last whole
 assistant turn that fits (or truncates the first answer when not even one fits). A sample whose prompt alone
@@ -24,16 +24,16 @@ from tencentpretrain.data.processors.base import (
     parse_json_object,
     string_field,
 )
-from tencentpretrain.data.templates import (
+from tencentpretrain.errors import DataError
+from tencentpretrain.registry import DATA_PROCESSORS
+from tencentpretrain.tokenizers.base import Tokenizer
+from tencentpretrain.tokenizers.templates import (
     EncodedSegments,
     encode_segments,
     get_template,
     render_chat,
     render_instruction,
 )
-from tencentpretrain.errors import DataError
-from tencentpretrain.registry import DATA_PROCESSORS
-from tencentpretrain.tokenizers.base import Tokenizer
 
 # ShareGPT "from" values and the roles they mean.
 SHAREGPT_ROLES = {

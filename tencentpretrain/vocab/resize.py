@@ -1,4 +1,4 @@
-"""Resizing a checkpoint to an extended vocabulary (after ``tencentpretrain.tokenizers.merge``).
+"""Resizing a checkpoint to an extended vocabulary (after ``tencentpretrain.vocab.merge``).
 
 The embedding and LM-head rows of the base vocabulary are kept as they are; each new row is the mean of the rows
 of the base pieces that encoded the new piece's text before the extension (Chinese-LLaMA-2's rule). A new
@@ -10,7 +10,7 @@ key names); shards without vocabulary rows are copied byte for byte. The model c
 ``x.bin``, or ``config.json`` / ``tencentpretrain_config.json`` in a directory) is written beside the output with
 ``vocab_size`` updated. Next to the output a JSON record
 (``vocab_extension.json`` in a directory, ``<file>.vocab_extension.json`` beside a file) keeps the original
-vocabulary size, so training can tell old rows from new ones (``tencentpretrain.training.freeze``).
+vocabulary size, so training can tell old rows from new ones (``tencentpretrain.vocab.freeze``).
 """
 
 from __future__ import annotations
@@ -28,13 +28,13 @@ from tencentpretrain.checkpoint import (
     INDEX_NAMES,
     atomic_path,
     checkpoint_files,
+    config_path_beside,
     load_file,
     save_file,
 )
-from tencentpretrain.convert.stream import config_path_beside
 from tencentpretrain.errors import CheckpointError, ConfigError
 from tencentpretrain.tokenizers.base import file_sha256
-from tencentpretrain.tokenizers.merge import check_extension, load_model_proto, piece_text, processor_for
+from tencentpretrain.vocab.merge import check_extension, load_model_proto, piece_text, processor_for
 
 logger = logging.getLogger(__name__)
 

@@ -142,6 +142,6 @@ def resolve_original_vocab_size(original_vocab_size: int | None, pretrained_mode
     if not pretrained_model_path:
         raise ConfigError("--train_only needs --original_vocab_size or a --pretrained_model_path written by "
                           "scripts/resize_vocab.py")
-    from tencentpretrain.convert.resize_vocab import read_extension_record
+    from tencentpretrain.vocab.resize import read_extension_record
 
     return read_extension_record(pretrained_model_path)["original_vocab_size"]

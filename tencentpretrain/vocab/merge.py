@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Literal
 import sentencepiece as spm
 
 from tencentpretrain.errors import ConfigError, TokenizerError
-from tencentpretrain.tokenizers.vocab_builder import write_bytes_atomic
+from tencentpretrain.vocab.build import write_bytes_atomic
 
 if TYPE_CHECKING:
     from sentencepiece.sentencepiece_model_pb2 import ModelProto

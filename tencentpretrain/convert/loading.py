@@ -19,7 +19,7 @@ from tencentpretrain.checkpoint import (
 from tencentpretrain.config import ModelConfig, load_model_config
 from tencentpretrain.errors import CheckpointError, ConfigError
 from tencentpretrain.models.model import Model, build_model
-from tencentpretrain.training.lora import LoraConfig, apply_lora
+from tencentpretrain.transforms.lora import LoraConfig, apply_lora
 
 HF_CONFIG = "config.json"
 
