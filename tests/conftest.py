@@ -9,6 +9,8 @@ import torch
 
 from tests.helpers import tiny_llama_config
 
+pytest_plugins = ["tests.strict_deps"]
+
 
 @pytest.fixture(autouse=True)
 def _deterministic():

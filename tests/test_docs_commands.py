@@ -376,7 +376,11 @@ def make_workdir(tmp: Path) -> dict[str, str]:
     bin_dir = tmp.parent / f"{tmp.name}-bin"
     bin_dir.mkdir()
     for name in ("python", "python3"):
-        (bin_dir / name).symlink_to(sys.executable)
+        # A script, not a symlink: a venv's interpreter reached through a symlink elsewhere loses its venv (Python
+        # looks for pyvenv.cfg beside the path it was started from), and the project is installed only in the venv.
+        wrapper = bin_dir / name
+        wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n', encoding="utf-8")
+        wrapper.chmod(0o755)
     env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}", PYTHONUNBUFFERED="1",
                MPLBACKEND="Agg")
     env.pop("PYTHONPATH", None)

@@ -8,6 +8,8 @@ import torch
 
 from tests.helpers import REPO_ROOT
 
+pytestmark = pytest.mark.slow  # every test runs the converter scripts as processes
+
 transformers = pytest.importorskip("transformers")
 
 

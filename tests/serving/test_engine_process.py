@@ -16,6 +16,8 @@ from tencentpretrain.generation import GenerationConfig, SamplingParams, generat
 from tencentpretrain.serving.engine_process import EngineProcess
 from tests.serving.helpers import failing_factory, make_process_app, running, tiny_model_and_tokenizer
 
+pytestmark = pytest.mark.slow  # every test spawns an engine process
+
 
 def stream_text(url: str, body: dict) -> tuple[str, str]:
     """(text, finish_reason) of a streamed completion."""
