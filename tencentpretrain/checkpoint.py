@@ -122,12 +122,15 @@ def check_state_dict(
     source: str,
     allow_missing: Sequence[str] = (),
     allow_unexpected: Sequence[str] = (),
+    vocabulary_keys: Sequence[str] = (),
 ) -> None:
     """Raise CheckpointError unless ``found`` has exactly the keys and shapes of ``expected``.
 
     Args:
         allow_missing / allow_unexpected: key substrings that may be absent / extra (a LoRA-only file,
             a partial load); nothing else is tolerated.
+        vocabulary_keys: the keys whose first dimension is the vocabulary (``Model.vocabulary_keys()``); a
+            mismatch there gets a hint about tokenizers and resizing.
     """
     shape_of = lambda v: tuple(v.shape) if isinstance(v, torch.Tensor) else tuple(v)  # noqa: E731
     missing = [k for k in expected if k not in found and not any(p in k for p in allow_missing)]
@@ -145,17 +148,18 @@ def check_state_dict(
     if mismatched:
         problems.append(f"shape mismatches ({len(mismatched)}): " + "; ".join(mismatched[:_LIST_LIMIT]))
     if problems:
-        hint = _vocab_hint(expected, found)
+        hint = _vocab_hint(expected, found, vocabulary_keys)
         raise CheckpointError(f"{source} does not fit the model:\n  " + "\n  ".join(problems) + hint)
 
 
-def _vocab_hint(expected: Mapping, found: Mapping) -> str:
-    key = "embedding.word.embedding.weight"
-    if key in expected and key in found and tuple(expected[key].shape) != tuple(found[key].shape):
-        return (
-            f"\n  the checkpoint has {found[key].shape[0]} vocabulary rows, the model {expected[key].shape[0]}: "
-            "use the tokenizer the checkpoint was trained with, or resize the checkpoint to the new vocabulary"
-        )
+def _vocab_hint(expected: Mapping, found: Mapping, vocabulary_keys: Sequence[str]) -> str:
+    rows = lambda v: (tuple(v.shape) if isinstance(v, torch.Tensor) else tuple(v))[0]  # noqa: E731
+    for key in vocabulary_keys:
+        if key in expected and key in found and rows(expected[key]) != rows(found[key]):
+            return (
+                f"\n  the checkpoint has {rows(found[key])} vocabulary rows, the model {rows(expected[key])}: "
+                "use the tokenizer the checkpoint was trained with, or resize the checkpoint to the new vocabulary"
+            )
     return ""
 
 
@@ -185,16 +189,18 @@ def load_state_into(
 ) -> None:
     """``load_checkpoint`` for a state_dict already in memory; ``source`` names it in errors."""
     expected = model.state_dict()
+    vocabulary_keys = model.vocabulary_keys() if hasattr(model, "vocabulary_keys") else ()
     check_state_dict(
-        expected, state, source=source, allow_missing=allow_missing, allow_unexpected=allow_unexpected
+        expected, state, source=source, allow_missing=allow_missing, allow_unexpected=allow_unexpected,
+        vocabulary_keys=vocabulary_keys,
     )
     state = {k: v for k, v in state.items() if k in expected}
     on_meta = any(p.is_meta for p in model.parameters())
     if on_meta:
         state = {k: v.to(expected[k].dtype) for k, v in state.items()}
     model.load_state_dict(state, strict=False, assign=on_meta)
-    if on_meta and getattr(getattr(model, "config", None), "tie_weights", False):
-        model._tie_weights()
+    if on_meta and hasattr(model, "tie_parameters"):  # assign=True replaced tied parameters by separate ones
+        model.tie_parameters()
 
 
 # ---------------------------------------------------------------------- writing

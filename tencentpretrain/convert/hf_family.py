@@ -20,6 +20,7 @@ from tencentpretrain.checkpoint import load_state_dict, save_file
 from tencentpretrain.config import ModelConfig, save_model_config
 from tencentpretrain.convert.weight_map import WeightMap, check_complete
 from tencentpretrain.errors import CheckpointError
+from tencentpretrain.models.capabilities import word_embedding_key
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +94,7 @@ def convert_hf_to_tencentpretrain(family: HfFamily, input_dir: str, output_model
 def convert_tencentpretrain_to_hf(family: HfFamily, input_model_path: str, config: ModelConfig, output_dir: str) -> None:
     """Write an HF directory (config.json + model.safetensors) from a TencentPretrain checkpoint."""
     state = load_state_dict(input_model_path)
-    vocab_size = config.vocab_size or _vocab_rows(state)
+    vocab_size = config.vocab_size or _vocab_rows(state, config)
     hf_config, hf_state = internal_state_to_hf(family, state, config, vocab_size)
     os.makedirs(output_dir, exist_ok=True)
     save_file(hf_state, os.path.join(output_dir, "model.safetensors"))
@@ -104,8 +105,8 @@ def convert_tencentpretrain_to_hf(family: HfFamily, input_model_path: str, confi
     logger.info("wrote HF %s model to %s", family.name, output_dir)
 
 
-def _vocab_rows(state: StateDict) -> int:
-    word = state.get("embedding.word.embedding.weight")
+def _vocab_rows(state: StateDict, config: ModelConfig) -> int:
+    word = state.get(word_embedding_key(config) or "")
     return int(word.shape[0]) if word is not None else 0
 
 

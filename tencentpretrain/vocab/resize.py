@@ -33,19 +33,15 @@ from tencentpretrain.checkpoint import (
     save_file,
 )
 from tencentpretrain.errors import CheckpointError, ConfigError
+from tencentpretrain.models.capabilities import registered_vocabulary_keys
 from tencentpretrain.tokenizers.base import file_sha256
 from tencentpretrain.vocab.merge import check_extension, load_model_proto, piece_text, processor_for
 
 logger = logging.getLogger(__name__)
 
-# Tensors whose first dimension is the vocabulary: TencentPretrain names, then HF LLaMA names.
-VOCAB_ROW_KEYS: tuple[str, ...] = (
-    "embedding.word.embedding.weight",
-    "target.lm.output_layer.weight",
-    "target.lm.output_layer.bias",
-    "model.embed_tokens.weight",
-    "lm_head.weight",
-)
+# Tensors of an HF LLaMA checkpoint whose first dimension is the vocabulary. TencentPretrain keys come from what
+# the registered components declare (``vocab_row_keys``).
+HF_VOCAB_ROW_KEYS: tuple[str, ...] = ("model.embed_tokens.weight", "lm_head.weight")
 RECORD_NAME = "vocab_extension.json"
 MEAN_RULE = "mean of the rows of the base pieces encoding the new piece's text; otherwise mean of all base rows"
 # Carried over from a sharded directory (HF, or TencentPretrain blocks), vocab_size updated.
@@ -134,12 +130,17 @@ def resize_rows(weight: torch.Tensor, plan: RowPlan, *, name: str = "tensor") ->
     return out.to(weight.dtype)
 
 
+def vocab_row_keys() -> list[str]:
+    """Keys whose first dimension is the vocabulary: those any registered component declares (word embedding
+    first), then HF LLaMA's. A checkpoint is resized without its config, so every declared key is looked for."""
+    return registered_vocabulary_keys() + list(HF_VOCAB_ROW_KEYS)
+
+
 def resize_state_dict(state: Mapping[str, torch.Tensor], plan: RowPlan, *, source: str) -> dict[str, torch.Tensor]:
-    """A copy of ``state`` with every vocabulary tensor (``VOCAB_ROW_KEYS``) resized by ``plan``."""
+    """A copy of ``state`` with every vocabulary tensor (``vocab_row_keys()``) resized by ``plan``."""
     out = dict(state)
-    for key in VOCAB_ROW_KEYS:
-        if key in out:
-            out[key] = resize_rows(out[key], plan, name=f"{source}: {key}")
+    for key in _vocab_keys(state):
+        out[key] = resize_rows(out[key], plan, name=f"{source}: {key}")
     return out
 
 
@@ -170,7 +171,7 @@ def read_extension_record(model_path: str) -> dict:
 
 
 def _vocab_keys(state: Mapping[str, torch.Tensor]) -> list[str]:
-    return [k for k in VOCAB_ROW_KEYS if k in state]
+    return [k for k in vocab_row_keys() if k in state]
 
 
 def _resize_file(src: str, dst: str, plan: RowPlan) -> tuple[list[str], int]:
@@ -283,7 +284,7 @@ def _source_rows(path: str) -> int:
         if keys:
             return state[keys[0]].shape[0]
     raise CheckpointError(
-        f"{path}: no vocabulary tensor found (looked for {', '.join(VOCAB_ROW_KEYS)})"
+        f"{path}: no vocabulary tensor found (looked for {', '.join(vocab_row_keys())})"
     )
 
 
