@@ -14,13 +14,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
 
 import torch
 from torch import nn
 
+from tencentpretrain.atomic import atomic_path  # noqa: F401 (re-exported: writers import it from here)
 from tencentpretrain.errors import CheckpointError, ConfigError
 
 INDEX_NAMES = (
@@ -204,28 +203,6 @@ def load_state_into(
 
 
 # ---------------------------------------------------------------------- writing
-@contextmanager
-def atomic_path(path: str) -> Iterator[str]:
-    """Yield a temporary path next to ``path``; on success it is renamed to ``path``, on failure removed."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
-    os.close(fd)
-    try:
-        yield tmp
-        _fsync(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def _fsync(path: str) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
-
-
 def _contiguous_unshared(state: Mapping[str, torch.Tensor]) -> StateDict:
     """Tensors safetensors accepts: contiguous, and no two keys sharing storage (tied weights are copied)."""
     seen: set[int] = set()
@@ -247,43 +224,6 @@ def save_file(state: Mapping[str, torch.Tensor], path: str) -> None:
             save_safetensors(_contiguous_unshared(state), tmp, metadata={"format": "pt"})
         else:
             torch.save({k: v.detach().cpu() for k, v in state.items()}, tmp)
-
-
-def save_sharded(
-    state: Mapping[str, torch.Tensor],
-    directory: str,
-    *,
-    max_shard_bytes: int = 2 * 1024**3,
-    index_name: str = INDEX_NAMES[0],
-    shard_pattern: str = "tencentpretrain_model-{index}.bin",
-) -> list[str]:
-    """Split ``state`` into shards of at most ``max_shard_bytes`` plus an index JSON in ``directory``.
-
-    The index is written last, so a directory with an index always has all its shards.
-    Returns the shard file names.
-    """
-    os.makedirs(directory, exist_ok=True)
-    shards: list[dict[str, torch.Tensor]] = [{}]
-    size = 0
-    for key, tensor in state.items():
-        nbytes = tensor.numel() * tensor.element_size()
-        if shards[-1] and size + nbytes > max_shard_bytes:
-            shards.append({})
-            size = 0
-        shards[-1][key] = tensor
-        size += nbytes
-    weight_map, names = {}, []
-    for i, shard in enumerate(shards):
-        name = shard_pattern.format(index=i, count=len(shards))
-        save_file(shard, os.path.join(directory, name))
-        names.append(name)
-        weight_map.update({key: name for key in shard})
-    total = sum(t.numel() * t.element_size() for t in state.values())
-    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
-    with atomic_path(os.path.join(directory, index_name)) as tmp:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(index, f, indent=2)
-    return names
 
 
 def save_checkpoint(model_or_state: nn.Module | Mapping[str, torch.Tensor], path: str) -> None:

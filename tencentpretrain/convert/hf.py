@@ -17,6 +17,7 @@ import torch
 
 from tencentpretrain.checkpoint import config_path_beside, is_directory_output
 from tencentpretrain.config import ModelConfig, save_model_config
+from tencentpretrain.atomic import write_json
 from tencentpretrain.convert.llama_hf import hf_config_from_model_config, llama_hf_weight_map, model_config_from_hf
 from tencentpretrain.convert.stream import (
     HF_SAFETENSORS,
@@ -26,7 +27,6 @@ from tencentpretrain.convert.stream import (
     expected_shapes,
     iter_tensors,
     list_keys,
-    write_json,
 )
 from tencentpretrain.convert.weight_map import check_complete
 from tencentpretrain.errors import CheckpointError, ConfigError
@@ -191,8 +191,8 @@ def _write_hf_metadata(
         logger.warning("no --spm_model_path: %s gets no tokenizer files", output_dir)
     hf = hf_config_from_model_config(config, rows, bos_token_id=bos, eos_token_id=eos, pad_token_id=pad,
                                      dtype=HF_DTYPE_NAMES.get(dtype))
-    write_json(hf, os.path.join(output_dir, "config.json"))
+    write_json(os.path.join(output_dir, "config.json"), hf)
     generation = {"bos_token_id": bos, "eos_token_id": eos, "pad_token_id": pad}
     generation = {k: v for k, v in generation.items() if v is not None}
-    write_json({**generation, "max_length": config.max_seq_length},
-               os.path.join(output_dir, "generation_config.json"))
+    write_json(os.path.join(output_dir, "generation_config.json"),
+               {**generation, "max_length": config.max_seq_length})

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from tencentpretrain.atomic import write_json
 from tencentpretrain.checkpoint import load_state_dict, save_file
 from tencentpretrain.config import ModelConfig, save_model_config
 from tencentpretrain.convert.weight_map import WeightMap, check_complete
@@ -98,10 +99,7 @@ def convert_tencentpretrain_to_hf(family: HfFamily, input_model_path: str, confi
     hf_config, hf_state = internal_state_to_hf(family, state, config, vocab_size)
     os.makedirs(output_dir, exist_ok=True)
     save_file(hf_state, os.path.join(output_dir, "model.safetensors"))
-    tmp = os.path.join(output_dir, f"{HF_CONFIG}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(hf_config, f, indent=2)
-    os.replace(tmp, os.path.join(output_dir, HF_CONFIG))
+    write_json(os.path.join(output_dir, HF_CONFIG), hf_config)
     logger.info("wrote HF %s model to %s", family.name, output_dir)
 
 

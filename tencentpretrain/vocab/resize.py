@@ -24,9 +24,9 @@ from dataclasses import dataclass
 
 import torch
 
+from tencentpretrain.atomic import atomic_path, write_json
 from tencentpretrain.checkpoint import (
     INDEX_NAMES,
-    atomic_path,
     checkpoint_files,
     config_path_beside,
     load_file,
@@ -188,12 +188,6 @@ def _resize_file(src: str, dst: str, plan: RowPlan) -> tuple[list[str], int]:
     return keys, delta
 
 
-def _write_json(path: str, data: dict) -> None:
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, ensure_ascii=False)
-        f.write("\n")
-
-
 def _resize_directory(config: ResizeConfig, plan: RowPlan) -> list[str]:
     """Resize every shard of a directory checkpoint; rewrite its index and config.json."""
     src_dir, dst_dir = config.input_model_path, config.output_model_path
@@ -204,14 +198,14 @@ def _resize_directory(config: ResizeConfig, plan: RowPlan) -> list[str]:
         shard_keys, shard_delta = _resize_file(shard, os.path.join(dst_dir, name), plan)
         keys += shard_keys
         delta += shard_delta
-    for index_name in INDEX_NAMES:  # written after the shards, as save_sharded does
+    for index_name in INDEX_NAMES:  # written after the shards, as StateWriter does
         index_path = os.path.join(src_dir, index_name)
         if os.path.isfile(index_path):
             with open(index_path, encoding="utf-8") as f:
                 index = json.load(f)
             if "total_size" in index.get("metadata", {}):
                 index["metadata"]["total_size"] += delta
-            _write_json(os.path.join(dst_dir, index_name), index)
+            write_json(os.path.join(dst_dir, index_name), index)
     for name in COPIED_DIR_FILES:
         if os.path.isfile(os.path.join(src_dir, name)):
             write_resized_config(os.path.join(src_dir, name), os.path.join(dst_dir, name), plan)
@@ -227,7 +221,7 @@ def write_resized_config(src: str, dst: str, plan: RowPlan) -> None:
         raise ConfigError(f"{src}: cannot read the model config ({e})") from None
     if data.get("vocab_size") is not None or plan.rows != plan.vocab_size:
         data["vocab_size"] = plan.rows
-    _write_json(dst, data)
+    write_json(dst, data)
 
 
 def resize_checkpoint(config: ResizeConfig) -> dict:
@@ -255,7 +249,7 @@ def resize_checkpoint(config: ResizeConfig) -> dict:
     if model_config:
         write_resized_config(model_config, config_path_beside(config.output_model_path.rstrip("/")), plan)
     record = _record(config, plan, keys, source_rows)
-    _write_json(extension_record_path(config.output_model_path), record)
+    write_json(extension_record_path(config.output_model_path), record)
     logger.info(
         "resized %s: %d -> %d rows (%d new pieces, %d from the mean of all rows, %d padding) -> %s",
         ", ".join(keys), source_rows, plan.rows, plan.vocab_size - plan.original_vocab_size,

@@ -30,7 +30,7 @@ from tencentpretrain.data.masking import (
     masker,
 )
 from tencentpretrain.data.processors.base import Instance, Processor, SkipSample, check_targets
-from tencentpretrain.errors import ConfigError, TokenizerError
+from tencentpretrain.errors import TokenizerError
 from tencentpretrain.registry import DATA_PROCESSORS
 from tencentpretrain.targets.output import LABELS_MASKED_TOKENS
 from tencentpretrain.tokenizers.base import Tokenizer
