@@ -163,15 +163,33 @@ class Model(nn.Module):
                 default ``seg > 0`` (``tgt_seg > 0`` with a decoder).
             tgt_in, tgt_seg: (B, T') decoder input ids and segment ids (encoder-decoder models only).
         """
+        hidden, seg = self.target_inputs(src, seg, tgt_in=tgt_in, tgt_seg=tgt_seg, honor_padding=False)
+        return self.target(hidden, tgt, seg > 0 if loss_mask is None else loss_mask)
+
+    def target_inputs(
+        self,
+        src: torch.Tensor,
+        seg: torch.Tensor,
+        *,
+        tgt_in: torch.Tensor | None = None,
+        tgt_seg: torch.Tensor | None = None,
+        honor_padding: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """What the targets read: the final hidden states (B, T, H) and the segment ids (B, T) of their
+        positions; with a decoder, the decoder's (B, T', H) of ``tgt_in`` and ``tgt_seg``.
+
+        Training passes ``honor_padding=False`` (padding keys are not masked, as the original trained);
+        evaluation keeps the default, so padded positions never change a real token's hidden state.
+        """
         positions = self.embedding.default_positions(src)
         emb = self.embedding(src, seg, positions)
-        hidden = self.encoder(emb, seg, positions=positions, honor_padding=False)
-        if self.config.decoder is not None:
-            if tgt_in is None:
-                raise ConfigError(f"decoder {self.config.decoder!r}: forward needs tgt_in (decoder input ids)")
-            tgt_seg = torch.ones_like(tgt_in) if tgt_seg is None else tgt_seg
-            hidden, seg = self.decode(hidden, seg, tgt_in, tgt_seg), tgt_seg
-        return self.target(hidden, tgt, seg > 0 if loss_mask is None else loss_mask)
+        hidden = self.encoder(emb, seg, positions=positions, honor_padding=honor_padding)
+        if self.config.decoder is None:
+            return hidden, seg
+        if tgt_in is None:
+            raise ConfigError(f"decoder {self.config.decoder!r}: forward needs tgt_in (decoder input ids)")
+        tgt_seg = torch.ones_like(tgt_in) if tgt_seg is None else tgt_seg
+        return self.decode(hidden, seg, tgt_in, tgt_seg), tgt_seg
 
     def decode(
         self,
