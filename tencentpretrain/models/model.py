@@ -95,8 +95,13 @@ class Target(nn.Module):
         raise ConfigError(f"none of the targets {list(self.names)} produces vocabulary logits")
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Vocabulary logits (..., V) of ``hidden`` (..., H), from ``vocabulary_target()``."""
-        return getattr(self, self.vocabulary_target()).logits(hidden)
+        """The model's output logits of ``hidden`` (..., H): vocabulary logits (..., V) from
+        ``vocabulary_target()``; for a model without one, the class logits (B, C) of its first classifier."""
+        names = [n for n in self.names if produces_vocabulary_logits(n)]
+        names += [n for n in self.names if hasattr(getattr(self, n), "logits")]
+        if not names:
+            raise ConfigError(f"none of the targets {list(self.names)} produces logits")
+        return getattr(self, names[0]).logits(hidden)
 
 
 class Model(nn.Module):
