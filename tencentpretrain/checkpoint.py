@@ -14,13 +14,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
 
 import torch
 from torch import nn
 
+from tencentpretrain.atomic import atomic_path  # noqa: F401 (re-exported: writers import it from here)
 from tencentpretrain.errors import CheckpointError, ConfigError
 
 INDEX_NAMES = (
@@ -122,12 +121,15 @@ def check_state_dict(
     source: str,
     allow_missing: Sequence[str] = (),
     allow_unexpected: Sequence[str] = (),
+    vocabulary_keys: Sequence[str] = (),
 ) -> None:
     """Raise CheckpointError unless ``found`` has exactly the keys and shapes of ``expected``.
 
     Args:
         allow_missing / allow_unexpected: key substrings that may be absent / extra (a LoRA-only file,
             a partial load); nothing else is tolerated.
+        vocabulary_keys: the keys whose first dimension is the vocabulary (``Model.vocabulary_keys()``); a
+            mismatch there gets a hint about tokenizers and resizing.
     """
     shape_of = lambda v: tuple(v.shape) if isinstance(v, torch.Tensor) else tuple(v)  # noqa: E731
     missing = [k for k in expected if k not in found and not any(p in k for p in allow_missing)]
@@ -145,17 +147,18 @@ def check_state_dict(
     if mismatched:
         problems.append(f"shape mismatches ({len(mismatched)}): " + "; ".join(mismatched[:_LIST_LIMIT]))
     if problems:
-        hint = _vocab_hint(expected, found)
+        hint = _vocab_hint(expected, found, vocabulary_keys)
         raise CheckpointError(f"{source} does not fit the model:\n  " + "\n  ".join(problems) + hint)
 
 
-def _vocab_hint(expected: Mapping, found: Mapping) -> str:
-    key = "embedding.word.embedding.weight"
-    if key in expected and key in found and tuple(expected[key].shape) != tuple(found[key].shape):
-        return (
-            f"\n  the checkpoint has {found[key].shape[0]} vocabulary rows, the model {expected[key].shape[0]}: "
-            "use the tokenizer the checkpoint was trained with, or resize the checkpoint to the new vocabulary"
-        )
+def _vocab_hint(expected: Mapping, found: Mapping, vocabulary_keys: Sequence[str]) -> str:
+    rows = lambda v: (tuple(v.shape) if isinstance(v, torch.Tensor) else tuple(v))[0]  # noqa: E731
+    for key in vocabulary_keys:
+        if key in expected and key in found and rows(expected[key]) != rows(found[key]):
+            return (
+                f"\n  the checkpoint has {rows(found[key])} vocabulary rows, the model {rows(expected[key])}: "
+                "use the tokenizer the checkpoint was trained with, or resize the checkpoint to the new vocabulary"
+            )
     return ""
 
 
@@ -185,41 +188,21 @@ def load_state_into(
 ) -> None:
     """``load_checkpoint`` for a state_dict already in memory; ``source`` names it in errors."""
     expected = model.state_dict()
+    vocabulary_keys = model.vocabulary_keys() if hasattr(model, "vocabulary_keys") else ()
     check_state_dict(
-        expected, state, source=source, allow_missing=allow_missing, allow_unexpected=allow_unexpected
+        expected, state, source=source, allow_missing=allow_missing, allow_unexpected=allow_unexpected,
+        vocabulary_keys=vocabulary_keys,
     )
     state = {k: v for k, v in state.items() if k in expected}
     on_meta = any(p.is_meta for p in model.parameters())
     if on_meta:
         state = {k: v.to(expected[k].dtype) for k, v in state.items()}
     model.load_state_dict(state, strict=False, assign=on_meta)
-    if on_meta and getattr(getattr(model, "config", None), "tie_weights", False):
-        model._tie_weights()
+    if on_meta and hasattr(model, "tie_parameters"):  # assign=True replaced tied parameters by separate ones
+        model.tie_parameters()
 
 
 # ---------------------------------------------------------------------- writing
-@contextmanager
-def atomic_path(path: str) -> Iterator[str]:
-    """Yield a temporary path next to ``path``; on success it is renamed to ``path``, on failure removed."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=directory)
-    os.close(fd)
-    try:
-        yield tmp
-        _fsync(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def _fsync(path: str) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
-
-
 def _contiguous_unshared(state: Mapping[str, torch.Tensor]) -> StateDict:
     """Tensors safetensors accepts: contiguous, and no two keys sharing storage (tied weights are copied)."""
     seen: set[int] = set()
@@ -241,43 +224,6 @@ def save_file(state: Mapping[str, torch.Tensor], path: str) -> None:
             save_safetensors(_contiguous_unshared(state), tmp, metadata={"format": "pt"})
         else:
             torch.save({k: v.detach().cpu() for k, v in state.items()}, tmp)
-
-
-def save_sharded(
-    state: Mapping[str, torch.Tensor],
-    directory: str,
-    *,
-    max_shard_bytes: int = 2 * 1024**3,
-    index_name: str = INDEX_NAMES[0],
-    shard_pattern: str = "tencentpretrain_model-{index}.bin",
-) -> list[str]:
-    """Split ``state`` into shards of at most ``max_shard_bytes`` plus an index JSON in ``directory``.
-
-    The index is written last, so a directory with an index always has all its shards.
-    Returns the shard file names.
-    """
-    os.makedirs(directory, exist_ok=True)
-    shards: list[dict[str, torch.Tensor]] = [{}]
-    size = 0
-    for key, tensor in state.items():
-        nbytes = tensor.numel() * tensor.element_size()
-        if shards[-1] and size + nbytes > max_shard_bytes:
-            shards.append({})
-            size = 0
-        shards[-1][key] = tensor
-        size += nbytes
-    weight_map, names = {}, []
-    for i, shard in enumerate(shards):
-        name = shard_pattern.format(index=i, count=len(shards))
-        save_file(shard, os.path.join(directory, name))
-        names.append(name)
-        weight_map.update({key: name for key in shard})
-    total = sum(t.numel() * t.element_size() for t in state.values())
-    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
-    with atomic_path(os.path.join(directory, index_name)) as tmp:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(index, f, indent=2)
-    return names
 
 
 def save_checkpoint(model_or_state: nn.Module | Mapping[str, torch.Tensor], path: str) -> None:

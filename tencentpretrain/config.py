@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from tencentpretrain.atomic import write_json
 from tencentpretrain.errors import ConfigError
 from tencentpretrain.registry import ACTIVATIONS, DECODERS, EMBEDDINGS, ENCODERS, FEEDFORWARDS, LAYERNORMS, TARGETS
 
@@ -243,11 +244,7 @@ def save_model_config(config: ModelConfig, path: str | os.PathLike, extra: dict[
     """Write ``config`` (plus ``extra`` non-model keys) as a JSON file, atomically."""
     data = {k: v for k, v in config.to_dict().items() if v is not None}
     data.update(extra or {})
-    tmp = f"{os.fspath(path)}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, ensure_ascii=False)
-        f.write("\n")
-    os.replace(tmp, path)
+    write_json(path, data)
 
 
 # ---------------------------------------------------------------------- command line

@@ -19,3 +19,15 @@ def tiny_llama_config(**overrides):
     )
     values.update(overrides)
     return ModelConfig(**values)
+
+
+def write_sharded(state, directory: str, *, max_shard_bytes: int, layout=None) -> list[str]:
+    """Write ``state`` as a sharded directory through the library's one sharded writer
+    (``convert.stream.StateWriter``); returns the shard file names, in order."""
+    from tencentpretrain.convert.stream import TENCENTPRETRAIN_BLOCKS, StateWriter
+
+    writer = StateWriter(directory, sharded=True, layout=layout or TENCENTPRETRAIN_BLOCKS,
+                         max_shard_bytes=max_shard_bytes)
+    for key, tensor in state.items():
+        writer.add(key, tensor)
+    return [os.path.basename(path) for path in writer.close()]

@@ -18,7 +18,8 @@ from tencentpretrain.config import ModelConfig
 from tencentpretrain.convert.stream import TENCENTPRETRAIN_BLOCKS, StateWriter, cast, expected_shapes
 from tencentpretrain.convert.weight_map import check_complete
 from tencentpretrain.errors import CheckpointError, ConfigError
-from tencentpretrain.vocab.check import EMBEDDING_KEY, check_vocab_sizes
+from tencentpretrain.models.capabilities import word_embedding_key
+from tencentpretrain.vocab.check import check_vocab_sizes
 
 logger = logging.getLogger(__name__)
 
@@ -89,8 +90,9 @@ def _strip_wrapper_prefix(state: dict) -> dict:
 
 
 def _check_keys(state: dict, config: ModelConfig, source: str) -> None:
-    if EMBEDDING_KEY in state:
-        rows = state[EMBEDDING_KEY].shape[0]
+    word = word_embedding_key(config)
+    if word in state:
+        rows = state[word].shape[0]
         check_vocab_sizes(tokenizer=None, embedding=rows, config=config.vocab_size, source=source)
     else:
         rows = config.vocab_size

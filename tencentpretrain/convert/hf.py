@@ -17,6 +17,7 @@ import torch
 
 from tencentpretrain.checkpoint import config_path_beside, is_directory_output
 from tencentpretrain.config import ModelConfig, save_model_config
+from tencentpretrain.atomic import write_json
 from tencentpretrain.convert.llama_hf import hf_config_from_model_config, llama_hf_weight_map, model_config_from_hf
 from tencentpretrain.convert.stream import (
     HF_SAFETENSORS,
@@ -26,15 +27,14 @@ from tencentpretrain.convert.stream import (
     expected_shapes,
     iter_tensors,
     list_keys,
-    write_json,
 )
 from tencentpretrain.convert.weight_map import check_complete
 from tencentpretrain.errors import CheckpointError, ConfigError
+from tencentpretrain.models.capabilities import tied_keys
 from tencentpretrain.vocab.check import EMBEDDING_KEY, check_vocab_sizes
 
 logger = logging.getLogger(__name__)
 
-OUTPUT_KEY = "target.lm.output_layer.weight"
 HF_DTYPE_NAMES = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}
 
 
@@ -69,9 +69,8 @@ def convert_hf_to_tencentpretrain(
     plan = weight_map.internal_keys(list_keys(input_dir), source=input_dir)  # all unknown keys, listed, up front
     shapes = expected_shapes(config)
     produced = set(plan.values())
-    tie_from_embedding = config.tie_weights and OUTPUT_KEY not in produced
-    check_complete(produced | ({OUTPUT_KEY} if tie_from_embedding else set()), shapes,
-                   what=f"{input_dir} -> TencentPretrain")
+    ties = {k: source for k, source in tied_keys(config).items() if k not in produced}  # HF stores them once
+    check_complete(produced | set(ties), shapes, what=f"{input_dir} -> TencentPretrain")
     _check_hf_vocab(input_dir, config)
 
     writer = StateWriter(output_path, sharded=is_directory_output(output_path), layout=TENCENTPRETRAIN_BLOCKS,
@@ -83,8 +82,8 @@ def convert_hf_to_tencentpretrain(
         converted = cast(weight_map.to_internal({key: tensor}, source=file)[internal], dtype)
         _check_shape(internal, converted, shapes, file)
         writer.add(internal, converted)
-        if tie_from_embedding and internal == EMBEDDING_KEY:
-            writer.add(OUTPUT_KEY, converted.clone())
+        for tied in [k for k, source in ties.items() if source == internal]:
+            writer.add(tied, converted.clone())
         del tensor, converted
     writer.close()
     save_model_config(config, config_path or config_path_beside(output_path))
@@ -140,9 +139,10 @@ def convert_tencentpretrain_to_hf(
     plan = weight_map.external_keys(keys, source=input_path)
     os.makedirs(output_dir, exist_ok=True)
     writer = StateWriter(output_dir, sharded=True, layout=HF_SAFETENSORS, max_shard_bytes=options.max_shard_bytes)
+    tied = tied_keys(config)
     dtype_seen = None
     for file, key, tensor in iter_tensors(input_path):
-        if config.tie_weights and key == OUTPUT_KEY:
+        if key in tied:
             continue  # HF ties lm_head to embed_tokens itself
         _check_shape(key, tensor, shapes, file)
         converted = cast(weight_map.to_external({key: tensor}, source=file)[plan[key]], options.dtype)
@@ -153,19 +153,20 @@ def convert_tencentpretrain_to_hf(
     _write_hf_metadata(output_dir, config, rows, options, dtype_seen)
 
 
-def embedding_rows(path: str, keys: dict[str, str]) -> int:
-    """Rows of the word embedding of the checkpoint at ``path`` (read from headers / a memory map)."""
-    if EMBEDDING_KEY not in keys:
-        raise CheckpointError(f"{path}: no {EMBEDDING_KEY}: not a TencentPretrain LLaMA checkpoint")
-    file = keys[EMBEDDING_KEY]
+def embedding_rows(path: str, keys: dict[str, str], key: str = EMBEDDING_KEY) -> int:
+    """Rows of the word embedding ``key`` (default LLaMA's; ``capabilities.word_embedding_key(config)`` for
+    any model) of the checkpoint at ``path`` (read from headers / a memory map)."""
+    if key not in keys:
+        raise CheckpointError(f"{path}: no {key}: not a TencentPretrain checkpoint of this model")
+    file = keys[key]
     if file.endswith(".safetensors"):
         from safetensors import safe_open
 
         with safe_open(file, framework="pt") as f:
-            return f.get_slice(EMBEDDING_KEY).get_shape()[0]
+            return f.get_slice(key).get_shape()[0]
     from tencentpretrain.checkpoint import load_file
 
-    return load_file(file, mmap=True)[EMBEDDING_KEY].shape[0]
+    return load_file(file, mmap=True)[key].shape[0]
 
 
 def _tokenizer_for(spm_model_path: str | None):
@@ -191,8 +192,8 @@ def _write_hf_metadata(
         logger.warning("no --spm_model_path: %s gets no tokenizer files", output_dir)
     hf = hf_config_from_model_config(config, rows, bos_token_id=bos, eos_token_id=eos, pad_token_id=pad,
                                      dtype=HF_DTYPE_NAMES.get(dtype))
-    write_json(hf, os.path.join(output_dir, "config.json"))
+    write_json(os.path.join(output_dir, "config.json"), hf)
     generation = {"bos_token_id": bos, "eos_token_id": eos, "pad_token_id": pad}
     generation = {k: v for k, v in generation.items() if v is not None}
-    write_json({**generation, "max_length": config.max_seq_length},
-               os.path.join(output_dir, "generation_config.json"))
+    write_json(os.path.join(output_dir, "generation_config.json"),
+               {**generation, "max_length": config.max_seq_length})

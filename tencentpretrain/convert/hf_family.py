@@ -16,10 +16,12 @@ from dataclasses import dataclass, field
 
 import torch
 
+from tencentpretrain.atomic import write_json
 from tencentpretrain.checkpoint import load_state_dict, save_file
 from tencentpretrain.config import ModelConfig, save_model_config
 from tencentpretrain.convert.weight_map import WeightMap, check_complete
 from tencentpretrain.errors import CheckpointError
+from tencentpretrain.models.capabilities import word_embedding_key
 
 logger = logging.getLogger(__name__)
 
@@ -93,19 +95,16 @@ def convert_hf_to_tencentpretrain(family: HfFamily, input_dir: str, output_model
 def convert_tencentpretrain_to_hf(family: HfFamily, input_model_path: str, config: ModelConfig, output_dir: str) -> None:
     """Write an HF directory (config.json + model.safetensors) from a TencentPretrain checkpoint."""
     state = load_state_dict(input_model_path)
-    vocab_size = config.vocab_size or _vocab_rows(state)
+    vocab_size = config.vocab_size or _vocab_rows(state, config)
     hf_config, hf_state = internal_state_to_hf(family, state, config, vocab_size)
     os.makedirs(output_dir, exist_ok=True)
     save_file(hf_state, os.path.join(output_dir, "model.safetensors"))
-    tmp = os.path.join(output_dir, f"{HF_CONFIG}.tmp{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(hf_config, f, indent=2)
-    os.replace(tmp, os.path.join(output_dir, HF_CONFIG))
+    write_json(os.path.join(output_dir, HF_CONFIG), hf_config)
     logger.info("wrote HF %s model to %s", family.name, output_dir)
 
 
-def _vocab_rows(state: StateDict) -> int:
-    word = state.get("embedding.word.embedding.weight")
+def _vocab_rows(state: StateDict, config: ModelConfig) -> int:
+    word = state.get(word_embedding_key(config) or "")
     return int(word.shape[0]) if word is not None else 0
 
 

@@ -19,7 +19,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 
-from tencentpretrain.convert.stream import write_json
+from tencentpretrain.atomic import write_json
 from tencentpretrain.errors import TokenizerError
 
 logger = logging.getLogger(__name__)
@@ -188,6 +188,6 @@ def write_hf_tokenizer(
     }
     if chat_template:
         config["chat_template"] = chat_template
-    write_json(config, os.path.join(output_dir, "tokenizer_config.json"))
-    write_json(tokens, os.path.join(output_dir, "special_tokens_map.json"))
+    write_json(os.path.join(output_dir, "tokenizer_config.json"), config)
+    write_json(os.path.join(output_dir, "special_tokens_map.json"), tokens)
     return specials

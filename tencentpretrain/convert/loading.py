@@ -18,6 +18,7 @@ from tencentpretrain.checkpoint import (
 )
 from tencentpretrain.config import ModelConfig, load_model_config
 from tencentpretrain.errors import CheckpointError, ConfigError
+from tencentpretrain.models.capabilities import tied_keys
 from tencentpretrain.models.model import Model, build_model
 from tencentpretrain.transforms.lora import LoraConfig, apply_lora
 
@@ -42,8 +43,9 @@ def load_hf_llama(path: str, *, dtype: torch.dtype = torch.float32) -> Model:
     state: dict[str, torch.Tensor] = {}
     for _, shard in iter_pretrained_state(path, config):
         state.update({k: v.to(dtype) for k, v in shard.items()})
-    if config.tie_weights and "target.lm.output_layer.weight" not in state:
-        state["target.lm.output_layer.weight"] = state["embedding.word.embedding.weight"]
+    for key, source in tied_keys(config).items():  # an HF file stores a tied head once
+        if key not in state and source in state:
+            state[key] = state[source]
     with torch.device("meta"):
         model = build_model(config, init=False)
     _assign(model, state, path)
@@ -94,10 +96,9 @@ def load_pretrained(model: Model, path: str) -> None:
 
 
 def _assign(model: Model, state: dict[str, torch.Tensor], source: str) -> None:
-    check_state_dict(model.state_dict(), state, source=source)
+    check_state_dict(model.state_dict(), state, source=source, vocabulary_keys=model.vocabulary_keys())
     model.load_state_dict(state, strict=True, assign=True)
-    if model.config.tie_weights:
-        model._tie_weights()
+    model.tie_parameters()
 
 
 def load_model(

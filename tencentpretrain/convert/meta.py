@@ -16,6 +16,7 @@ import shutil
 
 import torch
 
+from tencentpretrain.atomic import write_json
 from tencentpretrain.checkpoint import config_path_beside, is_directory_output, load_file, save_file
 from tencentpretrain.config import ModelConfig, save_model_config
 from tencentpretrain.convert.hf import embedding_rows
@@ -32,7 +33,6 @@ from tencentpretrain.convert.stream import (
     expected_shapes,
     iter_tensors,
     list_keys,
-    write_json,
 )
 from tencentpretrain.convert.weight_map import check_complete
 from tencentpretrain.errors import CheckpointError, ConfigError
@@ -170,7 +170,7 @@ def convert_tencentpretrain_to_meta(
     os.makedirs(output_dir, exist_ok=True)
     for i, part in enumerate(parts):
         save_file(part, os.path.join(output_dir, f"consolidated.{i:02d}.pth"))
-    write_json(params, os.path.join(output_dir, "params.json"))
+    write_json(os.path.join(output_dir, "params.json"), params)
     if spm_model_path:
         shutil.copyfile(spm_model_path, os.path.join(output_dir, "tokenizer.model"))
 

@@ -22,7 +22,8 @@ from tencentpretrain.convert.stream import (
 )
 from tencentpretrain.convert.weight_map import check_complete
 from tencentpretrain.errors import CheckpointError, ConfigError
-from tencentpretrain.vocab.check import EMBEDDING_KEY, check_vocab_sizes
+from tencentpretrain.models.capabilities import word_embedding_key
+from tencentpretrain.vocab.check import check_vocab_sizes
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +33,8 @@ def check_against_config(path: str, config: ModelConfig) -> None:
     from tencentpretrain.convert.hf import embedding_rows
 
     keys = list_keys(path)
-    rows = embedding_rows(path, keys) if EMBEDDING_KEY in keys else config.vocab_size
+    word = word_embedding_key(config)
+    rows = embedding_rows(path, keys, word) if word in keys else config.vocab_size
     if rows is not None:
         check_vocab_sizes(tokenizer=None, embedding=rows, config=config.vocab_size, source=path)
     check_complete(keys, expected_shapes(config, rows), what=f"{path} (for the config given)")

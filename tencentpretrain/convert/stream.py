@@ -11,7 +11,6 @@ and the index is written last, so an interrupted conversion never leaves a loada
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -20,9 +19,9 @@ from dataclasses import dataclass
 
 import torch
 
+from tencentpretrain.atomic import write_json
 from tencentpretrain.checkpoint import (
     SAFETENSORS_SUFFIX,
-    atomic_path,
     checkpoint_files,
     find_index_file,
     load_file,
@@ -225,18 +224,12 @@ class StateWriter:
             weight_map.update({key: name for key in keys})
             names.append(name)
         index = {"metadata": {"total_size": self.total_bytes, **self.index_metadata}, "weight_map": weight_map}
-        write_json(index, os.path.join(self.path, self.layout.index_name))
+        write_json(os.path.join(self.path, self.layout.index_name), index)
         return [os.path.join(self.path, n) for n in names]
 
 
 
 
-def write_json(data: dict, path: str) -> None:
-    """Write ``data`` as indented UTF-8 JSON, atomically."""
-    with atomic_path(path) as tmp:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, ensure_ascii=False)
-            f.write("\n")
 
 
 

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from tencentpretrain.atomic import write_json
 from tencentpretrain.errors import DataError
 
 FORMAT_NAME = "tencentpretrain-dataset"
@@ -60,10 +61,8 @@ def token_dtype(vocab_size: int) -> np.dtype:
 
 
 def write_manifest(directory: str | os.PathLike, manifest: dict[str, Any]) -> None:
-    """Write ``manifest.json`` (UTF-8, stable key order as given)."""
-    with open(Path(directory) / MANIFEST_FILE, "w", encoding="utf-8") as f:
-        json.dump(manifest, f, indent=2, ensure_ascii=False)
-        f.write("\n")
+    """Write ``manifest.json`` (UTF-8, stable key order as given), atomically."""
+    write_json(Path(directory) / MANIFEST_FILE, manifest)
 
 
 def read_manifest(path: str | os.PathLike) -> dict[str, Any]:

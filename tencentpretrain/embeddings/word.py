@@ -11,7 +11,14 @@ from tencentpretrain.registry import EMBEDDINGS
 
 @EMBEDDINGS.register("word")
 class WordEmbedding(nn.Module):
-    """Token ids -> vectors. State key: ``embedding.word.embedding.weight`` (V, E)."""
+    """Token ids -> vectors. State key: ``embedding.word.embedding.weight`` (V, E).
+
+    Capabilities (read by ``tencentpretrain.models.capabilities``, not by name): this is a word embedding
+    whose table ``word_weight`` heads tie to, and that table has one row per vocabulary piece.
+    """
+
+    word_weight = "embedding.weight"
+    vocabulary_rows = ("embedding.weight",)
 
     def __init__(self, config: ModelConfig, vocab_size: int) -> None:
         super().__init__()

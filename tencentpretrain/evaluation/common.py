@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 import torch
 
-from tencentpretrain.checkpoint import atomic_path
+from tencentpretrain.atomic import write_json, write_text  # noqa: F401 (re-exported for the reports)
 from tencentpretrain.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
@@ -135,24 +135,9 @@ def warn_if_beyond_context(model: torch.nn.Module, length: int, what: str) -> No
         logger.warning("%s=%d is longer than the model's max_seq_length=%d", what, length, limit)
 
 
-def write_json(path: str, obj: Any) -> None:
-    """Write ``obj`` as indented UTF-8 JSON, atomically."""
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, ensure_ascii=False, indent=2)
-        f.write("\n")
-
-
-def write_text(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` atomically."""
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-
-
 def write_jsonl(path: str, records: Sequence[dict[str, Any]]) -> None:
     """Write one JSON object per line, atomically."""
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
-        for record in records:
-            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+    write_text(path, "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records))
 
 
 def nonblank_lines(path: str) -> Iterator[tuple[int, str]]:

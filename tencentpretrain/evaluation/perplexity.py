@@ -148,19 +148,31 @@ def _core(model: nn.Module) -> nn.Module:
 
 
 def batch_loss_sum(
-    model: nn.Module, src: torch.Tensor, tgt: torch.Tensor, seg: torch.Tensor, loss_mask: torch.Tensor | None = None
+    model: nn.Module,
+    src: torch.Tensor,
+    tgt: torch.Tensor | dict[str, torch.Tensor],
+    seg: torch.Tensor,
+    loss_mask: torch.Tensor | None = None,
+    **decoder_inputs: torch.Tensor,
 ) -> tuple[torch.Tensor, int]:
-    """Summed next-token negative log-likelihood (nats, float32 scalar tensor) over ``loss_mask`` and the
-    number of scored tokens. src, tgt, seg, loss_mask: (B, T); ``loss_mask`` defaults to ``seg > 0``.
+    """Summed token negative log-likelihood (nats, float32 scalar tensor) over ``loss_mask`` and the number
+    of scored tokens, from the model's target that produces vocabulary logits (``Target.vocabulary_target``:
+    next tokens for ``lm``, masked tokens for ``mlm``).
+
+    src, seg: (B, T); tgt, loss_mask: (B, T) (B, T' with a decoder), ``tgt`` may be the {target: labels} dict
+    of a multi-target batch; ``loss_mask`` defaults to ``seg > 0`` (the decoder's ``tgt_seg > 0``).
+    ``decoder_inputs``: ``tgt_in``/``tgt_seg`` of an encoder-decoder batch.
 
     This is plain cross-entropy: the config's ``label_smoothing`` is a training regulariser and is not applied.
     """
     core = _core(model)
     device = next(core.parameters()).device
-    src, tgt, seg = src.to(device), tgt.to(device), seg.to(device)
-    mask = (seg > 0) if loss_mask is None else loss_mask.to(device)
-    hidden = core.hidden_states(src, seg)  # (B, T, H)
-    kept, labels = hidden[mask], tgt[mask]  # (N, H), (N,)
+    name = core.target.vocabulary_target()
+    labels_all = (tgt[name] if isinstance(tgt, dict) else tgt).to(device)
+    decoder_inputs = {k: v.to(device) for k, v in decoder_inputs.items()}
+    hidden, scored_seg = core.target_inputs(src.to(device), seg.to(device), **decoder_inputs)  # (B, T, H), (B, T)
+    mask = (scored_seg > 0) if loss_mask is None else loss_mask.to(device)
+    kept, labels = hidden[mask], labels_all[mask]  # (N, H), (N,)
     total = torch.zeros((), dtype=torch.float32, device=device)
     for start in range(0, kept.shape[0], PROJECTION_CHUNK):
         logits = core.target.logits(kept[start : start + PROJECTION_CHUNK]).float()  # (n, V)
@@ -170,11 +182,12 @@ def batch_loss_sum(
 
 @torch.no_grad()
 def evaluate_dataset_loss(model: nn.Module, batches: Iterable[Any]) -> tuple[float, int]:
-    """Total next-token loss (nats) and scored-token count over ``batches``.
+    """Total token loss (nats) and scored-token count over ``batches``: the one implementation behind
+    ``scripts/evaluate_ppl.py`` and the trainer's ``--eval_dataset_path`` evaluation.
 
-    Each batch has ``src``, ``tgt``, ``seg`` and optionally ``loss_mask`` (the data loader's ``Batch``, a
-    ``WindowBatch``, or any object with those attributes); positions where ``loss_mask`` (default ``seg > 0``)
-    is True are scored. The model (or its DDP / DeepSpeed wrapper) is put in eval mode for the call and
+    Each batch has ``src``, ``tgt``, ``seg`` and optionally ``loss_mask`` and ``model_kwargs()`` (the data
+    loader's ``Batch`` or ``Seq2SeqBatch``, a ``WindowBatch``, or any object with those attributes); positions
+    where ``loss_mask`` (default ``seg > 0``) is True are scored (see ``batch_loss_sum``). The model (or its DDP / DeepSpeed wrapper) is put in eval mode for the call and
     restored after. Mean loss = ``loss_sum / tokens``; perplexity = ``exp`` of it. Sums are accumulated on the
     device and read once at the end (one host sync). The numbers are this process's: under data parallelism,
     all-reduce both (sum) across ranks before dividing.
@@ -185,7 +198,9 @@ def evaluate_dataset_loss(model: nn.Module, batches: Iterable[Any]) -> tuple[flo
         loss_sum: torch.Tensor | None = None
         tokens = 0
         for batch in batches:
-            nll, n = batch_loss_sum(model, batch.src, batch.tgt, batch.seg, getattr(batch, "loss_mask", None))
+            decoder_inputs = batch.model_kwargs() if hasattr(batch, "model_kwargs") else {}
+            nll, n = batch_loss_sum(model, batch.src, batch.tgt, batch.seg, getattr(batch, "loss_mask", None),
+                                    **decoder_inputs)
             loss_sum = nll.double() if loss_sum is None else loss_sum + nll.double()
             tokens += n
     finally:

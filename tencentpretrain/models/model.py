@@ -17,8 +17,14 @@ from tencentpretrain.config import ModelConfig
 from tencentpretrain.errors import ConfigError
 from tencentpretrain.layers.kv_cache import KVCache
 from tencentpretrain.layers.standard_layer_norm import affine_layernorm_name
+from tencentpretrain.models.capabilities import (
+    produces_vocabulary_logits,
+    tied_keys,
+    vocabulary_keys,
+    word_embedding_key,
+)
 from tencentpretrain.registry import DECODERS, EMBEDDINGS, ENCODERS, LAYERNORMS, TARGETS
-from tencentpretrain.targets.output import TargetOutput
+from tencentpretrain.targets.output import EarlierTarget, TargetOutput
 
 INIT_STD = 0.02
 DEEP_INIT_SUFFIXES = ("final_linear", "feed_forward.linear_2")  # projections back into the residual stream
@@ -54,7 +60,8 @@ class Embedding(nn.Module):
 
 
 class Target(nn.Module):
-    """The named training objectives; with several, their losses add up and metrics are merged."""
+    """The named training objectives, computed in the config's order; with several, their losses add up and
+    metrics are merged. A target that declares ``reads_earlier_targets`` also gets the ones before it."""
 
     def __init__(self, config: ModelConfig, vocab_size: int) -> None:
         super().__init__()
@@ -65,22 +72,36 @@ class Target(nn.Module):
     def forward(
         self, hidden: torch.Tensor, tgt: torch.Tensor | dict[str, torch.Tensor], loss_mask: torch.Tensor
     ) -> TargetOutput:
-        outputs = [
-            getattr(self, name)(hidden, tgt[name] if isinstance(tgt, dict) else tgt, loss_mask)
-            for name in self.names
-        ]
+        """tgt: one tensor all targets read, or {target name: its labels} (a target without labels is absent)."""
+        earlier: dict[str, EarlierTarget] = {}
+        for name in self.names:
+            module = getattr(self, name)
+            labels = tgt.get(name) if isinstance(tgt, dict) else tgt
+            if labels is None and getattr(module, "labels", None) is not None:
+                raise ConfigError(f"the batch has no labels for target {name!r} (it has labels for {sorted(tgt)})")
+            extra = {"earlier": dict(earlier)} if getattr(module, "reads_earlier_targets", False) else {}
+            earlier[name] = EarlierTarget(module, module(hidden, labels, loss_mask, **extra), hidden, loss_mask)
+        outputs = [e.output for e in earlier.values()]
         if len(outputs) == 1:
             return outputs[0]
         metrics = {k: v for out in outputs for k, v in out.metrics.items()}
         return TargetOutput(sum(out.loss for out in outputs), metrics)
 
-    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Vocabulary logits of the first target that produces them (``lm``)."""
+    def vocabulary_target(self) -> str:
+        """The name of the first target that produces vocabulary logits (declares ``vocabulary_rows``)."""
         for name in self.names:
-            module = getattr(self, name)
-            if hasattr(module, "logits"):
-                return module.logits(hidden)
+            if produces_vocabulary_logits(name):
+                return name
         raise ConfigError(f"none of the targets {list(self.names)} produces vocabulary logits")
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The model's output logits of ``hidden`` (..., H): vocabulary logits (..., V) from
+        ``vocabulary_target()``; for a model without one, the class logits (B, C) of its first classifier."""
+        names = [n for n in self.names if produces_vocabulary_logits(n)]
+        names += [n for n in self.names if hasattr(getattr(self, n), "logits")]
+        if not names:
+            raise ConfigError(f"none of the targets {list(self.names)} produces logits")
+        return getattr(self, names[0]).logits(hidden)
 
 
 class Model(nn.Module):
@@ -96,24 +117,34 @@ class Model(nn.Module):
             self.tgt_embedding = Embedding(config, vocab_size, config.tgt_embedding)
             self.decoder = DECODERS.get(config.decoder)(config)
         self.target = Target(config, vocab_size)
-        self._tie_weights()
+        self.tie_parameters()
 
-    def _tie_weights(self) -> None:
-        """The original's rules: ``share_embedding`` ties the target-side word embedding to the source one;
-        ``tie_weights`` ties ``mlm``'s ``linear_2`` to the word embedding, or else ``lm``'s output layer to
-        the target-side word embedding when there is a decoder, to the source one otherwise."""
-        c = self.config
-        has_decoder = c.decoder is not None
-        if c.share_embedding and has_decoder and "word" in c.embedding and "word" in c.tgt_embedding:
-            self.tgt_embedding.word.embedding.weight = self.embedding.word.embedding.weight
-        if not c.tie_weights:
-            return
-        if "mlm" in c.target and "word" in c.embedding:
-            self.target.mlm.linear_2.weight = self.embedding.word.embedding.weight
-        elif "lm" in c.target:
-            words = self.tgt_embedding if has_decoder else self.embedding
-            if "word" in words.names:
-                self.target.lm.output_layer.weight = words.word.embedding.weight
+    # ------------------------------------------------------------------ capabilities
+    def tie_parameters(self) -> None:
+        """Make each tied parameter the very tensor it is tied to (``tied_parameters()``); called after
+        building, initialising and loading on the meta device, which replace parameters."""
+        for key, source in self.tied_parameters().items():
+            owner, _, attr = key.rpartition(".")
+            setattr(self.get_submodule(owner), attr, self.get_parameter(source))
+
+    def tied_parameters(self) -> dict[str, str]:
+        """{state key: the state key it is the same tensor as}, from what the components declare
+        (``capabilities.tied_keys``), e.g. {"target.lm.output_layer.weight": "embedding.word.embedding.weight"}."""
+        return tied_keys(self.config)
+
+    def vocabulary_keys(self) -> list[str]:
+        """State keys of this model whose first dimension is the vocabulary, embeddings first."""
+        state_keys = set(self.state_dict(keep_vars=True))
+        return [k for k in vocabulary_keys(self.config) if k in state_keys]
+
+    def vocabulary_parameters(self) -> dict[str, nn.Parameter]:
+        """{name: parameter} of the vocabulary tables, each tensor once (a tied head is its embedding's entry)."""
+        named = dict(self.named_parameters())  # tied parameters appear once, under their first name
+        return {k: named[k] for k in self.vocabulary_keys() if k in named}
+
+    def word_embedding_key(self, side: str = "embedding") -> str | None:
+        """State key of the word-embedding table on ``side`` ("embedding" or "tgt_embedding"), or None."""
+        return word_embedding_key(self.config, side)
 
     # ------------------------------------------------------------------ training
     def forward(
@@ -137,15 +168,33 @@ class Model(nn.Module):
                 default ``seg > 0`` (``tgt_seg > 0`` with a decoder).
             tgt_in, tgt_seg: (B, T') decoder input ids and segment ids (encoder-decoder models only).
         """
+        hidden, seg = self.target_inputs(src, seg, tgt_in=tgt_in, tgt_seg=tgt_seg, honor_padding=False)
+        return self.target(hidden, tgt, seg > 0 if loss_mask is None else loss_mask)
+
+    def target_inputs(
+        self,
+        src: torch.Tensor,
+        seg: torch.Tensor,
+        *,
+        tgt_in: torch.Tensor | None = None,
+        tgt_seg: torch.Tensor | None = None,
+        honor_padding: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """What the targets read: the final hidden states (B, T, H) and the segment ids (B, T) of their
+        positions; with a decoder, the decoder's (B, T', H) of ``tgt_in`` and ``tgt_seg``.
+
+        Training passes ``honor_padding=False`` (padding keys are not masked, as the original trained);
+        evaluation keeps the default, so padded positions never change a real token's hidden state.
+        """
         positions = self.embedding.default_positions(src)
         emb = self.embedding(src, seg, positions)
-        hidden = self.encoder(emb, seg, positions=positions, honor_padding=False)
-        if self.config.decoder is not None:
-            if tgt_in is None:
-                raise ConfigError(f"decoder {self.config.decoder!r}: forward needs tgt_in (decoder input ids)")
-            tgt_seg = torch.ones_like(tgt_in) if tgt_seg is None else tgt_seg
-            hidden, seg = self.decode(hidden, seg, tgt_in, tgt_seg), tgt_seg
-        return self.target(hidden, tgt, seg > 0 if loss_mask is None else loss_mask)
+        hidden = self.encoder(emb, seg, positions=positions, honor_padding=honor_padding)
+        if self.config.decoder is None:
+            return hidden, seg
+        if tgt_in is None:
+            raise ConfigError(f"decoder {self.config.decoder!r}: forward needs tgt_in (decoder input ids)")
+        tgt_seg = torch.ones_like(tgt_in) if tgt_seg is None else tgt_seg
+        return self.decode(hidden, seg, tgt_in, tgt_seg), tgt_seg
 
     def decode(
         self,
@@ -232,7 +281,7 @@ class Model(nn.Module):
         norm gains 1 and shifts 0 (not N(0, 0.02) as the original did)."""
         for name, module in self.named_modules():
             init_module_(name, module, std=std)
-        self._tie_weights()
+        self.tie_parameters()
 
 
 @torch.no_grad()

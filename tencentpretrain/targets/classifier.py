@@ -14,12 +14,14 @@ from tencentpretrain.config import ModelConfig
 from tencentpretrain.layers.pooling import pool
 from tencentpretrain.registry import TARGETS
 from tencentpretrain.targets.cls import classification_output, require_labels_num
-from tencentpretrain.targets.output import TargetOutput
+from tencentpretrain.targets.output import LABELS_CLASS, TargetOutput
 
 
 @TARGETS.register("classifier")
 class LinearClassifierTarget(nn.Module):
     """Pooled hidden state -> linear -> labels_num logits."""
+
+    labels = LABELS_CLASS
 
     def __init__(self, config: ModelConfig, vocab_size: int) -> None:
         super().__init__()

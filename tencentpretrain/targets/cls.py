@@ -14,7 +14,7 @@ from tencentpretrain.config import ModelConfig
 from tencentpretrain.errors import ConfigError
 from tencentpretrain.layers.pooling import pool
 from tencentpretrain.registry import TARGETS
-from tencentpretrain.targets.output import TargetOutput
+from tencentpretrain.targets.output import LABELS_CLASS, TargetOutput
 
 
 def require_labels_num(config: ModelConfig, target: str) -> int:
@@ -37,6 +37,8 @@ def classification_output(logits: torch.Tensor, tgt: torch.Tensor, name: str) ->
 @TARGETS.register("cls")
 class ClsTarget(nn.Module):
     """Pooled hidden state -> tanh(linear_1) -> linear_2 -> labels_num logits."""
+
+    labels = LABELS_CLASS
 
     def __init__(self, config: ModelConfig, vocab_size: int) -> None:
         super().__init__()

@@ -9,12 +9,20 @@ from torch import nn
 from tencentpretrain.config import ModelConfig
 from tencentpretrain.layers.linear_cross_entropy import linear_cross_entropy
 from tencentpretrain.registry import TARGETS
-from tencentpretrain.targets.output import TargetOutput
+from tencentpretrain.targets.output import LABELS_NEXT_TOKENS, TargetOutput
 
 
 @TARGETS.register("lm")
 class LmTarget(nn.Module):
-    """Projects hidden states to the vocabulary. State key: ``target.lm.output_layer.weight`` (V, H)."""
+    """Projects hidden states to the vocabulary. State key: ``target.lm.output_layer.weight`` (V, H).
+
+    Capabilities: it scores next-token labels, its output layer has one row per vocabulary piece (so it
+    produces vocabulary logits), and with ``tie_weights`` that layer's weight is the word embedding.
+    """
+
+    labels = LABELS_NEXT_TOKENS
+    vocabulary_rows = ("output_layer.weight", "output_layer.bias")
+    ties_to_word_embedding = ("output_layer.weight",)
 
     def __init__(self, config: ModelConfig, vocab_size: int) -> None:
         super().__init__()

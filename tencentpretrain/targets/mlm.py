@@ -14,12 +14,19 @@ from torch import nn
 from tencentpretrain.config import ModelConfig
 from tencentpretrain.layers.standard_layer_norm import affine_layernorm_name
 from tencentpretrain.registry import ACTIVATIONS, LAYERNORMS, TARGETS
-from tencentpretrain.targets.output import TargetOutput
+from tencentpretrain.targets.output import LABELS_MASKED_TOKENS, TargetOutput
 
 
 @TARGETS.register("mlm")
 class MlmTarget(nn.Module):
-    """Scores the positions where ``loss_mask`` is True (the masked ones); ``tgt`` holds their original ids."""
+    """Scores the positions where ``loss_mask`` is True (the masked ones); ``tgt`` holds their original ids.
+
+    Capabilities: masked-token labels, vocabulary rows in ``linear_2``, tied to the word embedding.
+    """
+
+    labels = LABELS_MASKED_TOKENS
+    vocabulary_rows = ("linear_2.weight", "linear_2.bias")
+    ties_to_word_embedding = ("linear_2.weight",)
 
     def __init__(self, config: ModelConfig, vocab_size: int) -> None:
         super().__init__()

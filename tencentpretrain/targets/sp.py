@@ -13,12 +13,14 @@ from torch import nn
 
 from tencentpretrain.config import ModelConfig
 from tencentpretrain.registry import TARGETS
-from tencentpretrain.targets.output import TargetOutput
+from tencentpretrain.targets.output import LABELS_SENTENCE_PAIR, TargetOutput
 
 
 @TARGETS.register("sp")
 class SpTarget(nn.Module):
     """Two-way classification of the sentence pair from the first ([CLS]) position."""
+
+    labels = LABELS_SENTENCE_PAIR
 
     def __init__(self, config: ModelConfig, vocab_size: int) -> None:
         super().__init__()

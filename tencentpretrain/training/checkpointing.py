@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from tencentpretrain.checkpoint import atomic_path
+from tencentpretrain.atomic import atomic_path, write_json
 from tencentpretrain.errors import CheckpointError
 from tencentpretrain.training.parallel import DistEnv, barrier, broadcast_object
 
@@ -130,9 +130,9 @@ def save_training_checkpoint(engine: Any, loader: Any, counters: Counters, finge
         torch.save({"rng": rng_state(), "loader": loader.state_dict(), "tokens": counters.tokens}, tmp)
     barrier(env)
     if env.is_main:
-        _write_json({"format": STATE_FORMAT, "version": STATE_VERSION, "step": counters.step,
-                     "micro_step": counters.micro_step, "world_size": env.world_size,
-                     **fingerprint}, os.path.join(tmp_dir, STATE_FILE))
+        write_json(os.path.join(tmp_dir, STATE_FILE),
+                   {"format": STATE_FORMAT, "version": STATE_VERSION, "step": counters.step,
+                    "micro_step": counters.micro_step, "world_size": env.world_size, **fingerprint})
     engine.export_weights(tmp_dir, weights_path + ".partial", lora_only=lora_only)
     if env.is_main:
         os.replace(tmp_dir, final_dir)
@@ -146,12 +146,6 @@ def _remove(path: str) -> None:
         shutil.rmtree(path)
     elif os.path.exists(path):
         os.remove(path)
-
-
-def _write_json(data: dict[str, Any], path: str) -> None:
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2)
-        f.write("\n")
 
 
 # ---------------------------------------------------------------------- resuming

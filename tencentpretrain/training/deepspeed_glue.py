@@ -21,6 +21,7 @@ from tencentpretrain.checkpoint import check_state_dict
 from tencentpretrain.config import ModelConfig
 from tencentpretrain.convert.loading import iter_pretrained_state
 from tencentpretrain.errors import CheckpointError, ConfigError
+from tencentpretrain.models.capabilities import vocabulary_keys
 from tencentpretrain.models.model import init_module_
 from tencentpretrain.training.config import RunConfig
 from tencentpretrain.training.parallel import DistEnv, broadcast_object
@@ -169,7 +170,8 @@ def _check_zero3_checkpoint(path: str, config: ModelConfig, expected: dict[str, 
     try:
         for _, shard in iter_pretrained_state(path, config):
             found.update({k: tuple(v.shape) for k, v in shard.items()})
-        check_state_dict(expected, found, source=path, allow_missing=allow_missing)
+        check_state_dict(expected, found, source=path, allow_missing=allow_missing,
+                         vocabulary_keys=vocabulary_keys(config))
     except (CheckpointError, ConfigError) as e:
         return str(e)
     return None

@@ -17,10 +17,11 @@ import numpy as np
 import torch
 
 from tencentpretrain.errors import ConfigError
+from tencentpretrain.evaluation.perplexity import evaluate_dataset_loss
 from tencentpretrain.training import checkpointing as ckpt
 from tencentpretrain.training.config import RunConfig
 from tencentpretrain.training.data import build_loader, dataset_manifest
-from tencentpretrain.training.engine import DeepSpeedEngine, LocalEngine, TrainEngine, evaluating
+from tencentpretrain.training.engine import AUTOCAST_DTYPES, DeepSpeedEngine, LocalEngine, TrainEngine
 from tencentpretrain.training.model_setup import Vocabulary, build_run_model, resolve_vocabulary
 from tencentpretrain.training.optim import build_optimizer, build_scheduler
 from tencentpretrain.training.parallel import (
@@ -256,15 +257,14 @@ class Loop:
         return int(self.loader.seq_length)
 
     def _evaluate(self, reporter: Reporter, step: int) -> float:
-        """Token-weighted mean loss over the eval set (all ranks), reported with its perplexity."""
+        """Token-weighted mean loss over the eval set (all ranks), reported with its perplexity: the sums of
+        ``evaluate_dataset_loss``, the function ``scripts/evaluate_ppl.py`` reports too."""
         loader = build_loader(self.run, self.env, self.run.train.eval_dataset_path, shuffle=False)
         batches = itertools.islice(loader, self.cfg.eval_batches) if self.cfg.eval_batches else loader.epoch_batches()
-        sums = torch.zeros(2, device=self.device, dtype=torch.float64)
-        with evaluating(self.engine.module):
-            for batch in batches:
-                tokens = batch.loss_mask.sum()
-                out = self.engine.forward(batch)
-                sums += torch.stack([out.loss.detach().double() * tokens.to(self.device), tokens.to(self.device)])
+        dtype = AUTOCAST_DTYPES.get(self.engine.precision)
+        with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
+            loss_sum, tokens = evaluate_dataset_loss(self.engine.module, batches)
+        sums = torch.tensor([loss_sum, tokens], device=self.device, dtype=torch.float64)
         total_loss, tokens = all_reduce_sum(self.env, sums).tolist()
         loss = total_loss / max(tokens, 1.0)
         reporter.report_eval(step, loss, int(tokens))

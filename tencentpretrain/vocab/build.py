@@ -22,6 +22,7 @@ from typing import Literal
 
 import sentencepiece as spm
 
+from tencentpretrain.atomic import write_bytes
 from tencentpretrain.errors import ConfigError, DataError
 from tencentpretrain.tokenizers.base import file_sha256
 
@@ -229,16 +230,7 @@ def write_vocab_listing(model: bytes, path: str) -> None:
     """Write ``<piece>\\t<score>`` per id, like SentencePiece's own .vocab file."""
     processor = spm.SentencePieceProcessor(model_proto=model)
     lines = (f"{processor.id_to_piece(i)}\t{processor.get_score(i):g}\n" for i in range(processor.get_piece_size()))
-    write_bytes_atomic(path, "".join(lines).encode("utf-8"))
-
-
-def write_bytes_atomic(path: str, data: bytes) -> None:
-    """Write ``data`` to a temporary file next to ``path``, then rename it to ``path``."""
-    # Imported here: the checkpoint module pulls in torch, which tokenizer users should not pay for.
-    from tencentpretrain.checkpoint import atomic_path
-
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        f.write(data)
+    write_bytes(path, "".join(lines).encode("utf-8"))
 
 
 def vocab_listing_path(model_path: str) -> str:
@@ -256,7 +248,7 @@ def build_vocab(config: VocabBuildConfig) -> VocabBuildResult:
         config.model_type, config.vocab_size, stats.sentences, stats.lines, stats.cut, stats.empty,
     )
     model = train_sentencepiece(sentences, config)
-    write_bytes_atomic(config.output_model_path, model)
+    write_bytes(config.output_model_path, model)
     vocab_path = None
     if config.write_vocab_file:
         vocab_path = vocab_listing_path(config.output_model_path)

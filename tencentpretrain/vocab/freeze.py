@@ -34,12 +34,6 @@ logger = logging.getLogger(__name__)
 
 FreezeMode = Literal["embeddings", "new_rows"]
 FREEZE_MODES: tuple[str, ...] = ("embeddings", "new_rows")
-# Parameters whose first dimension is the vocabulary; TencentPretrain names.
-VOCAB_PARAM_NAMES: tuple[str, ...] = (
-    "embedding.word.embedding.weight",
-    "target.lm.output_layer.weight",
-    "target.lm.output_layer.bias",
-)
 
 
 @dataclass
@@ -86,6 +80,9 @@ class VocabExtensionFreeze:
 def freeze_for_vocab_extension(model: nn.Module, mode: FreezeMode, original_vocab_size: int) -> VocabExtensionFreeze:
     """Freeze all but the vocabulary tables (``embeddings``) or all but their new rows (``new_rows``).
 
+    The vocabulary tables are the parameters the model's components declare as ``vocabulary_rows``
+    (``Model.vocabulary_parameters()``): the word embedding and the LM head, whatever they are registered as.
+
     Args:
         model: a built Model (or a DDP-style wrapper with ``.module``).
         mode: "embeddings" or "new_rows".
@@ -94,11 +91,11 @@ def freeze_for_vocab_extension(model: nn.Module, mode: FreezeMode, original_voca
     if mode not in FREEZE_MODES:
         raise ConfigError(f"train_only {mode!r} is not one of {', '.join(FREEZE_MODES)}")
     module = getattr(model, "module", model)
-    named = dict(module.named_parameters())  # tied weights appear once
-    vocab = {name: named[name] for name in VOCAB_PARAM_NAMES if name in named}
-    if "embedding.word.embedding.weight" not in vocab:
-        raise ConfigError("the model has no word embedding (embedding.word.embedding.weight) to train")
-    rows = vocab["embedding.word.embedding.weight"].shape[0]
+    vocab = module.vocabulary_parameters()  # tied weights appear once
+    word_key = module.word_embedding_key()
+    if word_key not in vocab:
+        raise ConfigError(f"the model (embedding {list(module.config.embedding)}) has no word embedding to train")
+    rows = vocab[word_key].shape[0]
     if not 0 < original_vocab_size < rows:
         raise ConfigError(
             f"original_vocab_size={original_vocab_size} must be between 1 and the model's {rows - 1}: "

@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING, Literal
 
 import sentencepiece as spm
 
+from tencentpretrain.atomic import write_bytes
 from tencentpretrain.errors import ConfigError, TokenizerError
-from tencentpretrain.vocab.build import write_bytes_atomic
 
 if TYPE_CHECKING:
     from sentencepiece.sentencepiece_model_pb2 import ModelProto
@@ -335,7 +335,7 @@ def merge_tokenizers(
         )
     merged, added, skipped = merge_model_protos(base, extra, config or MergeConfig())
     data = serialize_model(merged)
-    write_bytes_atomic(output_path, data)
+    write_bytes(output_path, data)
     report = MergeReport(
         base_pieces=len(base.pieces),
         extra_pieces=len(extra.pieces),

@@ -24,28 +24,24 @@ from dataclasses import dataclass
 
 import torch
 
+from tencentpretrain.atomic import atomic_path, write_json
 from tencentpretrain.checkpoint import (
     INDEX_NAMES,
-    atomic_path,
     checkpoint_files,
     config_path_beside,
     load_file,
     save_file,
 )
 from tencentpretrain.errors import CheckpointError, ConfigError
+from tencentpretrain.models.capabilities import registered_vocabulary_keys
 from tencentpretrain.tokenizers.base import file_sha256
 from tencentpretrain.vocab.merge import check_extension, load_model_proto, piece_text, processor_for
 
 logger = logging.getLogger(__name__)
 
-# Tensors whose first dimension is the vocabulary: TencentPretrain names, then HF LLaMA names.
-VOCAB_ROW_KEYS: tuple[str, ...] = (
-    "embedding.word.embedding.weight",
-    "target.lm.output_layer.weight",
-    "target.lm.output_layer.bias",
-    "model.embed_tokens.weight",
-    "lm_head.weight",
-)
+# Tensors of an HF LLaMA checkpoint whose first dimension is the vocabulary. TencentPretrain keys come from what
+# the registered components declare (``vocab_row_keys``).
+HF_VOCAB_ROW_KEYS: tuple[str, ...] = ("model.embed_tokens.weight", "lm_head.weight")
 RECORD_NAME = "vocab_extension.json"
 MEAN_RULE = "mean of the rows of the base pieces encoding the new piece's text; otherwise mean of all base rows"
 # Carried over from a sharded directory (HF, or TencentPretrain blocks), vocab_size updated.
@@ -134,12 +130,17 @@ def resize_rows(weight: torch.Tensor, plan: RowPlan, *, name: str = "tensor") ->
     return out.to(weight.dtype)
 
 
+def vocab_row_keys() -> list[str]:
+    """Keys whose first dimension is the vocabulary: those any registered component declares (word embedding
+    first), then HF LLaMA's. A checkpoint is resized without its config, so every declared key is looked for."""
+    return registered_vocabulary_keys() + list(HF_VOCAB_ROW_KEYS)
+
+
 def resize_state_dict(state: Mapping[str, torch.Tensor], plan: RowPlan, *, source: str) -> dict[str, torch.Tensor]:
-    """A copy of ``state`` with every vocabulary tensor (``VOCAB_ROW_KEYS``) resized by ``plan``."""
+    """A copy of ``state`` with every vocabulary tensor (``vocab_row_keys()``) resized by ``plan``."""
     out = dict(state)
-    for key in VOCAB_ROW_KEYS:
-        if key in out:
-            out[key] = resize_rows(out[key], plan, name=f"{source}: {key}")
+    for key in _vocab_keys(state):
+        out[key] = resize_rows(out[key], plan, name=f"{source}: {key}")
     return out
 
 
@@ -170,7 +171,7 @@ def read_extension_record(model_path: str) -> dict:
 
 
 def _vocab_keys(state: Mapping[str, torch.Tensor]) -> list[str]:
-    return [k for k in VOCAB_ROW_KEYS if k in state]
+    return [k for k in vocab_row_keys() if k in state]
 
 
 def _resize_file(src: str, dst: str, plan: RowPlan) -> tuple[list[str], int]:
@@ -187,12 +188,6 @@ def _resize_file(src: str, dst: str, plan: RowPlan) -> tuple[list[str], int]:
     return keys, delta
 
 
-def _write_json(path: str, data: dict) -> None:
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, ensure_ascii=False)
-        f.write("\n")
-
-
 def _resize_directory(config: ResizeConfig, plan: RowPlan) -> list[str]:
     """Resize every shard of a directory checkpoint; rewrite its index and config.json."""
     src_dir, dst_dir = config.input_model_path, config.output_model_path
@@ -203,14 +198,14 @@ def _resize_directory(config: ResizeConfig, plan: RowPlan) -> list[str]:
         shard_keys, shard_delta = _resize_file(shard, os.path.join(dst_dir, name), plan)
         keys += shard_keys
         delta += shard_delta
-    for index_name in INDEX_NAMES:  # written after the shards, as save_sharded does
+    for index_name in INDEX_NAMES:  # written after the shards, as StateWriter does
         index_path = os.path.join(src_dir, index_name)
         if os.path.isfile(index_path):
             with open(index_path, encoding="utf-8") as f:
                 index = json.load(f)
             if "total_size" in index.get("metadata", {}):
                 index["metadata"]["total_size"] += delta
-            _write_json(os.path.join(dst_dir, index_name), index)
+            write_json(os.path.join(dst_dir, index_name), index)
     for name in COPIED_DIR_FILES:
         if os.path.isfile(os.path.join(src_dir, name)):
             write_resized_config(os.path.join(src_dir, name), os.path.join(dst_dir, name), plan)
@@ -226,7 +221,7 @@ def write_resized_config(src: str, dst: str, plan: RowPlan) -> None:
         raise ConfigError(f"{src}: cannot read the model config ({e})") from None
     if data.get("vocab_size") is not None or plan.rows != plan.vocab_size:
         data["vocab_size"] = plan.rows
-    _write_json(dst, data)
+    write_json(dst, data)
 
 
 def resize_checkpoint(config: ResizeConfig) -> dict:
@@ -254,7 +249,7 @@ def resize_checkpoint(config: ResizeConfig) -> dict:
     if model_config:
         write_resized_config(model_config, config_path_beside(config.output_model_path.rstrip("/")), plan)
     record = _record(config, plan, keys, source_rows)
-    _write_json(extension_record_path(config.output_model_path), record)
+    write_json(extension_record_path(config.output_model_path), record)
     logger.info(
         "resized %s: %d -> %d rows (%d new pieces, %d from the mean of all rows, %d padding) -> %s",
         ", ".join(keys), source_rows, plan.rows, plan.vocab_size - plan.original_vocab_size,
@@ -283,7 +278,7 @@ def _source_rows(path: str) -> int:
         if keys:
             return state[keys[0]].shape[0]
     raise CheckpointError(
-        f"{path}: no vocabulary tensor found (looked for {', '.join(VOCAB_ROW_KEYS)})"
+        f"{path}: no vocabulary tensor found (looked for {', '.join(vocab_row_keys())})"
     )
 
 

@@ -15,12 +15,12 @@ from tencentpretrain.checkpoint import (
     load_state_dict,
     save_checkpoint,
     save_file,
-    save_sharded,
 )
+from tencentpretrain.convert.stream import ShardLayout
 from tencentpretrain.errors import CheckpointError
 from tencentpretrain.models.model import build_model
 from tests.core.test_model import original_llama_keys
-from tests.helpers import tiny_llama_config
+from tests.helpers import tiny_llama_config, write_sharded
 
 V, H, F_, HEADS, KV, LAYERS, EPS = 120, 64, 176, 4, 2, 2, 1e-6
 
@@ -146,7 +146,8 @@ def test_save_and_load_round_trip(tmp_path, name):
 def test_sharded_directory_loads(tmp_path, index_name):
     model = build_model(tiny_llama_config(), V)
     directory = str(tmp_path / "blocks")
-    names = save_sharded(model.state_dict(), directory, max_shard_bytes=40_000, index_name=index_name)
+    names = write_sharded(model.state_dict(), directory, max_shard_bytes=40_000,
+                          layout=ShardLayout(index_name, "tencentpretrain_model-{index}.bin"))
     assert len(names) > 2
     with open(os.path.join(directory, index_name)) as f:
         assert set(json.load(f)["weight_map"]) == set(model.state_dict())

@@ -1,4 +1,5 @@
-"""The trainer's evaluation and scripts/evaluate_ppl.py report the same loss on the same data."""
+"""The trainer's evaluation is ``evaluate_dataset_loss``, the function scripts/evaluate_ppl.py reports: the same
+loss on the same data, plain cross-entropy even when training smooths its labels."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import pytest
 from tencentpretrain.convert.loading import load_model
 from tencentpretrain.data.builder import build_dataset
 from tencentpretrain.data.config import DataConfig
-from tencentpretrain.evaluation.perplexity import PerplexityConfig, evaluate_perplexity
+from tencentpretrain.data.loader import BatchLoader
+from tencentpretrain.evaluation.perplexity import PerplexityConfig, evaluate_dataset_loss, evaluate_perplexity
 from tencentpretrain.tokenizers import TokenizerConfig, build_tokenizer
 from tencentpretrain.training.cli import main as pretrain_main
 from tests.helpers import REPO_ROOT
@@ -26,7 +28,7 @@ DOCS = [
 
 
 @pytest.mark.slow
-def test_trainer_eval_loss_equals_evaluate_ppl(tmp_path):
+def test_trainer_eval_loss_is_evaluate_dataset_loss(tmp_path):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(DOCS) + "\n", encoding="utf-8")
     dataset = str(tmp_path / "eval.pt")
@@ -39,7 +41,7 @@ def test_trainer_eval_loss_equals_evaluate_ppl(tmp_path):
     result = pretrain_main(["--dataset_path", dataset, "--eval_dataset_path", dataset, "--spm_model_path", SPM,
                             "--config_path", CONFIG, "--output_model_path", out, "--total_steps", "3",
                             "--eval_steps", "3", "--save_checkpoint_steps", "3", "--batch_size", "2",
-                            "--learning_rate", "1e-3"])
+                            "--learning_rate", "1e-3", "--label_smoothing", "0.1"])
     (step, trainer_loss), = result.eval_losses
     tokenizer = build_tokenizer("sentencepiece", spm_model_path=SPM)
     model = load_model(CONFIG, out, vocab_size=tokenizer.vocab_size)
@@ -47,3 +49,8 @@ def test_trainer_eval_loss_equals_evaluate_ppl(tmp_path):
     assert step == 3
     assert ppl.tokens == sum(len(tokenizer.encode(d)) + 1 for d in DOCS)
     assert math.isclose(trainer_loss, ppl.loss, rel_tol=1e-5), (trainer_loss, ppl.loss)
+    # The one function, on the trainer's own eval batches, gives the number the trainer reported.
+    loader = BatchLoader(dataset, batch_size=2, seq_length=64, shuffle=False)
+    loss_sum, tokens = evaluate_dataset_loss(model, loader.epoch_batches())
+    assert tokens == ppl.tokens
+    assert math.isclose(trainer_loss, loss_sum / tokens, rel_tol=1e-6), (trainer_loss, loss_sum / tokens)

@@ -9,7 +9,8 @@ import pytest
 import sentencepiece as spm
 import torch
 
-from tencentpretrain.checkpoint import load_checkpoint, load_state_dict, save_checkpoint, save_file, save_sharded
+from tencentpretrain.checkpoint import load_checkpoint, load_state_dict, save_checkpoint, save_file
+from tencentpretrain.convert.stream import ShardLayout
 from tencentpretrain.errors import CheckpointError, ConfigError, TokenizerError
 from tencentpretrain.models.model import build_model
 from tencentpretrain.vocab.build import VocabBuildConfig, build_vocab
@@ -29,7 +30,7 @@ from tencentpretrain.vocab.resize import (
     resize_checkpoint,
     resize_state_dict,
 )
-from tests.helpers import tiny_llama_config
+from tests.helpers import tiny_llama_config, write_sharded
 from tests.vocab.helpers import EN_CORPUS, read_lines
 
 EMB, HEAD = "embedding.word.embedding.weight", "target.lm.output_layer.weight"
@@ -137,7 +138,7 @@ def test_safetensors_and_sharded_checkpoints(spms, checkpoint, tmp_path):
         torch.testing.assert_close(got[key], expected[key], rtol=0, atol=0)
 
     shard_in, shard_out = str(tmp_path / "sharded"), str(tmp_path / "sharded_out")
-    names = save_sharded(state, shard_in, max_shard_bytes=60_000)
+    names = write_sharded(state, shard_in, max_shard_bytes=60_000)
     assert len(names) > 3
     record = resize(spms, shard_in, shard_out)
     got = load_state_dict(shard_out)
@@ -158,8 +159,8 @@ def test_hf_directory_keys_and_config(spms, tmp_path):
     state = {"model.embed_tokens.weight": torch.randn(v, h), "lm_head.weight": torch.randn(v, h),
              "model.norm.weight": torch.ones(h)}
     src, out = tmp_path / "hf", tmp_path / "hf_out"
-    save_sharded(state, str(src), max_shard_bytes=v * h * 4, index_name="model.safetensors.index.json",
-                 shard_pattern="model-{index:05d}.safetensors")
+    write_sharded(state, str(src), max_shard_bytes=v * h * 4,
+                  layout=ShardLayout("model.safetensors.index.json", "model-{index:05d}.safetensors"))
     (src / "config.json").write_text(json.dumps({"vocab_size": v, "hidden_size": h}))
     record = resize(spms, str(src), str(out), pad_to_multiple_of=8)
     got = load_state_dict(str(out))

@@ -29,7 +29,10 @@ import numpy as np
 from tencentpretrain.data.config import DataConfig
 from tencentpretrain.data.dataset import MASK_CONTEXT, MASK_RESPONSE, MASK_SCORED  # noqa: F401 (processors' API)
 from tencentpretrain.data.loader import LmCollator
-from tencentpretrain.errors import TokenizerError
+from tencentpretrain.errors import ConfigError, TokenizerError
+from tencentpretrain.models.capabilities import label_kind
+from tencentpretrain.registry import TARGETS
+from tencentpretrain.targets.output import LABELS_NEXT_TOKENS
 from tencentpretrain.tokenizers.base import Tokenizer
 
 
@@ -69,6 +72,9 @@ class Processor(ABC):
     has_labels: ClassVar[bool] = False  # instances carry a class label (labels.npy)
     needs_tokenizer: ClassVar[bool] = True  # False: built without a tokenizer (images); ``self.tokenizer`` is None
     reads_documents: ClassVar[bool] = False  # records are blank-line separated documents, not lines
+    # The kinds of labels its batches carry (``tencentpretrain.targets.output.LABELS_*``); the model's targets
+    # must score only these (checked by ``check_targets``).
+    provides_labels: ClassVar[tuple[str, ...]] = (LABELS_NEXT_TOKENS,)
 
     def __init__(self, tokenizer: Tokenizer, config: DataConfig) -> None:
         self.tokenizer = tokenizer
@@ -99,6 +105,7 @@ class Processor(ABC):
         ``dataset`` is the IndexedDataset, ``seq_length`` the batch width, ``seed`` the run's seed (masking draws
         from it) and ``model_config`` the ModelConfig the batches are for, when known (to check the targets).
         """
+        check_targets(cls.name, cls.provides_labels, model_config)
         return LmCollator(dataset, seq_length)
 
     def require_special(self, attr: str, what: str) -> int:
@@ -110,6 +117,26 @@ class Processor(ABC):
                 "(a vocabulary file should contain <s>/</s> or [CLS]/[SEP])"
             )
         return value
+
+
+def check_targets(processor: str, provided: Sequence[str], model_config: Any) -> dict[str, str]:
+    """Which of the model's targets scores each kind of label the batches provide: {label kind: target name}.
+
+    A ConfigError when the model has a target whose kind of labels (its declared ``labels``) the batches do not
+    carry; the message names the registered targets that would fit. Targets that read no labels of their own
+    (an auxiliary loss) fit any processor. Without ``model_config`` nothing is checked and nothing is routed.
+    """
+    if model_config is None:
+        return {}
+    missing = [t for t in model_config.target if label_kind(t) is not None and label_kind(t) not in provided]
+    if missing:
+        fitting = [t for t in TARGETS.names() if label_kind(t) in provided]
+        raise ConfigError(
+            f"data processor {processor!r} provides {' and '.join(provided)}, for the target(s) "
+            f"{', '.join(fitting)}, but the model's \"target\" is {list(model_config.target)}: use a config whose "
+            f"targets are among {fitting}, or a dataset built for {', '.join(missing)}"
+        )
+    return {label_kind(t): t for t in reversed(model_config.target) if label_kind(t) is not None}
 
 
 def parse_json_object(line: str) -> dict[str, Any]:

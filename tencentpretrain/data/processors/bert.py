@@ -29,12 +29,17 @@ import torch
 
 from tencentpretrain.data.dataset import FLAG_SEGMENT_B, FLAG_WORD_START, IndexedDataset
 from tencentpretrain.data.masking import SALT_PAIR, instance_rng, masker, text_rng
-from tencentpretrain.data.processors.base import Instance, SkipSample
-from tencentpretrain.data.processors.mlm import MaskedLmProcessor, check_targets, masking_spec
+from tencentpretrain.data.processors.base import Instance, SkipSample, check_targets
+from tencentpretrain.data.processors.mlm import MaskedLmProcessor, masking_spec
 from tencentpretrain.errors import ConfigError
 from tencentpretrain.registry import DATA_PROCESSORS
+from tencentpretrain.targets.output import LABELS_MASKED_TOKENS, LABELS_SENTENCE_PAIR
 
 Pair = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # ids A, flags A, ids B, flags B
+
+
+# The tgt keys when the model config is unknown: the targets BERT's own configs name.
+DEFAULT_PAIR_TARGETS = {LABELS_MASKED_TOKENS: "mlm", LABELS_SENTENCE_PAIR: "sp"}
 
 
 @DATA_PROCESSORS.register("bert")
@@ -42,6 +47,7 @@ class BertProcessor(MaskedLmProcessor):
     """Documents -> unmasked [CLS] A [SEP] B [SEP] pairs (B follows A), with word and segment flags."""
 
     name = "bert"
+    provides_labels = (LABELS_MASKED_TOKENS, LABELS_SENTENCE_PAIR)
     pair_task = "nsp"
     reads_documents = True
 
@@ -93,8 +99,8 @@ class BertProcessor(MaskedLmProcessor):
 
     @classmethod
     def build_collator(cls, dataset: IndexedDataset, *, seq_length: int, seed: int, model_config: Any = None):
-        check_targets(cls.name, ["mlm", "sp"], model_config)
-        return PairCollator(dataset, seq_length, seed)
+        routes = check_targets(cls.name, cls.provides_labels, model_config)
+        return PairCollator(dataset, seq_length, seed, target_names={**DEFAULT_PAIR_TARGETS, **routes})
 
 
 @DATA_PROCESSORS.register("albert")
@@ -135,8 +141,11 @@ def _trim_pair(pair: Pair, longest: int, rng: np.random.Generator) -> Pair:
 class PairCollator:
     """Builds the sentence-pair task (NSP or SOP) and masks: see the module docstring."""
 
-    def __init__(self, dataset: IndexedDataset, seq_length: int, seed: int) -> None:
+    def __init__(self, dataset: IndexedDataset, seq_length: int, seed: int,
+                 target_names: dict[str, str] = DEFAULT_PAIR_TARGETS) -> None:
+        """target_names: {label kind: the model's target that scores it}, the keys of the batches' ``tgt``."""
         self.dataset, self.seq_length, self.seed = dataset, seq_length, seed
+        self.target_names = target_names
         self.spec = masking_spec(dataset)
         self.pool = self.spec.random_pool()
         self.dynamic = bool(dataset.options["dynamic_masking"])
@@ -183,5 +192,6 @@ class PairCollator:
             n, a_len = len(ids), len(ids_a) + 2
             src[b, :n], tgt[b, :n], loss_mask[b, :n] = masked, ids, scored
             seg[b, :a_len], seg[b, a_len:n] = 1, 2
-        tgt_dict = {"mlm": torch.from_numpy(tgt), "sp": torch.from_numpy(labels)}
+        tgt_dict = {self.target_names[LABELS_MASKED_TOKENS]: torch.from_numpy(tgt),
+                    self.target_names[LABELS_SENTENCE_PAIR]: torch.from_numpy(labels)}
         return Batch(torch.from_numpy(src), tgt_dict, torch.from_numpy(seg), torch.from_numpy(loss_mask))

@@ -29,9 +29,10 @@ from tencentpretrain.data.masking import (
     instance_rng,
     masker,
 )
-from tencentpretrain.data.processors.base import Instance, Processor, SkipSample
-from tencentpretrain.errors import ConfigError, TokenizerError
+from tencentpretrain.data.processors.base import Instance, Processor, SkipSample, check_targets
+from tencentpretrain.errors import TokenizerError
 from tencentpretrain.registry import DATA_PROCESSORS
+from tencentpretrain.targets.output import LABELS_MASKED_TOKENS
 from tencentpretrain.tokenizers.base import Tokenizer
 
 
@@ -79,24 +80,12 @@ def masking_spec(dataset: IndexedDataset) -> MaskingSpec:
                        tuple(int(i) for i in options["special_ids"]))
 
 
-def check_targets(processor: str, provided: Sequence[str], model_config: Any) -> None:
-    """A ConfigError when the model has a target the batches do not feed."""
-    if model_config is None:
-        return
-    missing = [t for t in model_config.target if t not in provided]
-    if missing:
-        raise ConfigError(
-            f"data processor {processor!r} provides the target(s) {', '.join(provided)}, but the model's "
-            f"\"target\" is {list(model_config.target)}: use a config whose targets are among "
-            f"{list(provided)}, or a dataset built for {', '.join(missing)}"
-        )
-
-
 @DATA_PROCESSORS.register("mlm")
 class MlmProcessor(MaskedLmProcessor):
     """Plain text, one document per line -> unmasked instances with word flags; masked at batch time."""
 
     name = "mlm"
+    provides_labels = (LABELS_MASKED_TOKENS,)
 
     def process(self, line: str, stats: Counter[str]) -> list[Instance]:
         text = line.strip()
@@ -116,7 +105,7 @@ class MlmProcessor(MaskedLmProcessor):
 
     @classmethod
     def build_collator(cls, dataset: IndexedDataset, *, seq_length: int, seed: int, model_config: Any = None):
-        check_targets("mlm", ["mlm"], model_config)
+        check_targets(cls.name, cls.provides_labels, model_config)
         return MlmCollator(dataset, seq_length, seed)
 
 

@@ -28,8 +28,7 @@ import torch
 from tencentpretrain.data.config import DataConfig
 from tencentpretrain.data.dataset import IndexedDataset
 from tencentpretrain.data.masking import SALT_T5, instance_rng, random_spans_noise_mask, sentinel_ids, t5_span_counts
-from tencentpretrain.data.processors.base import Instance, Processor, SkipSample
-from tencentpretrain.data.processors.mlm import check_targets
+from tencentpretrain.data.processors.base import Instance, Processor, SkipSample, check_targets
 from tencentpretrain.errors import ConfigError, TokenizerError
 from tencentpretrain.registry import DATA_PROCESSORS
 from tencentpretrain.tokenizers.base import Tokenizer
@@ -107,7 +106,7 @@ class T5Processor(Processor):
         if model_config is not None and model_config.decoder is None:
             raise ConfigError("data processor 't5' trains an encoder-decoder model, and the model config has no "
                               "\"decoder\" (use models/t5/*_config.json)")
-        check_targets("t5", ["lm"], model_config)
+        check_targets(cls.name, cls.provides_labels, model_config)
         return SpanCorruptionCollator(dataset, seq_length, seed)
 
 

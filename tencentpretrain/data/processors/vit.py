@@ -23,10 +23,10 @@ import torch
 
 from tencentpretrain.data.config import DataConfig
 from tencentpretrain.data.dataset import IndexedDataset
-from tencentpretrain.data.processors.base import BadLine, Instance, Processor, SkipSample
-from tencentpretrain.data.processors.mlm import check_targets
+from tencentpretrain.data.processors.base import BadLine, Instance, Processor, SkipSample, check_targets
 from tencentpretrain.errors import ConfigError
 from tencentpretrain.registry import DATA_PROCESSORS
+from tencentpretrain.targets.output import LABELS_CLASS
 
 IMAGE_MEAN = 0.5  # per channel, after scaling to [0, 1]
 IMAGE_STD = 0.5
@@ -58,6 +58,7 @@ class VitProcessor(Processor):
     """``label<TAB>path`` lines -> (pixels, label) instances."""
 
     name = "vit"
+    provides_labels = (LABELS_CLASS,)
     uses_mask = False
     cuts_instances = False
     has_labels = True
@@ -116,7 +117,7 @@ class VitProcessor(Processor):
         if model_config is None:
             raise ConfigError("vit batches need the model config (patch_size, image size): pass model_config to "
                               "the loader")
-        check_targets("vit", ["cls", "classifier"], model_config)
+        check_targets(cls.name, cls.provides_labels, model_config)
         return ImageCollator(dataset, model_config)
 
 
