@@ -1,0 +1,133 @@
+"""The command-line surface is frozen: every entry point accepts exactly the flags in tests/golden/cli_flags.json.
+
+Users' scripts are full of TencentPretrain command lines, so a flag that disappears (or is renamed) by accident
+breaks them. The test builds each entry point's real parser - by running the script as ``__main__`` and stopping it
+at its first ``parse_known_args`` call, before any work is done - and compares the sorted option strings with the
+golden file.
+
+To change the flag surface on purpose (a new flag, a new entry point), regenerate the golden file and review the
+diff in the commit:
+
+    .venv/bin/python -m tests.test_cli_flags --update
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import runpy
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GOLDEN = os.path.join(ROOT, "tests", "golden", "cli_flags.json")
+# Entry points that live inside the package and are run with ``python -m``.
+PACKAGE_MAINS = ("tencentpretrain.demo",)
+
+
+class _ParserBuilt(BaseException):
+    """Raised at the first parse: carries the parser (a BaseException, so no harness turns it into an exit)."""
+
+    def __init__(self, parser: argparse.ArgumentParser) -> None:
+        super().__init__(parser.prog)
+        self.parser = parser
+
+
+def entry_points() -> list[str]:
+    """Every user-facing entry point: repository-relative script paths and ``-m`` module names."""
+    scripts = ["preprocess.py", "pretrain.py"]
+    for folder in ("scripts", "inference"):
+        scripts += sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, folder, "*.py")))
+    return scripts + list(PACKAGE_MAINS)
+
+
+@contextmanager
+def _stop_at_first_parse() -> Iterator[None]:
+    original = argparse.ArgumentParser.parse_known_args
+
+    def capture(self, args=None, namespace=None):
+        raise _ParserBuilt(self)
+
+    argparse.ArgumentParser.parse_known_args = capture
+    try:
+        yield
+    finally:
+        argparse.ArgumentParser.parse_known_args = original
+
+
+def option_strings(parser: argparse.ArgumentParser) -> list[str]:
+    """Sorted option strings of ``parser``; positionals appear as ``<dest>``."""
+    flags = set()
+    for action in parser._actions:
+        flags.update(action.option_strings or [f"<{action.dest}>"])
+    return sorted(flags)
+
+
+def flags_of(entry_point: str) -> list[str]:
+    """The option strings of one entry point's parser, built exactly as running it would build it."""
+    saved_argv = sys.argv
+    try:
+        with _stop_at_first_parse():
+            if entry_point.endswith(".py"):
+                sys.argv = [entry_point]
+                runpy.run_path(os.path.join(ROOT, entry_point), run_name="__main__")
+            else:
+                sys.argv = [entry_point]
+                runpy.run_module(entry_point, run_name="__main__", alter_sys=False)
+    except _ParserBuilt as built:
+        return option_strings(built.parser)
+    finally:
+        sys.argv = saved_argv
+    raise AssertionError(f"{entry_point} finished without parsing a command line")
+
+
+def current_flags() -> dict[str, list[str]]:
+    return {name: flags_of(name) for name in entry_points()}
+
+
+def read_golden() -> dict[str, list[str]]:
+    with open(GOLDEN, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def test_entry_points_are_the_golden_ones():
+    assert entry_points() == list(read_golden()), "an entry point was added or removed: run --update and review"
+
+
+@pytest.mark.parametrize("entry_point", entry_points())
+def test_flags_are_frozen(entry_point):
+    golden = read_golden().get(entry_point)
+    assert golden is not None, f"{entry_point} is not in {GOLDEN}: run `python -m tests.test_cli_flags --update`"
+    current = flags_of(entry_point)
+    missing = sorted(set(golden) - set(current))
+    added = sorted(set(current) - set(golden))
+    assert not missing and not added, f"{entry_point}: flags removed {missing}, flags added {added}"
+
+
+def test_capture_sees_a_real_parser():
+    """The capture is not vacuous: pretrain.py has the original's core flags, and the golden file is not empty."""
+    flags = flags_of("pretrain.py")
+    for flag in ("--config_path", "--total_steps", "--deepspeed_config", "--embedding", "--no-tie_weights"):
+        assert flag in flags
+    assert sum(len(v) for v in read_golden().values()) > 500
+
+
+def _update() -> None:
+    flags = current_flags()
+    tmp = f"{GOLDEN}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(flags, f, indent=1)
+        f.write("\n")
+    os.replace(tmp, GOLDEN)
+    print(f"wrote {GOLDEN}: {len(flags)} entry points, {sum(len(v) for v in flags.values())} flags")
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["--update"]:
+        sys.exit("usage: python -m tests.test_cli_flags --update")
+    _update()
