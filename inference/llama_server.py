@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import argparse
 import functools
-import logging
 
 import torch
 
+from tencentpretrain.cli import run
 from tencentpretrain.generation.options import (
     add_inference_args,
     load_for_inference,
@@ -42,7 +42,6 @@ def main(argv: list[str] | None = None) -> None:
                         help="run the model in the server's process (a thread) instead of a process of its own")
     add_inference_args(parser, seq_length=2048, batch_size=8)
     args = parse_inference_args(parser, argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     threads = args.threads or default_model_threads()
     tokenizer = load_tokenizer(model_config_from_inference_args(args))
     config = ServerConfig(model_name=args.model_name, api_key=args.api_key, context_length=args.seq_length,
@@ -60,4 +59,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)
