@@ -18,9 +18,8 @@ from tencentpretrain.cli import run
 from tencentpretrain.generation.options import (
     add_inference_args,
     load_for_inference,
-    load_tokenizer,
+    load_tokenizer_for_inference,
     load_tokenizer_and_model,
-    model_config_from_inference_args,
     parse_inference_args,
     sampling_from_args,
 )
@@ -43,14 +42,14 @@ def main(argv: list[str] | None = None) -> None:
     add_inference_args(parser, seq_length=2048, batch_size=8)
     args = parse_inference_args(parser, argv)
     threads = args.threads or default_model_threads()
-    tokenizer = load_tokenizer(model_config_from_inference_args(args))
+    tokenizer = load_tokenizer_for_inference(args)
     config = ServerConfig(model_name=args.model_name, api_key=args.api_key, context_length=args.seq_length,
                           default_max_tokens=args.max_new_tokens or 256, defaults=sampling_from_args(args),
                           max_batch_size=args.batch_size)
     template = get_template(args.prompt_template)
     if args.engine_in_process:
         torch.set_num_threads(threads)
-        model = load_for_inference(args, tokenizer.vocab_size)
+        model = load_for_inference(args, tokenizer)
         app = build_app(model, tokenizer, template, config, max_queue=args.max_queue)
     else:
         app = build_app_with_engine_process(functools.partial(load_tokenizer_and_model, args), tokenizer, template,

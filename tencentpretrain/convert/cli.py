@@ -9,7 +9,8 @@ import torch
 
 from tencentpretrain.checkpoint import resolve_config_path
 from tencentpretrain.config import ModelConfig, load_model_config
-from tencentpretrain.convert.stream import DTYPES, parse_dtype, parse_size
+from tencentpretrain.convert.stream import parse_size
+from tencentpretrain.dtypes import KEEP, dtype_choices, parse_dtype
 
 NO_TEMPLATE = "none"
 DEFAULT_CHAT_TEMPLATE = "user_bot"  # the chat processor's default: what a ChatLLaMA-style model was tuned on
@@ -20,7 +21,7 @@ def new_parser(doc: str | None) -> argparse.ArgumentParser:
 
 
 def add_dtype_arg(parser: argparse.ArgumentParser, default: str = "keep", help_text: str | None = None) -> None:
-    parser.add_argument("--dtype", choices=list(DTYPES), default=default,
+    parser.add_argument("--dtype", choices=dtype_choices(KEEP), default=default,
                         help=help_text or "dtype of the floating tensors written (keep = as in the input)")
 
 
