@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import torch
 
 from tencentpretrain.checkpoint import load_checkpoint, save_checkpoint
-from tencentpretrain.cli import run
+from tencentpretrain import cli
 from tencentpretrain.config import load_model_config
 from tencentpretrain.models.model import Model, build_model
 from tencentpretrain.tokenizers import build_tokenizer
@@ -300,4 +300,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    run(main)
+    cli.run(main)

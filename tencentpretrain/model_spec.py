@@ -1,5 +1,5 @@
 """One description of a model to load (``ModelSpec``) for inference, evaluation and the server, and the loading
-that all of them share: the tokenizer, the model config, strict weights (+ LoRA), dtype and device.
+that all of them share: the tokenizer, the model config, strict weights (+ LoRA), dtype, device, quantization.
 
 The entry points keep their original flags (``--fp16``/``--bf16``/``--use_int8`` for inference, ``--dtype`` for
 evaluation; see ``generation.options`` and ``evaluation.common``) and each turns them into this one spec. Dtype
@@ -21,6 +21,8 @@ from tencentpretrain.dtypes import AUTO, canonical_dtype, parse_dtype
 from tencentpretrain.errors import ConfigError
 from tencentpretrain.models.model import Model
 from tencentpretrain.tokenizers import Tokenizer, TokenizerConfig, build_tokenizer
+from tencentpretrain.transforms.lora import merge_lora_
+from tencentpretrain.transforms.quantize import optimize_for_inference, quantize_model
 
 logger = logging.getLogger(__name__)
 
@@ -120,3 +122,21 @@ def load_spec_model(spec: ModelSpec, tokenizer: Tokenizer, model_config: ModelCo
     model = load_model(model_config, spec.load_model_path, vocab_size=vocab_size, lora_path=spec.lora_path,
                        dtype=dtype or spec.torch_dtype())
     return model.to(spec.torch_device())
+
+
+def load_model_for_inference(spec: ModelSpec, tokenizer: Tokenizer, model_config: ModelConfig | None = None) -> Model:
+    """The spec's model ready for generation: loaded in fp32, LoRA merged, cast to the spec's dtype, then either
+    quantized (``spec.quantization``) or given the fast inference kernels. For inference only (no training)."""
+    model = load_spec_model(spec, tokenizer, model_config, dtype=torch.float32)
+    if spec.lora_path:
+        merge_lora_(model)  # in fp32, before any cast
+    dtype = spec.torch_dtype()
+    if spec.quantization and spec.torch_device().type == "cpu" and dtype != torch.float32:
+        logger.warning("quantized CPU kernels take fp32 activations: ignoring --fp16/--bf16")
+        dtype = torch.float32
+    model = model.to(dtype=dtype).eval()
+    if spec.quantization:
+        quantize_model(model, spec.quantization, group_size=spec.int4_group_size)
+    else:
+        optimize_for_inference(model)
+    return model

@@ -111,3 +111,17 @@ def test_spec_loading_errors_say_what_to_pass(checkpoint, tmp_path):
     save_model_config(tiny_llama_config(vocab_size=768), padded)
     model = load_spec_model(ModelSpec(config_path=str(padded), device="cpu"), tokenizer)
     assert model.embedding.word.embedding.weight.shape[0] == 768  # a padded table (more rows) is fine
+
+
+def test_evaluation_honours_quantization(checkpoint):
+    """A spec's int8 is not ignored by evaluation: the perplexity is the quantized model's, close to fp32's."""
+    from tencentpretrain.evaluation.perplexity import PerplexityConfig, evaluate_perplexity
+
+    texts = ["中国的首都是北京。", "自然语言处理" * 8]
+    config = PerplexityConfig(seq_length=32, stride=16)
+    results = {}
+    for quantization in (None, "int8"):
+        model, tokenizer = load_model_and_tokenizer(ModelSpec(**checkpoint, device="cpu", quantization=quantization))
+        results[quantization] = evaluate_perplexity(model, tokenizer, texts, config).perplexity
+    assert results[None] != results["int8"]  # the quantized kernels ran
+    assert results["int8"] == pytest.approx(results[None], rel=0.05)

@@ -16,7 +16,12 @@ import torch
 from tencentpretrain.checkpoint import atomic_path
 from tencentpretrain.dtypes import AUTO, dtype_choices
 from tencentpretrain.errors import ConfigError, DataError
-from tencentpretrain.model_spec import ModelSpec, load_spec_model, load_tokenizer  # noqa: F401  (re-exported)
+from tencentpretrain.model_spec import (  # noqa: F401  (ModelSpec, load_tokenizer re-exported)
+    ModelSpec,
+    load_model_for_inference,
+    load_spec_model,
+    load_tokenizer,
+)
 from tencentpretrain.models.model import Model
 from tencentpretrain.tokenizers import Tokenizer
 
@@ -60,6 +65,8 @@ def load_model_and_tokenizer(spec: ModelSpec) -> tuple[Model, Tokenizer]:
     config when it sets one, else from the tokenizer (as in the original). An HF directory brings its config, and
     its ``tokenizer.model`` when no tokenizer is given."""
     tokenizer = load_tokenizer(spec)
+    if spec.quantization:  # an int8/int4 model is evaluated as inference runs it: LoRA merged, quantized
+        return load_model_for_inference(spec, tokenizer), tokenizer
     return load_spec_model(spec, tokenizer), tokenizer
 
 

@@ -17,12 +17,10 @@ from tencentpretrain.config import ModelConfig, add_model_args, model_config_fro
 from tencentpretrain.errors import ConfigError
 from tencentpretrain.generation.engine import GenerationConfig
 from tencentpretrain.generation.sampling import SamplingParams
-from tencentpretrain.model_spec import ModelSpec, load_spec_model, load_tokenizer
+from tencentpretrain.model_spec import ModelSpec, load_model_for_inference, load_tokenizer
 from tencentpretrain.models.model import Model
 from tencentpretrain.tokenizers import Tokenizer
 from tencentpretrain.tokenizers.templates import template_names
-from tencentpretrain.transforms.lora import merge_lora_
-from tencentpretrain.transforms.quantize import optimize_for_inference, quantize_model
 
 logger = logging.getLogger(__name__)
 
@@ -106,27 +104,10 @@ def load_for_inference(args: argparse.Namespace, tokenizer: Tokenizer) -> Model:
     if spec.load_model_path is None:
         raise ConfigError("--load_model_path is required")
     model_config = None if spec.is_hf_directory else model_config_from_args(args)
-    return prepare_model(spec, tokenizer, model_config)
+    return load_model_for_inference(spec, tokenizer, model_config)
 
 
 def load_tokenizer_and_model(args: argparse.Namespace) -> tuple[Model, Tokenizer]:
     """(model, tokenizer) of the flags: what a server's engine process builds (picklable with ``partial``)."""
     tokenizer = load_tokenizer_for_inference(args)
     return load_for_inference(args, tokenizer), tokenizer
-
-
-def prepare_model(spec: ModelSpec, tokenizer: Tokenizer, model_config: ModelConfig | None = None) -> Model:
-    """The spec's model (``load_spec_model``, in fp32) + merge LoRA + dtype + the fast fp32 path or quantization."""
-    model = load_spec_model(spec, tokenizer, model_config, dtype=torch.float32)
-    if spec.lora_path:
-        merge_lora_(model)  # in fp32, before any cast
-    dtype = spec.torch_dtype()
-    if spec.quantization and spec.torch_device().type == "cpu" and dtype != torch.float32:
-        logger.warning("quantized CPU kernels take fp32 activations: ignoring --fp16/--bf16")
-        dtype = torch.float32
-    model = model.to(dtype=dtype).eval()
-    if spec.quantization:
-        quantize_model(model, spec.quantization, group_size=spec.int4_group_size)
-    else:
-        optimize_for_inference(model)
-    return model
