@@ -44,15 +44,16 @@ class ModelConfig:
     max_seq_length: int = 512  # size of the learned position table; the context length for generation
 
     # --- components (names resolved in the registries) ---
-    embedding: tuple[str, ...] = field(default=("word",), metadata=flag(choices=EMBEDDINGS))  # embeddings summed in this order
-    tgt_embedding: tuple[str, ...] = field(default=("word",), metadata=flag(choices=EMBEDDINGS))  # decoder-side embeddings
+    embedding: tuple[str, ...] = field(default=("word",), metadata=flag(choices=EMBEDDINGS))  # summed in order
+    tgt_embedding: tuple[str, ...] = field(default=("word",), metadata=flag(choices=EMBEDDINGS))  # decoder side
     encoder: str = field(default="transformer", metadata=flag(choices=ENCODERS))  # the layer stack
-    decoder: str | None = field(default=None, metadata=flag(choices=DECODERS))  # None = decoder-only / encoder-only model
+    decoder: str | None = field(default=None, metadata=flag(choices=DECODERS))  # None = no decoder (one stack)
     target: tuple[str, ...] = field(default=("lm",), metadata=flag(choices=TARGETS))  # training objectives
     feed_forward: str = field(default="dense", metadata=flag(choices=FEEDFORWARDS))  # "gated" is SwiGLU
     hidden_act: str = field(default="gelu", metadata=flag(choices=ACTIVATIONS))  # feed-forward activation
-    layernorm: str = field(default="normal", metadata=flag(choices=LAYERNORMS))  # "normal" is the original's LayerNorm
-    layernorm_positioning: str = field(default="post", metadata=flag(choices=LAYERNORM_POSITIONS))  # "pre" adds a final encoder.layer_norm
+    layernorm: str = field(default="normal", metadata=flag(choices=LAYERNORMS))  # normal = the original's LayerNorm
+    layernorm_positioning: str = field(default="post", metadata=flag(
+        "pre adds a final encoder.layer_norm", choices=LAYERNORM_POSITIONS))
     layernorm_eps: float = 1e-6
     mask: str = field(default="fully_visible", metadata=flag(choices=MASKS))  # attention mask of the encoder
 

@@ -375,8 +375,10 @@ def make_workdir(tmp: Path) -> dict[str, str]:
     (tmp / "runs").mkdir()
     bin_dir = tmp.parent / f"{tmp.name}-bin"
     bin_dir.mkdir()
-    for name in ("python", "python3"):
-        (bin_dir / name).symlink_to(sys.executable)
+    for name in ("python", "python3"):  # a wrapper, not a symlink: a symlinked venv python forgets its venv
+        wrapper = bin_dir / name
+        wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+        wrapper.chmod(0o755)
     env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}", PYTHONUNBUFFERED="1",
                MPLBACKEND="Agg")
     env.pop("PYTHONPATH", None)

@@ -61,8 +61,10 @@ def test_user_errors_raise_and_bad_flags_exit_2(tmp_path, capsys):
 @pytest.mark.slow
 def test_user_errors_exit_2_with_one_line(tmp_path):
     """The script itself (through the run() harness): status 2, one ``error:`` line, no traceback."""
-    proc = subprocess.run([sys.executable, str(ROOT / "preprocess.py"), "--corpus_path", str(tmp_path / "missing.txt"),
-                           "--spm_model_path", SPM], capture_output=True, text=True, timeout=120)
+    argv = ["--corpus_path", str(tmp_path / "missing.txt"), "--spm_model_path", SPM]
+    proc = subprocess.run([sys.executable, str(ROOT / "preprocess.py"), *argv], capture_output=True, text=True,
+                          timeout=120)
     assert proc.returncode == 2
-    assert proc.stderr.splitlines() == [f"preprocess.py: error: {tmp_path / 'missing.txt'}: corpus file not found (--corpus_path)"]
+    missing = tmp_path / "missing.txt"
+    assert proc.stderr.splitlines() == [f"preprocess.py: error: {missing}: corpus file not found (--corpus_path)"]
     assert not (tmp_path / "dataset.pt").exists()
