@@ -19,6 +19,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_dataclass_flags(parser, DataConfig, title="data")
     add_tokenizer_args(parser)
+    compatibility = parser.add_argument_group("accepted for compatibility")
+    compatibility.add_argument("--docs_buffer_size", type=int, default=None,
+                               help="no effect: workers read their byte range of the corpus line by line")
     return parser
 
 

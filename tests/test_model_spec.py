@@ -65,6 +65,8 @@ def test_inference_and_evaluation_flags_make_the_same_spec(tmp_path):
     from_inference = model_spec_from_inference_args(_inference_args([*paths, "--bf16", "--device", "cpu"]))
     assert from_inference == from_evaluation == ModelSpec(config_path=config, load_model_path="m.bin",
                                                           spm_model_path="t.model", dtype="bf16", device="cpu")
+    char = model_spec_from_inference_args(_inference_args([*paths[:4], "--tokenizer", "char", "--vocab_path", "v"]))
+    assert (char.tokenizer, char.vocab_path, char.spm_model_path) == ("char", "v", None)  # the original's flags
     int4 = model_spec_from_inference_args(_inference_args([*paths, "--use_int4", "--int4_group_size", "16"]))
     assert (int4.quantization, int4.int4_group_size, int4.dtype) == ("int4", 16, "fp32")
     with pytest.raises(ConfigError, match="quantization 'int3'"):

@@ -117,6 +117,10 @@ class DataOptions:
         "accepted from the original's commands: the dataset must have been built with it"))
     span_masking: bool = field(default=False, metadata=flag(
         "accepted from the original's commands: the dataset must have been built with it"))
+    span_geo_prob: float | None = field(default=None, metadata=flag(
+        "accepted from the original's commands: the dataset must have been built with this --span_geo_prob"))
+    span_max_length: int | None = field(default=None, metadata=flag(
+        "accepted from the original's commands: the dataset must have been built with this --span_max_length"))
     tokenizer: str | None = field(default=None, metadata=flag(
         "tokenizer (default: sentencepiece with --spm_model_path); only its vocabulary size is used here",
         choices=TOKENIZERS))
@@ -140,11 +144,16 @@ class DistOptions:
     global_rank: int | None = field(default=None, metadata=flag("accepted for compatibility; the launcher's wins"))
     tensor_model_parallel_size: int = field(default=1, metadata=flag("only 1 is supported (use ZeRO-3)"))
     pipeline_model_parallel_size: int = field(default=1, metadata=flag("only 1 is supported (use ZeRO-3)"))
+    virtual_pipeline_model_parallel_size: int | None = field(default=None, metadata=flag(
+        "only unset or 1 is supported (no pipeline parallelism; use ZeRO-3)"))
+    distribute_checkpointed_activations: bool = field(default=False, metadata=flag(
+        "accepted for compatibility: it spreads checkpoints over tensor-parallel ranks, and there is one"))
 
     def __post_init__(self) -> None:
         if self.world_size < 1:
             raise ConfigError(f"--world_size must be at least 1, got {self.world_size}")
-        if self.tensor_model_parallel_size != 1 or self.pipeline_model_parallel_size != 1:
+        virtual = self.virtual_pipeline_model_parallel_size
+        if self.tensor_model_parallel_size != 1 or self.pipeline_model_parallel_size != 1 or virtual not in (None, 1):
             raise ConfigError(
                 "tensor and pipeline parallelism are not supported; shard the model with DeepSpeed ZeRO-3 "
                 "(--deepspeed --enable_zero3 --deepspeed_config models/deepspeed_zero3_config.json) instead"
