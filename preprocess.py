@@ -7,33 +7,29 @@
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
 from collections.abc import Sequence
 
+from tencentpretrain.cli import add_dataclass_flags, dataclass_from_args, run
 from tencentpretrain.data.builder import build_dataset
-from tencentpretrain.data.config import DataConfig, add_dataclass_args, dataclass_from_args
-from tencentpretrain.errors import TencentPretrainError
+from tencentpretrain.data.config import DataConfig
 from tencentpretrain.tokenizers import add_tokenizer_args, tokenizer_config_from_args
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_dataclass_args(parser.add_argument_group("data"), DataConfig)
+    add_dataclass_flags(parser, DataConfig, title="data")
     add_tokenizer_args(parser)
+    compatibility = parser.add_argument_group("accepted for compatibility")
+    compatibility.add_argument("--docs_buffer_size", type=int, default=None,
+                               help="no effect: workers read their byte range of the corpus line by line")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        build_dataset(dataclass_from_args(DataConfig, args), tokenizer_config_from_args(args))
-    except TencentPretrainError as e:
-        parser.exit(2, f"{parser.prog}: error: {e}\n")
+    args = build_parser().parse_args(argv)
+    build_dataset(dataclass_from_args(DataConfig, args), tokenizer_config_from_args(args))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

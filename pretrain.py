@@ -6,7 +6,8 @@
     deepspeed pretrain.py --deepspeed --deepspeed_config models/deepspeed_zero3_config.json --enable_zero3 ...
 """
 
+from tencentpretrain.cli import run
 from tencentpretrain.training.cli import run_and_exit
 
 if __name__ == "__main__":
-    run_and_exit()
+    run(run_and_exit)

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import torch
 
 from tencentpretrain.checkpoint import load_checkpoint, save_checkpoint
+from tencentpretrain import cli
 from tencentpretrain.config import load_model_config
 from tencentpretrain.models.model import Model, build_model
 from tencentpretrain.tokenizers import build_tokenizer
@@ -284,7 +285,6 @@ def print_results(r: dict, args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     args = parse_args()
     torch.set_num_threads(args.threads)
     if not os.path.isfile(args.zh_corpus_path):
@@ -300,4 +300,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    cli.run(main)

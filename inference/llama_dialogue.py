@@ -7,8 +7,8 @@
 from __future__ import annotations
 
 import argparse
-import logging
 
+from tencentpretrain.cli import run
 from tencentpretrain.generation.engine import Engine
 from tencentpretrain.generation.options import (
     add_inference_args,
@@ -26,7 +26,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--prediction_path", help="accepted for compatibility; unused")
     add_inference_args(parser, seq_length=2048, batch_size=1)
     args = parse_inference_args(parser, argv)
-    logging.basicConfig(level=logging.WARNING)
     model, tokenizer = load_tokenizer_and_model(args)
     engine = Engine(model, tokenizer, max_batch_size=1, max_length=args.seq_length)
     config = DialogueConfig(seq_length=args.seq_length, keep_length_ratio=args.keep_length_ratio)
@@ -34,4 +33,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main, log_level="WARNING")

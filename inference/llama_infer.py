@@ -9,6 +9,7 @@ user message in that chat template, as instruction tuning rendered it.
 
 from __future__ import annotations
 
+from tencentpretrain.cli import run
 from tencentpretrain.generation.batch_file import run_batch_file, write_llama_infer
 
 
@@ -17,4 +18,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

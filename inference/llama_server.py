@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import argparse
 import functools
-import logging
 
 import torch
 
+from tencentpretrain.cli import run
 from tencentpretrain.generation.options import (
     add_inference_args,
     load_for_inference,
-    load_tokenizer,
     load_tokenizer_and_model,
-    model_config_from_inference_args,
+    load_tokenizer_for_inference,
     parse_inference_args,
     sampling_from_args,
 )
@@ -42,16 +41,15 @@ def main(argv: list[str] | None = None) -> None:
                         help="run the model in the server's process (a thread) instead of a process of its own")
     add_inference_args(parser, seq_length=2048, batch_size=8)
     args = parse_inference_args(parser, argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     threads = args.threads or default_model_threads()
-    tokenizer = load_tokenizer(model_config_from_inference_args(args))
+    tokenizer = load_tokenizer_for_inference(args)
     config = ServerConfig(model_name=args.model_name, api_key=args.api_key, context_length=args.seq_length,
                           default_max_tokens=args.max_new_tokens or 256, defaults=sampling_from_args(args),
                           max_batch_size=args.batch_size)
     template = get_template(args.prompt_template)
     if args.engine_in_process:
         torch.set_num_threads(threads)
-        model = load_for_inference(args, tokenizer.vocab_size)
+        model = load_for_inference(args, tokenizer)
         app = build_app(model, tokenizer, template, config, max_queue=args.max_queue)
     else:
         app = build_app_with_engine_process(functools.partial(load_tokenizer_and_model, args), tokenizer, template,
@@ -60,4 +58,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import logging
 
+from tencentpretrain.cli import run
 from tencentpretrain.vocab.build import MODEL_TYPES, VocabBuildConfig, build_vocab
 
 
@@ -42,7 +42,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = vars(build_parser().parse_args(argv))
     args["corpus_paths"] = tuple(args.pop("corpus_path"))
     args["json_format"] = args.pop("json_format_corpus")
@@ -54,4 +53,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -8,9 +8,9 @@ Uses DeepSpeed's zero_to_fp32 utilities (pip install deepspeed); the tag default
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 
+from tencentpretrain.cli import run
 from tencentpretrain.convert import cli
 from tencentpretrain.convert.deepspeed_checkpoint import convert_deepspeed_to_tencentpretrain
 
@@ -34,4 +34,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

@@ -6,9 +6,9 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 
+from tencentpretrain.cli import run
 from tencentpretrain.convert import cli
 from tencentpretrain.convert.rewrite import rewrite_checkpoint
 
@@ -19,7 +19,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="TencentPretrain .bin/.safetensors or blocks dir")
     parser.add_argument("--output_model_path", required=True, help="x.bin / x.safetensors, or a blocks directory")
     parser.add_argument("--config_path", help="optional JSON config to check the checkpoint against")
-    parser.add_argument("--dtype", choices=["fp16", "bf16"], default="fp16", help="target dtype")
+    parser.add_argument("--dtype", choices=["fp16", "bf16", "float16", "bfloat16"], default="fp16", help="target dtype")
 
     def body(args) -> None:
         config = cli.model_config_for(args.config_path, args.input_model_path) if args.config_path else None
@@ -30,4 +30,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

@@ -10,9 +10,9 @@ Every size comes from the directory's config.json; a TencentPretrain JSON config
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Sequence
 
+from tencentpretrain.cli import run
 from tencentpretrain.convert import cli
 from tencentpretrain.convert.hf import convert_hf_to_tencentpretrain
 
@@ -45,4 +45,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

@@ -11,9 +11,9 @@ tokenizer_config.json (bos/eos and the chat template) and special_tokens_map.jso
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 
+from tencentpretrain.cli import run
 from tencentpretrain.convert import cli
 from tencentpretrain.convert.hf import HfExportOptions, convert_tencentpretrain_to_hf
 
@@ -43,4 +43,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

@@ -7,9 +7,9 @@ to TencentPretrain. A JSON config is written beside the output (x.bin -> x_confi
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 
+from tencentpretrain.cli import run
 from tencentpretrain.convert import cli
 from tencentpretrain.convert.meta import convert_meta_to_tencentpretrain
 from tencentpretrain.errors import ConfigError
@@ -38,4 +38,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

@@ -9,9 +9,9 @@ Like the original, tensors are written in bf16 by default (--dtype keep to leave
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 
+from tencentpretrain.cli import run
 from tencentpretrain.convert import cli
 from tencentpretrain.convert.rewrite import rewrite_checkpoint
 from tencentpretrain.errors import ConfigError
@@ -36,4 +36,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

@@ -10,13 +10,11 @@ Pass the tokenizer and --seq_length the file was built with (records are checked
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
 from collections.abc import Sequence
 
+from tencentpretrain.cli import run
 from tencentpretrain.data.config import DataConfig
 from tencentpretrain.data.import_original import RECORD_LAYOUTS, import_original_dataset
-from tencentpretrain.errors import TencentPretrainError
 from tencentpretrain.tokenizers import add_tokenizer_args, tokenizer_config_from_args
 
 
@@ -34,18 +32,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
     config = DataConfig(corpus_path=args.original_dataset_path, dataset_path=args.dataset_path,
                         data_processor=args.data_processor, seq_length=args.seq_length,
                         train_on_prompt=args.train_on_prompt)
-    try:
-        import_original_dataset(args.original_dataset_path, config, tokenizer_config_from_args(args))
-    except TencentPretrainError as e:
-        parser.exit(2, f"{parser.prog}: error: {e}\n")
+    import_original_dataset(args.original_dataset_path, config, tokenizer_config_from_args(args))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

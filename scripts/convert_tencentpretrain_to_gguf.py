@@ -9,9 +9,9 @@ tokenizer's pieces, scores, types and special ids and the chat template in the m
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 
+from tencentpretrain.cli import run
 from tencentpretrain.convert import cli
 from tencentpretrain.convert.llama_gguf import OUTTYPES, GgufOptions, convert_tencentpretrain_to_gguf
 
@@ -40,4 +40,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

@@ -7,9 +7,9 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 
+from tencentpretrain.cli import run
 from tencentpretrain.convert import cli
 from tencentpretrain.convert.meta import convert_tencentpretrain_to_meta
 
@@ -34,4 +34,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

@@ -12,8 +12,8 @@ Flags outside --system (model files, --template, sampling) are the defaults of e
 from __future__ import annotations
 
 import argparse
-import logging
 
+from tencentpretrain.cli import run
 from tencentpretrain.evaluation.common import add_model_spec_args, model_spec_from_args, write_jsonl, write_text
 from tencentpretrain.evaluation.generation_report import (
     SystemConfig,
@@ -48,7 +48,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> list[dict]:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     defaults = SystemConfig(
         name="", model=model_spec_from_args(args), template=args.template, max_new_tokens=args.max_new_tokens,
         temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
@@ -65,4 +64,4 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

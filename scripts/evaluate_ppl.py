@@ -7,8 +7,8 @@
 from __future__ import annotations
 
 import argparse
-import logging
 
+from tencentpretrain.cli import run
 from tencentpretrain.evaluation.common import (
     add_model_spec_args,
     load_model_and_tokenizer,
@@ -36,7 +36,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     model, tokenizer = load_model_and_tokenizer(model_spec_from_args(args))
     config = PerplexityConfig(
         seq_length=args.seq_length or model.config.max_seq_length, stride=args.stride,
@@ -52,4 +51,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

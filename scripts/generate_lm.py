@@ -9,6 +9,7 @@ The output holds, per line, the line, a newline and the prompt + completion. --s
 
 from __future__ import annotations
 
+from tencentpretrain.cli import run
 from tencentpretrain.generation.batch_file import run_batch_file, write_generate_lm
 
 ORIGINAL_SAMPLING = {"top_k": 70, "top_p": 1.0, "temperature": 1.0, "repetition_penalty": 1.0}
@@ -19,4 +20,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

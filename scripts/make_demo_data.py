@@ -16,10 +16,11 @@ import argparse
 import json
 import logging
 import random
-import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from tencentpretrain.cli import run
 
 logger = logging.getLogger("make_demo_data")
 
@@ -953,7 +954,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--output_dir", type=Path, default=DEFAULT_OUTPUT, help="where to write (default: data/)")
     parser.add_argument("--check", action="store_true", help="write nothing; exit 1 if the files differ")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     files = render_files()
     if args.check:
         stale = differences(files, args.output_dir)
@@ -965,4 +965,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

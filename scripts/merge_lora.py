@@ -6,9 +6,9 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 
+from tencentpretrain.cli import run
 from tencentpretrain.config import read_json
 from tencentpretrain.convert import cli
 from tencentpretrain.convert.rewrite import merge_lora_checkpoint
@@ -40,4 +40,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

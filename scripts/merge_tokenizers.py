@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 
+from tencentpretrain.cli import run
 from tencentpretrain.vocab.build import read_corpus_lines
 from tencentpretrain.vocab.merge import DEFAULT_PROBE, MergeConfig, merge_tokenizers
 
@@ -36,7 +36,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     config = MergeConfig(allow_ascii_alnum=args.allow_ascii_alnum, allow_ascii_symbols=args.allow_ascii_symbols,
                          include_user_defined=args.include_user_defined, score_mode=args.score_mode,
@@ -54,4 +53,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

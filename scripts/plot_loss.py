@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 
+from tencentpretrain.cli import run
 from tencentpretrain.training.logs import plot_loss
 
 
@@ -24,4 +25,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -12,8 +12,8 @@ model config beside the input (x.bin -> x_config.json) is written beside the out
 from __future__ import annotations
 
 import argparse
-import logging
 
+from tencentpretrain.cli import run
 from tencentpretrain.vocab.resize import ResizeConfig, extension_record_path, resize_checkpoint
 
 
@@ -31,7 +31,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
     record = resize_checkpoint(ResizeConfig(**vars(args)))
     print(f"{args.output_model_path}: {record['original_vocab_size']} -> {record['rows']} rows; "
@@ -39,4 +38,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -16,10 +16,11 @@ import difflib
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from tencentpretrain.atomic import write_json
+from tencentpretrain.cli import add_dataclass_flags, flag
 from tencentpretrain.errors import ConfigError
 from tencentpretrain.registry import ACTIVATIONS, DECODERS, EMBEDDINGS, ENCODERS, FEEDFORWARDS, LAYERNORMS, TARGETS
 
@@ -44,17 +45,18 @@ class ModelConfig:
     max_seq_length: int = 512  # size of the learned position table; the context length for generation
 
     # --- components (names resolved in the registries) ---
-    embedding: tuple[str, ...] = ("word",)  # embeddings summed in this order
-    tgt_embedding: tuple[str, ...] = ("word",)  # decoder-side embeddings
-    encoder: str = "transformer"
-    decoder: str | None = None  # None = decoder-only / encoder-only model
-    target: tuple[str, ...] = ("lm",)  # training objectives
-    feed_forward: str = "dense"  # "dense" or "gated" (SwiGLU)
-    hidden_act: str = "gelu"
-    layernorm: str = "normal"  # "normal" (the original's LayerNorm), "rms", "t5"
-    layernorm_positioning: str = "post"  # "pre" adds a final encoder.layer_norm
+    embedding: tuple[str, ...] = field(default=("word",), metadata=flag(choices=EMBEDDINGS))  # summed in order
+    tgt_embedding: tuple[str, ...] = field(default=("word",), metadata=flag(choices=EMBEDDINGS))  # decoder side
+    encoder: str = field(default="transformer", metadata=flag(choices=ENCODERS))  # the layer stack
+    decoder: str | None = field(default=None, metadata=flag(choices=DECODERS))  # None = no decoder (one stack)
+    target: tuple[str, ...] = field(default=("lm",), metadata=flag(choices=TARGETS))  # training objectives
+    feed_forward: str = field(default="dense", metadata=flag(choices=FEEDFORWARDS))  # "gated" is SwiGLU
+    hidden_act: str = field(default="gelu", metadata=flag(choices=ACTIVATIONS))  # feed-forward activation
+    layernorm: str = field(default="normal", metadata=flag(choices=LAYERNORMS))  # normal = the original's LayerNorm
+    layernorm_positioning: str = field(default="post", metadata=flag(
+        "pre adds a final encoder.layer_norm", choices=LAYERNORM_POSITIONS))
     layernorm_eps: float = 1e-6
-    mask: str = "fully_visible"  # "causal", "fully_visible", "causal_with_prefix"
+    mask: str = field(default="fully_visible", metadata=flag(choices=MASKS))  # attention mask of the encoder
 
     # --- options ---
     dropout: float = 0.1
@@ -71,7 +73,7 @@ class ModelConfig:
     relative_attention_buckets_num: int = 32
     rotary_position_embedding: bool = False  # RoPE, Meta's interleaved layout
     rope_theta: float = 10000.0  # RoPE base
-    rope_scaling: dict[str, Any] | None = None  # {"type": "linear", "factor": 2.0}
+    rope_scaling: dict[str, Any] | None = None  # JSON, e.g. {"type": "linear", "factor": 2.0}
     pooling: str = "first"  # sentence representation of classification targets
     labels_num: int | None = None  # classes of a "cls" target
     label_smoothing: float = 0.0
@@ -248,50 +250,14 @@ def save_model_config(config: ModelConfig, path: str | os.PathLike, extra: dict[
 
 
 # ---------------------------------------------------------------------- command line
-_FLAG_HELP = {
-    "local_kv_heads_num": "key/value heads for grouped-query attention",
-    "vocab_size": "vocabulary size (default: from the tokenizer)",
-    "rope_scaling": 'JSON, e.g. \'{"type": "linear", "factor": 2}\'',
-}
-
-
 def add_model_args(parser: argparse.ArgumentParser) -> None:
-    """Add one flag per ModelConfig field (``--hidden_size``, ``--remove_transformer_bias``, ...).
+    """Add one flag per ModelConfig field (``--hidden_size``, ``--embedding word pos``, ``--no-tie_weights`` ...).
 
     Flag defaults are those of the dataclass; ``parse_args_with_config`` replaces them with the JSON values.
+    Every bool also has ``--no-<key>``, since a JSON config may have set it. Component flags list the registered
+    names (``--help`` shows them; a typo is a flag error).
     """
-    group = parser.add_argument_group("model options (override the JSON config)")
-    for f in dataclasses.fields(ModelConfig):
-        default = f.default
-        help_text = _FLAG_HELP.get(f.name, f.name.replace("_", " "))
-        flag = f"--{f.name}"
-        if isinstance(default, bool):
-            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=help_text)
-        elif isinstance(default, tuple):
-            group.add_argument(flag, nargs="+", default=list(default), help=help_text)
-        elif f.name == "rope_scaling":
-            group.add_argument(flag, type=_json_object, default=default, help=help_text)
-        else:
-            kind = _field_scalar_type(f)
-            group.add_argument(flag, type=kind, default=default, help=help_text)
-
-
-def _field_scalar_type(f: dataclasses.Field) -> type:
-    annotation = str(f.type)
-    for name, kind in (("int", int), ("float", float)):
-        if annotation.startswith(name):
-            return kind
-    return str
-
-
-def _json_object(text: str) -> dict[str, Any]:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise argparse.ArgumentTypeError(f"not valid JSON: {e.msg}") from None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError("expected a JSON object")
-    return value
+    add_dataclass_flags(parser, ModelConfig, title="model options (override the JSON config)", negatable_bools=True)
 
 
 def parse_args_with_config(
@@ -316,7 +282,17 @@ def parse_args_with_config(
 
 
 def model_config_from_args(args: argparse.Namespace, source: str | None = None) -> ModelConfig:
-    """Build the ModelConfig from a namespace filled by ``add_model_args`` (+ ``parse_args_with_config``)."""
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(ModelConfig) if hasattr(args, f.name)}
-    return model_config_from_dict(values, source or getattr(args, "config_path", None) or "<command line>")
+    """Build the ModelConfig from a namespace filled by ``add_model_args`` (+ ``parse_args_with_config``).
 
+    An invalid result is blamed on what made it invalid: on the JSON file when the file alone is already
+    invalid, else on the command-line flags that override it.
+    """
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(ModelConfig) if hasattr(args, f.name)}
+    config_path = source or getattr(args, "config_path", None)
+    try:
+        return ModelConfig(**values)
+    except (ConfigError, TypeError) as e:
+        if config_path:
+            load_model_config(config_path)  # raises, naming the file, when the file alone is invalid
+            raise ConfigError(f"command-line flags (overriding {config_path}): {e}") from None
+        raise ConfigError(f"command-line flags: {e}") from None

@@ -23,6 +23,8 @@ import sys
 import time
 from dataclasses import dataclass
 
+from tencentpretrain.cli import run
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 logger = logging.getLogger("tencentpretrain.demo")
 
@@ -249,7 +251,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--chat_steps", type=int, default=DemoConfig.chat_steps)
     parser.add_argument("--force", action="store_true", help="rebuild every stage")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="[%(asctime)s demo] %(message)s", datefmt="%H:%M:%S")
     config = DemoConfig(output_dir=os.path.abspath(args.output_dir), pretrain_steps=args.pretrain_steps,
                         sft_steps=args.sft_steps, chat_steps=args.chat_steps, force=args.force)
     inputs_changed = _prepare_inputs(config)
@@ -262,4 +263,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main, log_format="[%(asctime)s demo] %(message)s")

@@ -1,14 +1,17 @@
-"""preprocess.py: the flag surface (frozen), --key=value, end to end, errors as exit status 2."""
+"""preprocess.py: the flag surface (frozen), --key=value, end to end, errors as exit status 2 (run() harness)."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from tencentpretrain.data.dataset import IndexedDataset
+from tencentpretrain.errors import TencentPretrainError
 
 ROOT = Path(__file__).resolve().parents[1]
 SPM = str(ROOT / "tests" / "assets" / "tiny_spm.model")
@@ -46,11 +49,22 @@ def test_original_command_line_works(tmp_path):
     assert len(ds) == 2 and ds.processor == "alpaca" and ds.seq_length == 32
 
 
-def test_user_errors_exit_2_without_traceback(tmp_path, capsys):
-    with pytest.raises(SystemExit) as exit_info:
+def test_user_errors_raise_and_bad_flags_exit_2(tmp_path, capsys):
+    with pytest.raises(TencentPretrainError, match="missing.txt: corpus file not found"):
         _preprocess().main(["--corpus_path", str(tmp_path / "missing.txt"), "--spm_model_path", SPM])
+    with pytest.raises(SystemExit) as exit_info:
+        _preprocess().main(["--corpus_path", "x", "--data_processor", "nonexistent"])  # not a registered processor
     assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    assert "error: " in err and "missing.txt: corpus file not found" in err and "Traceback" not in err
-    with pytest.raises(SystemExit):
-        _preprocess().main(["--corpus_path", "x", "--data_processor", "bert"])  # not a registered processor
+    assert "argument --data_processor: invalid choice: 'nonexistent'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_user_errors_exit_2_with_one_line(tmp_path):
+    """The script itself (through the run() harness): status 2, one ``error:`` line, no traceback."""
+    argv = ["--corpus_path", str(tmp_path / "missing.txt"), "--spm_model_path", SPM]
+    proc = subprocess.run([sys.executable, str(ROOT / "preprocess.py"), *argv], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2
+    missing = tmp_path / "missing.txt"
+    assert proc.stderr.splitlines() == [f"preprocess.py: error: {missing}: corpus file not found (--corpus_path)"]
+    assert not (tmp_path / "dataset.pt").exists()

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import logging
 from collections.abc import Callable, Sequence
 
 import torch
 
 from tencentpretrain.checkpoint import resolve_config_path
 from tencentpretrain.config import ModelConfig, load_model_config
-from tencentpretrain.convert.stream import DTYPES, parse_dtype, parse_size
-from tencentpretrain.errors import TencentPretrainError
+from tencentpretrain.convert.stream import parse_size
+from tencentpretrain.dtypes import KEEP, dtype_choices, parse_dtype
 
 NO_TEMPLATE = "none"
 DEFAULT_CHAT_TEMPLATE = "user_bot"  # the chat processor's default: what a ChatLLaMA-style model was tuned on
@@ -22,7 +21,7 @@ def new_parser(doc: str | None) -> argparse.ArgumentParser:
 
 
 def add_dtype_arg(parser: argparse.ArgumentParser, default: str = "keep", help_text: str | None = None) -> None:
-    parser.add_argument("--dtype", choices=list(DTYPES), default=default,
+    parser.add_argument("--dtype", choices=dtype_choices(KEEP), default=default,
                         help=help_text or "dtype of the floating tensors written (keep = as in the input)")
 
 
@@ -59,11 +58,7 @@ def model_config_for(config_path: str | None, model_path: str) -> ModelConfig:
 
 
 def run(parser: argparse.ArgumentParser, argv: Sequence[str] | None, body: Callable[[argparse.Namespace], None]) -> int:
-    """Parse ``argv``, set up logging and run ``body``; a user error exits with status 2 and its message."""
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        body(args)
-    except TencentPretrainError as e:
-        parser.exit(2, f"{parser.prog}: error: {e}\n")
+    """Parse ``argv`` and run ``body`` (a script's ``main``; the script ends with ``tencentpretrain.cli.run(main)``,
+    which sets up logging and turns a user error into one line and exit status 2)."""
+    body(parser.parse_args(argv))
     return 0

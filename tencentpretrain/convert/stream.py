@@ -29,30 +29,17 @@ from tencentpretrain.checkpoint import (
     save_file,
 )
 from tencentpretrain.config import ModelConfig
+from tencentpretrain.dtypes import parse_dtype  # noqa: F401  (re-exported: the converters' dtype vocabulary)
 from tencentpretrain.errors import CheckpointError, ConfigError
 
 logger = logging.getLogger(__name__)
 
-DTYPES: dict[str, torch.dtype | None] = {
-    "keep": None,
-    "fp32": torch.float32,
-    "fp16": torch.float16,
-    "bf16": torch.bfloat16,
-}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?I?B?)\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
           "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
 
 
 # ---------------------------------------------------------------------------------------------- small helpers
-def parse_dtype(name: str) -> torch.dtype | None:
-    """``keep`` (None), ``fp32``, ``fp16`` or ``bf16`` -> a torch dtype."""
-    try:
-        return DTYPES[name]
-    except KeyError:
-        raise ConfigError(f"unknown dtype {name!r}; choose from {', '.join(DTYPES)}") from None
-
-
 def parse_size(text: str | int) -> int:
     """``"5GB"``, ``"500MB"``, ``"2GiB"`` or a byte count -> bytes."""
     if isinstance(text, int):

@@ -102,7 +102,6 @@ def run_batch_file(
     add_inference_args(parser, seq_length=128, batch_size=1)
     parser.set_defaults(prompt_template=None, **(defaults or {}))  # raw lines unless a template is named
     args = parse_inference_args(parser, argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     model, tokenizer = load_tokenizer_and_model(args)
     prompts = read_prompts(args.test_path, keep_newline=keep_newline)
     template = get_template(args.prompt_template) if args.prompt_template else None

@@ -10,36 +10,20 @@ from __future__ import annotations
 
 import argparse
 import logging
-from dataclasses import dataclass
 
 import torch
 
 from tencentpretrain.config import add_model_args, model_config_from_args, parse_args_with_config
-from tencentpretrain.convert.loading import is_hf_directory, load_model
 from tencentpretrain.errors import ConfigError
 from tencentpretrain.generation.engine import GenerationConfig
 from tencentpretrain.generation.sampling import SamplingParams
+from tencentpretrain.model_spec import ModelSpec, load_model_for_inference, load_tokenizer
 from tencentpretrain.models.model import Model
-from tencentpretrain.tokenizers import Tokenizer, build_tokenizer
+from tencentpretrain.registry import TOKENIZERS
+from tencentpretrain.tokenizers import Tokenizer
 from tencentpretrain.tokenizers.templates import template_names
-from tencentpretrain.transforms.lora import merge_lora_
-from tencentpretrain.transforms.quantize import optimize_for_inference, quantize_model
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, kw_only=True)
-class InferenceModelConfig:
-    """Where the weights are and how to prepare them."""
-
-    load_model_path: str | None
-    config_path: str | None
-    spm_model_path: str | None
-    lora_path: str | None = None
-    quantization: str | None = None  # None, "int8", "int4"
-    int4_group_size: int = 32
-    device: str = "cpu"
-    dtype: torch.dtype = torch.float32
 
 
 def add_inference_args(parser: argparse.ArgumentParser, *, seq_length: int = 128, batch_size: int = 1) -> None:
@@ -48,6 +32,9 @@ def add_inference_args(parser: argparse.ArgumentParser, *, seq_length: int = 128
     group.add_argument("--load_model_path", help="TencentPretrain .bin/.safetensors, sharded dir, or HF directory")
     group.add_argument("--config_path", help="model config JSON (not needed for an HF directory)")
     group.add_argument("--spm_model_path", help="SentencePiece tokenizer.model (default: the HF directory's)")
+    group.add_argument("--tokenizer", choices=TOKENIZERS.names(),
+                       help="tokenizer (default: sentencepiece with --spm_model_path, else bert with --vocab_path)")
+    group.add_argument("--vocab_path", help="vocabulary file of a non-SentencePiece tokenizer (bert, char, space)")
     group.add_argument("--lora_path", help="LoRA adapter file to load on top and merge")
     group.add_argument("--use_int8", action="store_true", help="int8 weights (per output channel)")
     group.add_argument("--use_int4", action="store_true", help="int4 weights (per group of input channels)")
@@ -99,53 +86,33 @@ def generation_from_args(args: argparse.Namespace, stop_strings: tuple[str, ...]
     )
 
 
-def model_config_from_inference_args(args: argparse.Namespace) -> InferenceModelConfig:
-    dtype = torch.float16 if args.fp16 else torch.bfloat16 if args.bf16 else torch.float32
-    quantization = "int8" if args.use_int8 else "int4" if args.use_int4 else None
-    return InferenceModelConfig(
+def model_spec_from_inference_args(args: argparse.Namespace) -> ModelSpec:
+    """The ModelSpec of the inference flags (``--fp16``/``--bf16`` pick the dtype, ``--use_int8``/``--use_int4``
+    the quantization)."""
+    return ModelSpec(
         load_model_path=args.load_model_path, config_path=args.config_path, spm_model_path=args.spm_model_path,
-        lora_path=args.lora_path, quantization=quantization, int4_group_size=args.int4_group_size,
-        device=args.device, dtype=dtype,
+        tokenizer=args.tokenizer, vocab_path=args.vocab_path, lora_path=args.lora_path, dtype="fp16" if args.fp16 else "bf16" if args.bf16 else "fp32",
+        device=args.device, quantization="int8" if args.use_int8 else "int4" if args.use_int4 else None,
+        int4_group_size=args.int4_group_size,
     )
 
 
-def load_tokenizer(config: InferenceModelConfig) -> Tokenizer:
-    """The SentencePiece tokenizer of --spm_model_path, or the tokenizer.model of an HF directory."""
-    path = config.spm_model_path
-    if path is None and config.load_model_path and is_hf_directory(config.load_model_path):
-        path = f"{config.load_model_path}/tokenizer.model"
-    if path is None:
-        raise ConfigError("no tokenizer: pass --spm_model_path tokenizer.model")
-    return build_tokenizer("sentencepiece", spm_model_path=path)
+def load_tokenizer_for_inference(args: argparse.Namespace) -> Tokenizer:
+    """The tokenizer of --spm_model_path (or --tokenizer/--vocab_path), else the tokenizer.model of an HF
+    directory."""
+    return load_tokenizer(model_spec_from_inference_args(args))
 
 
-def load_for_inference(args: argparse.Namespace, vocab_size: int) -> Model:
+def load_for_inference(args: argparse.Namespace, tokenizer: Tokenizer) -> Model:
     """The model of the flags: loaded strictly, LoRA merged, moved, then optimized or quantized."""
-    config = model_config_from_inference_args(args)
-    if config.load_model_path is None:
+    spec = model_spec_from_inference_args(args)
+    if spec.load_model_path is None:
         raise ConfigError("--load_model_path is required")
-    model_config = None if is_hf_directory(config.load_model_path) else model_config_from_args(args)
-    return prepare_model(model_config, config, vocab_size)
+    model_config = None if spec.is_hf_directory else model_config_from_args(args)
+    return load_model_for_inference(spec, tokenizer, model_config)
 
 
 def load_tokenizer_and_model(args: argparse.Namespace) -> tuple[Model, Tokenizer]:
     """(model, tokenizer) of the flags: what a server's engine process builds (picklable with ``partial``)."""
-    tokenizer = load_tokenizer(model_config_from_inference_args(args))
-    return load_for_inference(args, tokenizer.vocab_size), tokenizer
-
-
-def prepare_model(model_config, config: InferenceModelConfig, vocab_size: int | None) -> Model:
-    """``load_model`` + merge LoRA + device/dtype + the fast fp32 path or quantization."""
-    model = load_model(model_config, config.load_model_path, vocab_size=vocab_size, lora_path=config.lora_path)
-    if config.lora_path:
-        merge_lora_(model)
-    dtype = config.dtype
-    if config.quantization and torch.device(config.device).type == "cpu" and dtype != torch.float32:
-        logger.warning("quantized CPU kernels take fp32 activations: ignoring --fp16/--bf16")
-        dtype = torch.float32
-    model = model.to(device=config.device, dtype=dtype).eval()
-    if config.quantization:
-        quantize_model(model, config.quantization, group_size=config.int4_group_size)
-    else:
-        optimize_for_inference(model)
-    return model
+    tokenizer = load_tokenizer_for_inference(args)
+    return load_for_inference(args, tokenizer), tokenizer

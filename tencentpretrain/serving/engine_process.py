@@ -27,6 +27,7 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 from typing import Any
 
+from tencentpretrain.cli import configure_logging
 from tencentpretrain.generation.engine import Engine, GenerationConfig, check_prompt
 from tencentpretrain.models.model import Model
 from tencentpretrain.serving.scheduler import BatchLoop, Event, QueueFull, ShuttingDown, Ticket, TicketBook
@@ -177,7 +178,7 @@ def serve_engine(conn: Connection, factory: ModelFactory, max_batch_size: int, m
                  threads: int | None) -> None:
     """The child's main: load the model, then run the batch loop until drained (or the parent is gone)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s [engine] %(message)s")
+    configure_logging(fmt="%(asctime)s %(levelname)s [engine] %(message)s")  # a fresh (spawned) process
     try:
         import torch
 

@@ -18,7 +18,8 @@ def parse_run_config(argv: Sequence[str] | None = None) -> RunConfig:
 
 
 def run_and_exit(argv: Sequence[str] | None = None) -> None:
-    """``pretrain.py``: train, then shut the process group down so every rank exits cleanly."""
+    """``pretrain.py`` (under ``tencentpretrain.cli.run``): train, then shut the process group down so every rank
+    exits cleanly. After an error nothing waits at a barrier: the harness exits and the launcher stops the rest."""
     main(argv)
     shutdown_distributed()
 

@@ -10,62 +10,35 @@ The argparse Namespace is turned into a ``RunConfig`` right after parsing and go
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import typing
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
+from tencentpretrain.cli import LOG_LEVELS, add_dataclass_flags, dataclass_from_args, flag
 from tencentpretrain.config import ModelConfig, add_model_args, model_config_from_args
 from tencentpretrain.errors import ConfigError
+from tencentpretrain.registry import OPTIMIZERS, SCHEDULERS, TOKENIZERS
 from tencentpretrain.transforms.lora import DEFAULT_TARGET_MODULES, LoraConfig
 
 PRECISIONS = ("fp32", "bf16", "fp16")
-LOG_LEVELS = ("ERROR", "WARNING", "INFO", "DEBUG", "NOTSET")
-
-
-def _flag(help: str, *, choices: Callable[[], list[str]] | tuple[str, ...] | None = None,
-          flag: str | None = None) -> dict[str, Any]:
-    """Field metadata: the flag's help, its choices (a tuple or a function of the registries), its name."""
-    return {"help": help, "choices": choices, "flag": flag}
-
-
-def _optimizer_names() -> list[str]:
-    from tencentpretrain.registry import OPTIMIZERS
-
-    return OPTIMIZERS.names()
-
-
-def _scheduler_names() -> list[str]:
-    from tencentpretrain.registry import SCHEDULERS
-
-    return SCHEDULERS.names()
-
-
-def _tokenizer_names() -> list[str]:
-    from tencentpretrain.registry import TOKENIZERS
-
-    return TOKENIZERS.names()
 
 
 @dataclass(frozen=True, kw_only=True)
 class OptimConfig:
     """Optimizer, learning-rate schedule and gradient clipping."""
 
-    optimizer: str = field(default="adamw", metadata=_flag("optimizer", choices=_optimizer_names))
-    learning_rate: float = field(default=2e-5, metadata=_flag("peak learning rate"))
-    weight_decay: float = field(default=0.01, metadata=_flag(
+    optimizer: str = field(default="adamw", metadata=flag("optimizer", choices=OPTIMIZERS))
+    learning_rate: float = field(default=2e-5, metadata=flag("peak learning rate"))
+    weight_decay: float = field(default=0.01, metadata=flag(
         "decoupled weight decay; biases, norm gains and LoRA weights are never decayed"))
-    adam_beta1: float = field(default=0.9, metadata=_flag("Adam beta1"))
-    adam_beta2: float = field(default=0.999, metadata=_flag("Adam beta2"))
-    adam_epsilon: float = field(default=1e-6, metadata=_flag("Adam epsilon (the original's 1e-6)"))
-    bias_correction: bool = field(default=True, metadata=_flag(
+    adam_beta1: float = field(default=0.9, metadata=flag("Adam beta1"))
+    adam_beta2: float = field(default=0.999, metadata=flag("Adam beta2"))
+    adam_epsilon: float = field(default=1e-6, metadata=flag("Adam epsilon (the original's 1e-6)"))
+    bias_correction: bool = field(default=True, metadata=flag(
         "Adam bias correction; --no-bias_correction reproduces the original TencentPretrain AdamW"))
-    max_grad_norm: float = field(default=1.0, metadata=_flag(
+    max_grad_norm: float = field(default=1.0, metadata=flag(
         "clip the global gradient norm to this value; 0 disables clipping (the norm is still reported)"))
-    scheduler: str = field(default="linear", metadata=_flag("learning-rate schedule", choices=_scheduler_names))
-    warmup: float = field(default=0.1, metadata=_flag("warm-up length as a fraction of --total_steps"))
-    decay: float = field(default=0.5, metadata=_flag("tri_stage: decay length as a fraction of --total_steps"))
+    scheduler: str = field(default="linear", metadata=flag("learning-rate schedule", choices=SCHEDULERS))
+    warmup: float = field(default=0.1, metadata=flag("warm-up length as a fraction of --total_steps"))
+    decay: float = field(default=0.5, metadata=flag("tri_stage: decay length as a fraction of --total_steps"))
 
     def __post_init__(self) -> None:
         if self.learning_rate <= 0:
@@ -81,37 +54,37 @@ class OptimConfig:
 class TrainConfig:
     """The loop: how long, how big, what to save, where to resume from."""
 
-    output_model_path: str = field(metadata=_flag(
+    output_model_path: str = field(metadata=flag(
         "checkpoints are <path>-<step> every --save_checkpoint_steps, and <path> at the end"))
-    pretrained_model_path: str | None = field(default=None, metadata=_flag(
+    pretrained_model_path: str | None = field(default=None, metadata=flag(
         "initial weights: a TencentPretrain .bin, a .safetensors file, a sharded directory or an HF LLaMA "
         "directory whose config.json matches --config_path (strict)"))
-    resume_from_checkpoint: str | None = field(default=None, metadata=_flag(
+    resume_from_checkpoint: str | None = field(default=None, metadata=flag(
         "continue a run exactly: a checkpoint <path>-<step>, or 'auto' for the latest complete checkpoint of "
         "--output_model_path (a fresh start when there is none)"))
-    total_steps: int = field(default=100000, metadata=_flag(
+    total_steps: int = field(default=100000, metadata=flag(
         "optimizer steps (each of --accumulation_steps micro-batches)"))
-    save_checkpoint_steps: int = field(default=10000, metadata=_flag("save a checkpoint every this many steps"))
-    report_steps: int = field(default=100, metadata=_flag("log a report line every this many steps"))
-    accumulation_steps: int = field(default=1, metadata=_flag("micro-batches per optimizer step"))
-    batch_size: int = field(default=32, metadata=_flag("micro-batch size per process"))
-    seed: int = field(default=7, metadata=_flag("random seed (initialisation, data order, dropout)"))
-    precision: str | None = field(default=None, metadata=_flag(
+    save_checkpoint_steps: int = field(default=10000, metadata=flag("save a checkpoint every this many steps"))
+    report_steps: int = field(default=100, metadata=flag("log a report line every this many steps"))
+    accumulation_steps: int = field(default=1, metadata=flag("micro-batches per optimizer step"))
+    batch_size: int = field(default=32, metadata=flag("micro-batch size per process"))
+    seed: int = field(default=7, metadata=flag("random seed (initialisation, data order, dropout)"))
+    precision: str | None = field(default=None, metadata=flag(
         "fp32, or bf16/fp16 mixed precision (fp32 master weights); under DeepSpeed default from its config",
         choices=PRECISIONS))
-    gradient_checkpointing: bool = field(default=False, metadata=_flag(
+    gradient_checkpointing: bool = field(default=False, metadata=flag(
         "recompute layer activations in the backward pass to save memory (without DeepSpeed too)"))
-    deep_init: bool = field(default=False, metadata=_flag(
+    deep_init: bool = field(default=False, metadata=flag(
         "from scratch: scale the output projections' init std by 1/sqrt(2 * layers_num)"))
-    eval_dataset_path: str | None = field(default=None, metadata=_flag(
+    eval_dataset_path: str | None = field(default=None, metadata=flag(
         "a dataset (preprocess.py output) to report loss and perplexity on"))
-    eval_steps: int | None = field(default=None, metadata=_flag(
+    eval_steps: int | None = field(default=None, metadata=flag(
         "evaluate every this many steps (default: --save_checkpoint_steps) and at the end"))
-    eval_batches: int = field(default=0, metadata=_flag("batches per evaluation; 0 = one pass over the eval set"))
-    train_only: str | None = field(default=None, metadata=_flag(
+    eval_batches: int = field(default=0, metadata=flag("batches per evaluation; 0 = one pass over the eval set"))
+    train_only: str | None = field(default=None, metadata=flag(
         "after a vocabulary extension: train only the embedding and output tables ('embeddings') or only their "
         "new rows ('new_rows'); everything else is frozen", choices=("embeddings", "new_rows")))
-    original_vocab_size: int | None = field(default=None, metadata=_flag(
+    original_vocab_size: int | None = field(default=None, metadata=flag(
         "rows of the base vocabulary for --train_only (default: read <pretrained_model_path>.vocab_extension.json)"))
 
     def __post_init__(self) -> None:
@@ -130,26 +103,30 @@ class TrainConfig:
 class DataOptions:
     """Which dataset and tokenizer."""
 
-    dataset_path: str = field(default="dataset.pt", metadata=_flag("dataset directory written by preprocess.py"))
-    data_processor: str | None = field(default=None, metadata=_flag(
+    dataset_path: str = field(default="dataset.pt", metadata=flag("dataset directory written by preprocess.py"))
+    data_processor: str | None = field(default=None, metadata=flag(
         "processor the dataset must have been built with (default: any; the config JSON may set it)"))
-    seq_length: int | None = field(default=None, metadata=_flag("batch width (default: the dataset's)"))
-    prefix_lm_loss: bool = field(default=False, metadata=_flag(
+    seq_length: int | None = field(default=None, metadata=flag("batch width (default: the dataset's)"))
+    prefix_lm_loss: bool = field(default=False, metadata=flag(
         "score only response tokens (seg 2) of SFT data, as the original's --prefix_lm_loss"))
     # The original's masking flags of pretrain.py. Here masking is chosen at preprocessing and recorded in the
     # dataset; given here, they must agree with it (checked before training).
-    dynamic_masking: bool = field(default=False, metadata=_flag(
+    dynamic_masking: bool = field(default=False, metadata=flag(
         "accepted from the original's commands: the dataset must have been built with it"))
-    whole_word_masking: bool = field(default=False, metadata=_flag(
+    whole_word_masking: bool = field(default=False, metadata=flag(
         "accepted from the original's commands: the dataset must have been built with it"))
-    span_masking: bool = field(default=False, metadata=_flag(
+    span_masking: bool = field(default=False, metadata=flag(
         "accepted from the original's commands: the dataset must have been built with it"))
-    tokenizer: str | None = field(default=None, metadata=_flag(
+    span_geo_prob: float | None = field(default=None, metadata=flag(
+        "accepted from the original's commands: the dataset must have been built with this --span_geo_prob"))
+    span_max_length: int | None = field(default=None, metadata=flag(
+        "accepted from the original's commands: the dataset must have been built with this --span_max_length"))
+    tokenizer: str | None = field(default=None, metadata=flag(
         "tokenizer (default: sentencepiece with --spm_model_path); only its vocabulary size is used here",
-        choices=_tokenizer_names))
-    spm_model_path: str | None = field(default=None, metadata=_flag("SentencePiece model (LLaMA tokenizer.model)"))
-    vocab_path: str | None = field(default=None, metadata=_flag("vocabulary file (BERT-style tokenizers)"))
-    do_lower_case: str = field(default="true", metadata=_flag("lower-case text (BERT tokenizer)",
+        choices=TOKENIZERS))
+    spm_model_path: str | None = field(default=None, metadata=flag("SentencePiece model (LLaMA tokenizer.model)"))
+    vocab_path: str | None = field(default=None, metadata=flag("vocabulary file (BERT-style tokenizers)"))
+    do_lower_case: str = field(default="true", metadata=flag("lower-case text (BERT tokenizer)",
                                                              choices=("true", "false")))
 
 
@@ -157,21 +134,26 @@ class DataOptions:
 class DistOptions:
     """Processes. The launcher (torchrun, deepspeed) sets rank and world size; these flags are checked against it."""
 
-    world_size: int = field(default=1, metadata=_flag("total number of processes; must match the launcher's"))
-    gpu_ranks: tuple[int, ...] = field(default=(), metadata=_flag(
+    world_size: int = field(default=1, metadata=flag("total number of processes; must match the launcher's"))
+    gpu_ranks: tuple[int, ...] = field(default=(), metadata=flag(
         "without a launcher: spawn one process per listed global rank on this machine (the original's mode)"))
-    master_ip: str = field(default="tcp://localhost:12345", metadata=_flag("rendezvous address for --gpu_ranks"))
-    backend: str | None = field(default=None, metadata=_flag(
+    master_ip: str = field(default="tcp://localhost:12345", metadata=flag("rendezvous address for --gpu_ranks"))
+    backend: str | None = field(default=None, metadata=flag(
         "torch.distributed backend (default: nccl on GPU, gloo on CPU)", choices=("nccl", "gloo")))
-    local_rank: int | None = field(default=None, metadata=_flag("set by the deepspeed launcher"))
-    global_rank: int | None = field(default=None, metadata=_flag("accepted for compatibility; the launcher's wins"))
-    tensor_model_parallel_size: int = field(default=1, metadata=_flag("only 1 is supported (use ZeRO-3)"))
-    pipeline_model_parallel_size: int = field(default=1, metadata=_flag("only 1 is supported (use ZeRO-3)"))
+    local_rank: int | None = field(default=None, metadata=flag("set by the deepspeed launcher"))
+    global_rank: int | None = field(default=None, metadata=flag("accepted for compatibility; the launcher's wins"))
+    tensor_model_parallel_size: int = field(default=1, metadata=flag("only 1 is supported (use ZeRO-3)"))
+    pipeline_model_parallel_size: int = field(default=1, metadata=flag("only 1 is supported (use ZeRO-3)"))
+    virtual_pipeline_model_parallel_size: int | None = field(default=None, metadata=flag(
+        "only unset or 1 is supported (no pipeline parallelism; use ZeRO-3)"))
+    distribute_checkpointed_activations: bool = field(default=False, metadata=flag(
+        "accepted for compatibility: it spreads checkpoints over tensor-parallel ranks, and there is one"))
 
     def __post_init__(self) -> None:
         if self.world_size < 1:
             raise ConfigError(f"--world_size must be at least 1, got {self.world_size}")
-        if self.tensor_model_parallel_size != 1 or self.pipeline_model_parallel_size != 1:
+        virtual = self.virtual_pipeline_model_parallel_size
+        if self.tensor_model_parallel_size != 1 or self.pipeline_model_parallel_size != 1 or virtual not in (None, 1):
             raise ConfigError(
                 "tensor and pipeline parallelism are not supported; shard the model with DeepSpeed ZeRO-3 "
                 "(--deepspeed --enable_zero3 --deepspeed_config models/deepspeed_zero3_config.json) instead"
@@ -182,12 +164,12 @@ class DistOptions:
 class DeepSpeedOptions:
     """DeepSpeed, as the original's flags."""
 
-    deepspeed: bool = field(default=False, metadata=_flag("train through a DeepSpeed engine"))
-    deepspeed_config: str = field(default="models/deepspeed_config.json", metadata=_flag("DeepSpeed JSON config"))
-    enable_zero3: bool = field(default=False, metadata=_flag(
+    deepspeed: bool = field(default=False, metadata=flag("train through a DeepSpeed engine"))
+    deepspeed_config: str = field(default="models/deepspeed_config.json", metadata=flag("DeepSpeed JSON config"))
+    enable_zero3: bool = field(default=False, metadata=flag(
         "build the model partitioned (deepspeed.zero.Init) and load weights without a full copy on any rank"))
-    deepspeed_checkpoint_activations: bool = field(default=False, metadata=_flag("activation checkpointing"))
-    deepspeed_checkpoint_layers_num: int = field(default=1, metadata=_flag(
+    deepspeed_checkpoint_activations: bool = field(default=False, metadata=flag("activation checkpointing"))
+    deepspeed_checkpoint_layers_num: int = field(default=1, metadata=flag(
         "accepted for compatibility; every layer is checkpointed"))
 
 
@@ -195,13 +177,13 @@ class DeepSpeedOptions:
 class LoraOptions:
     """LoRA adapters (the original's flags plus the choice of adapted layers)."""
 
-    use_lora: bool = field(default=False, metadata=_flag("train LoRA adapters only; checkpoints hold only them"))
-    lora_r: int = field(default=8, metadata=_flag("LoRA rank"))
-    lora_alpha: float = field(default=16.0, metadata=_flag("LoRA scale numerator (scale = alpha / r)"))
-    lora_dropout: float = field(default=0.0, metadata=_flag("dropout on the LoRA branch input"))
-    lora_pretrained_model_path: str | None = field(default=None, metadata=_flag(
+    use_lora: bool = field(default=False, metadata=flag("train LoRA adapters only; checkpoints hold only them"))
+    lora_r: int = field(default=8, metadata=flag("LoRA rank"))
+    lora_alpha: float = field(default=16.0, metadata=flag("LoRA scale numerator (scale = alpha / r)"))
+    lora_dropout: float = field(default=0.0, metadata=flag("dropout on the LoRA branch input"))
+    lora_pretrained_model_path: str | None = field(default=None, metadata=flag(
         "LoRA weights to start from (a LoRA-only file), loaded on top of --pretrained_model_path"))
-    lora_target_modules: tuple[str, ...] = field(default=DEFAULT_TARGET_MODULES, metadata=_flag(
+    lora_target_modules: tuple[str, ...] = field(default=DEFAULT_TARGET_MODULES, metadata=flag(
         "name suffixes of the linear layers to adapt (default Q and V: linear_layers.0 linear_layers.2; "
         "e.g. add linear_layers.1 final_linear feed_forward.linear_gate feed_forward.linear_1 feed_forward.linear_2)"))
 
@@ -214,10 +196,10 @@ class LoraOptions:
 class LogOptions:
     """Where reports go."""
 
-    log_path: str | None = field(default=None, metadata=_flag("also write the log to this file"))
-    log_level: str = field(default="INFO", metadata=_flag("console log level", choices=LOG_LEVELS))
-    log_file_level: str = field(default="INFO", metadata=_flag("log file level", choices=LOG_LEVELS))
-    tensorboard_dir: str | None = field(default=None, metadata=_flag(
+    log_path: str | None = field(default=None, metadata=flag("also write the log to this file"))
+    log_level: str = field(default="INFO", metadata=flag("console log level", choices=LOG_LEVELS))
+    log_file_level: str = field(default="INFO", metadata=flag("log file level", choices=LOG_LEVELS))
+    tensorboard_dir: str | None = field(default=None, metadata=flag(
         "write TensorBoard event files here (needs the tensorboard package)"))
 
 
@@ -251,48 +233,14 @@ IGNORED_FLAGS = {
 
 
 # ---------------------------------------------------------------------- flags
-def add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, title: str) -> None:
-    """Add one ``--field`` flag per field of dataclass ``cls``, typed from its annotation."""
-    group = parser.add_argument_group(title)
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        meta = f.metadata
-        kwargs: dict[str, Any] = {"help": meta.get("help", f.name), "dest": f.name}
-        if f.default is dataclasses.MISSING:
-            kwargs["required"] = True
-        else:
-            kwargs["default"] = list(f.default) if isinstance(f.default, tuple) else f.default
-        kind, is_tuple = _scalar_type(hints[f.name])
-        if kind is bool:
-            action = argparse.BooleanOptionalAction if f.default else "store_true"
-            group.add_argument(f"--{f.name}", action=action, **kwargs)
-            continue
-        choices = meta.get("choices")
-        if choices is not None:
-            kwargs["choices"] = list(choices() if callable(choices) else choices)
-        if is_tuple:
-            kwargs["nargs"] = "+"
-        group.add_argument(f"--{f.name}", type=kind, **kwargs)
-
-
-def _scalar_type(hint: Any) -> tuple[type, bool]:
-    """(element type, is a tuple) of an annotation such as ``int | None`` or ``tuple[str, ...]``."""
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    if typing.get_origin(hint) is tuple:
-        return args[0], True
-    if args:  # an Optional / union
-        return _scalar_type(args[0])
-    return hint, False
-
-
 def add_pretrain_args(parser: argparse.ArgumentParser) -> None:
     """All ``pretrain.py`` flags: the run sections, the model options and the accepted-but-ignored ones."""
     parser.add_argument("--config_path", default=None, help="model JSON config (models/llama/7b_config.json, ...)")
     for key, cls in SECTIONS.items():
-        add_dataclass_flags(parser, cls, _TITLES[key])
+        add_dataclass_flags(parser, cls, title=_TITLES[key])
     group = parser.add_argument_group("accepted for compatibility")
-    for flag, (kind, help_text) in IGNORED_FLAGS.items():
-        group.add_argument(flag, type=kind, default=None, help=help_text)
+    for name, (kind, help_text) in IGNORED_FLAGS.items():
+        group.add_argument(name, type=kind, default=None, help=help_text)
     add_model_args(parser)
 
 
@@ -307,11 +255,5 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_config_from_args(args: argparse.Namespace) -> RunConfig:
     """Turn the parsed namespace into a RunConfig (each section validated by its dataclass)."""
-    sections = {}
-    for key, cls in SECTIONS.items():
-        values = {}
-        for f in dataclasses.fields(cls):
-            value = getattr(args, f.name)
-            values[f.name] = tuple(value) if isinstance(value, list) else value
-        sections[key] = cls(**values)
+    sections = {key: dataclass_from_args(cls, args) for key, cls in SECTIONS.items()}
     return RunConfig(model=model_config_from_args(args), **sections)

@@ -59,3 +59,10 @@ def check_masking_flags(data: DataOptions, options: dict[str, Any], path: str) -
         flags = " ".join(f"--{name}" for name in missing)
         raise ConfigError(f"{flags}: {path} was not built with {'it' if len(missing) == 1 else 'them'}; masking is "
                           f"chosen at preprocessing here: run preprocess.py again with {flags}")
+    span = options.get("span_masking") or {}
+    for name, key in (("span_geo_prob", "geo_prob"), ("span_max_length", "max_length")):
+        value = getattr(data, name)
+        if value is not None and span.get(key) != value:
+            built = f"{key}={span[key]}" if key in span else "no span masking"
+            raise ConfigError(f"--{name} {value}: {path} was built with {built}; masking is chosen at "
+                              f"preprocessing here: run preprocess.py again with --span_masking --{name} {value}")

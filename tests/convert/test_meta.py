@@ -14,7 +14,7 @@ from tencentpretrain.checkpoint import load_state_dict
 from tencentpretrain.config import load_model_config
 from tencentpretrain.convert.llama_meta import meta_ffn_size, meta_params_from_model_config
 from tencentpretrain.convert.meta import convert_meta_to_tencentpretrain, convert_tencentpretrain_to_meta
-from tencentpretrain.errors import CheckpointError
+from tencentpretrain.errors import CheckpointError, ConfigError
 from tests.convert.common import SPM_PATH, assert_same_state, save_tiny
 from tests.helpers import tiny_llama_config
 
@@ -86,7 +86,7 @@ def test_replicated_norms_must_agree_and_layers_num_is_checked(tmp_path):
     convert_tencentpretrain_to_meta(path, str(meta_dir), model.config, model_parallel_size=2)
     assert meta_to_tp_script.main(["--input_model_path", str(meta_dir), "--output_model_path",
                                    str(tmp_path / "x.bin")]) == 0
-    with pytest.raises(SystemExit):
+    with pytest.raises(ConfigError, match="layers_num"):
         meta_to_tp_script.main(["--input_model_path", str(meta_dir), "--output_model_path",
                                 str(tmp_path / "y.bin"), "--layers_num", "32"])
     shard = torch.load(str(meta_dir / "consolidated.01.pth"), weights_only=True)

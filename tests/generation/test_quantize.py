@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from tencentpretrain.generation import GenerationConfig, generate
-from tencentpretrain.transforms import quantize
 from tencentpretrain.models.model import build_model
+from tencentpretrain.transforms import quantize
 from tencentpretrain.transforms.quantize import (
     Int4Linear,
     Int4LinearCPU,

@@ -27,7 +27,8 @@ ORIGINAL_FLAGS = {
     "enable_zero3", "deepspeed_config", "deepspeed_checkpoint_activations", "deepspeed_checkpoint_layers_num",
     "resume_from_checkpoint", "local_rank", "global_rank", "use_lora", "lora_pretrained_model_path", "lora_r",
     "lora_alpha", "lora_dropout", "log_path", "log_level", "log_file_level", "prefix_lm_loss",
-    "dynamic_masking", "whole_word_masking", "span_masking",
+    "dynamic_masking", "whole_word_masking", "span_masking", "span_geo_prob", "span_max_length",
+    "virtual_pipeline_model_parallel_size", "distribute_checkpointed_activations",
 }
 NEW_FLAGS = {
     "precision", "max_grad_norm", "weight_decay", "adam_beta1", "adam_beta2", "adam_epsilon", "bias_correction",

@@ -141,3 +141,8 @@ def test_the_originals_masking_flags_must_match_the_dataset(tiny_dataset, tmp_pa
     check_masking_flags(DataOptions(whole_word_masking=True, span_masking=True), options, "mlm.pt")  # agrees
     with pytest.raises(ConfigError, match="--dynamic_masking"):
         check_masking_flags(DataOptions(dynamic_masking=True), options, "mlm.pt")
+    check_masking_flags(DataOptions(span_masking=True, span_geo_prob=0.2, span_max_length=10), options, "mlm.pt")
+    with pytest.raises(ConfigError, match="--span_max_length 5: mlm.pt was built with max_length=10"):
+        check_masking_flags(DataOptions(span_max_length=5), options, "mlm.pt")
+    with pytest.raises(ConfigError, match="--span_geo_prob 0.2: lm.pt was built with no span masking"):
+        check_masking_flags(DataOptions(span_geo_prob=0.2), {"span_masking": None}, "lm.pt")
