@@ -45,7 +45,7 @@ def _hf_bert(path: str, *, max_shard_size: str = "40KB"):
 
 
 def test_registry_is_keyed_by_model_type():
-    assert set(registry()) == {"llama", "bert", "roberta", "gpt2", "t5", "vit"}
+    assert set(registry()) >= {"llama", "bert", "roberta", "gpt2", "t5", "vit"}
     assert all(family.model_type == key for key, family in registry().items())
     with pytest.raises(ConfigError, match="no HF family is registered for model_type 'mistral'; known: bert, gpt2"):
         get_family("mistral")
