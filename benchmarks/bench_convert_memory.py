@@ -1,14 +1,17 @@
-"""Peak resident memory of the LLaMA converters on a model of about 1 GB, as a ratio to the model's size.
+"""Peak resident memory of the HF converters (LLaMA and BERT) on models of about 1 GB, as ratios.
 
-Builds a random fp32 LLaMA of about ``--target_gb`` in a temporary directory, then runs each conversion as its
-own process (the real entry point) and reads that process's peak RSS from the kernel (``wait4``):
+For each family, builds a random fp32 model of about ``--target_gb`` in a temporary directory, then runs each
+conversion as its own process (the real entry point, the one shard-by-shard driver every family uses) and
+reads that process's peak RSS from the kernel (``wait4``):
 
-    TencentPretrain .bin -> HF (safetensors shards)   scripts/convert_llama_from_tencentpretrain_to_huggingface.py
-    HF (2 safetensors shards) -> TencentPretrain .bin  scripts/convert_llama_from_huggingface_to_tencentpretrain.py
+    TencentPretrain .bin -> HF (2 safetensors shards)  scripts/convert_<family>_from_tencentpretrain_to_huggingface.py
+    HF (2 safetensors shards) -> TencentPretrain .bin  scripts/convert_<family>_from_huggingface_to_tencentpretrain.py
 
-The ratio includes the interpreter and torch themselves (a few hundred MB); the goal is < 1.5.
+Printed: the peak RSS, its ratio to the model's size (it includes the interpreter and torch themselves, the
+baseline line), and ``over model / shard``: (peak - baseline - model) / largest shard, the memory a conversion
+needs beyond the model itself, counted in shards. The goal is a peak <= the model + 1.5 x the largest shard.
 
-    python3 benchmarks/bench_convert_memory.py [--target_gb 1.0]
+    python3 benchmarks/bench_convert_memory.py [--target_gb 1.0] [--families llama bert]
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from tencentpretrain.convert.stream import expected_shapes
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VOCAB = 49953
+BERT_VOCAB = 30522
 
 
 def benchmark_config(target_bytes: int) -> ModelConfig:
@@ -42,6 +46,23 @@ def benchmark_config(target_bytes: int) -> ModelConfig:
         rotary_position_embedding=True, encoder="transformer", feed_forward="gated", mask="causal",
         layernorm_positioning="pre", layernorm="rms", target=("lm",),
     )
+
+
+def bert_benchmark_config(target_bytes: int) -> ModelConfig:
+    """A BERT-large-width MLM model (HF BertForMaskedLM's computation) with as many layers as reach ``target_bytes``."""
+    hidden, ffn, positions = 1024, 4096, 512
+    per_layer = 4 * (4 * hidden * hidden + 2 * hidden * ffn + ffn + 9 * hidden)
+    head_and_embeddings = 4 * ((BERT_VOCAB + positions + 3) * hidden + hidden * hidden + 4 * hidden + BERT_VOCAB)
+    layers = max(1, round((target_bytes - head_and_embeddings) / per_layer))
+    return ModelConfig(
+        emb_size=hidden, hidden_size=hidden, feedforward_size=ffn, heads_num=16, layers_num=layers,
+        vocab_size=BERT_VOCAB, max_seq_length=positions, hidden_act="gelu", dropout=0.0,
+        embedding=("word", "pos", "seg"), encoder="transformer", mask="fully_visible", layernorm_positioning="post",
+        layernorm="standard", layernorm_eps=1e-12, feed_forward="dense", target=("mlm",), tie_weights=True,
+    )
+
+
+FAMILIES = {"llama": benchmark_config, "bert": bert_benchmark_config}
 
 
 def write_random_model(config: ModelConfig, path: str) -> int:
@@ -74,32 +95,43 @@ def peak_rss(command: list[str]) -> tuple[int, float]:
     return rss, seconds  # ru_maxrss is in KiB on Linux, converted by the launcher
 
 
+def bench_family(family: str, target_bytes: int, tmp: str, baseline: int) -> None:
+    python = sys.executable
+    config = FAMILIES[family](target_bytes)
+    tp_path, config_path = os.path.join(tmp, f"{family}.bin"), os.path.join(tmp, f"{family}_config.json")
+    size = write_random_model(config, tp_path)
+    save_model_config(config, config_path)
+    shard = size // 2 + 1
+    print(f"{family}: {config.layers_num} layers, hidden {config.hidden_size}, vocab {config.vocab_size}, fp32, "
+          f"{size / 1e9:.2f} GB; HF shards of at most {shard / 1e9:.2f} GB")
+    hf_dir, back = os.path.join(tmp, f"{family}_hf"), os.path.join(tmp, f"{family}_back.bin")
+    runs = [
+        ("TencentPretrain .bin -> HF safetensors",
+         [python, f"scripts/convert_{family}_from_tencentpretrain_to_huggingface.py", "--input_model_path", tp_path,
+          "--config_path", config_path, "--output_model_path", hf_dir, "--max_shard_size", f"{shard}B"]),
+        ("HF safetensors (2 shards) -> TencentPretrain .bin",
+         [python, f"scripts/convert_{family}_from_huggingface_to_tencentpretrain.py", "--input_model_path", hf_dir,
+          "--output_model_path", back]),
+    ]
+    for name, command in runs:
+        rss, seconds = peak_rss(command)
+        print(f"  {name:50s} peak RSS {rss / 1e9:.2f} GB  ratio {rss / size:.2f}  "
+              f"over model / shard {(rss - baseline - size) / shard:+.2f}  ({seconds:.0f} s)")
+    for path in (tp_path, back):
+        os.remove(path)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--target_gb", type=float, default=1.0, help="model size to build, in GB (fp32)")
+    parser.add_argument("--families", nargs="+", choices=list(FAMILIES), default=list(FAMILIES))
     args = parser.parse_args()
-    config = benchmark_config(int(args.target_gb * 1e9))
     python = sys.executable
+    baseline, _ = peak_rss([python, "-c", "import tencentpretrain.convert.hf, safetensors.torch"])
+    print(f"{'baseline (python + torch + the converter imported)':52s} peak RSS {baseline / 1e9:.2f} GB")
     with tempfile.TemporaryDirectory() as tmp:
-        tp_path, config_path = os.path.join(tmp, "model.bin"), os.path.join(tmp, "model_config.json")
-        size = write_random_model(config, tp_path)
-        save_model_config(config, config_path)
-        print(f"model: {config.layers_num} layers, hidden {config.hidden_size}, vocab {VOCAB}, fp32, "
-              f"{size / 1e9:.2f} GB")
-        hf_dir, back = os.path.join(tmp, "hf"), os.path.join(tmp, "back.bin")
-        runs = [
-            ("TencentPretrain .bin -> HF safetensors",
-             [python, "scripts/convert_llama_from_tencentpretrain_to_huggingface.py", "--input_model_path", tp_path,
-              "--config_path", config_path, "--output_model_path", hf_dir, "--max_shard_size", f"{size // 2 + 1}B"]),
-            ("HF safetensors (2 shards) -> TencentPretrain .bin",
-             [python, "scripts/convert_llama_from_huggingface_to_tencentpretrain.py", "--input_model_path", hf_dir,
-              "--output_model_path", back]),
-        ]
-        baseline, _ = peak_rss([python, "-c", "import tencentpretrain.convert.hf, safetensors.torch"])
-        print(f"{'baseline (python + torch + the converter imported)':52s} peak RSS {baseline / 1e9:.2f} GB")
-        for name, command in runs:
-            rss, seconds = peak_rss(command)
-            print(f"{name:52s} peak RSS {rss / 1e9:.2f} GB  ratio {rss / size:.2f}  ({seconds:.0f} s)")
+        for family in args.families:
+            bench_family(family, int(args.target_gb * 1e9), tmp, baseline)
 
 
 if __name__ == "__main__":

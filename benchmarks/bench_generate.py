@@ -30,7 +30,7 @@ import torch
 
 from tencentpretrain.checkpoint import save_checkpoint
 from tencentpretrain.config import ModelConfig, save_model_config
-from tencentpretrain.convert.llama_hf import hf_config_from_model_config, llama_hf_weight_map
+from tencentpretrain.convert.families.llama import hf_config_from_model_config, llama_hf_weight_map
 from tencentpretrain.generation import GenerationConfig, generate
 from tencentpretrain.models.model import build_model
 from tencentpretrain.transforms.quantize import optimize_for_inference, quantize_model, weight_memory_bytes

@@ -61,7 +61,7 @@ def hf(config: ModelConfig, args: argparse.Namespace, precision: str, batch: Bat
     """The same step for transformers.LlamaForCausalLM (sdpa attention), with the same optimizer and clipping."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from tencentpretrain.convert.llama_hf import hf_config_from_model_config
+    from tencentpretrain.convert.families.llama import hf_config_from_model_config
 
     torch.manual_seed(0)
     hf_config = LlamaConfig(**hf_config_from_model_config(config, args.vocab))

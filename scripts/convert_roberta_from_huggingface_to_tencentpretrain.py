@@ -1,11 +1,16 @@
-"""Convert an HF RoBERTa (RobertaForMaskedLM) model directory into a TencentPretrain checkpoint (strict: every
-tensor accounted for)."""
+"""Convert an HF RoBERTa (RobertaForMaskedLM) directory into a TencentPretrain checkpoint, shard by shard (strict: every
+tensor accounted for). A JSON config is written beside the output (x.bin -> x_config.json) unless
+--output_config_path says where."""
 
-import functools
+from collections.abc import Sequence
 
 from tencentpretrain.cli import run
-from tencentpretrain.convert.hf_family import hf_to_tencentpretrain_main
-from tencentpretrain.convert.roberta_hf import ROBERTA_HF
+from tencentpretrain.convert.hf_scripts import hf_to_tencentpretrain_main
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return hf_to_tencentpretrain_main("roberta", argv, __doc__)
+
 
 if __name__ == "__main__":
-    run(functools.partial(hf_to_tencentpretrain_main, ROBERTA_HF))
+    run(main)

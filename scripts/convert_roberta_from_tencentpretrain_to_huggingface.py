@@ -1,11 +1,15 @@
-"""Convert a TencentPretrain checkpoint converted from RoBERTa into an HF RobertaForMaskedLM directory
-(config.json + model.safetensors)."""
+"""Convert a TencentPretrain RoBERTa checkpoint into an HF RobertaForMaskedLM directory
+(config.json + safetensors shards + index), refusing a config the HF class cannot compute."""
 
-import functools
+from collections.abc import Sequence
 
 from tencentpretrain.cli import run
-from tencentpretrain.convert.hf_family import tencentpretrain_to_hf_main
-from tencentpretrain.convert.roberta_hf import ROBERTA_HF
+from tencentpretrain.convert.hf_scripts import tencentpretrain_to_hf_main
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return tencentpretrain_to_hf_main("roberta", argv, __doc__)
+
 
 if __name__ == "__main__":
-    run(functools.partial(tencentpretrain_to_hf_main, ROBERTA_HF))
+    run(main)

@@ -1,10 +1,15 @@
-"""Convert a TencentPretrain t5 checkpoint into an HF model directory (config.json + model.safetensors)."""
+"""Convert a TencentPretrain T5 checkpoint into an HF T5ForConditionalGeneration directory
+(config.json + safetensors shards + index), refusing a config the HF class cannot compute."""
 
-import functools
+from collections.abc import Sequence
 
 from tencentpretrain.cli import run
-from tencentpretrain.convert.hf_family import tencentpretrain_to_hf_main
-from tencentpretrain.convert.t5_hf import T5_HF
+from tencentpretrain.convert.hf_scripts import tencentpretrain_to_hf_main
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return tencentpretrain_to_hf_main("t5", argv, __doc__)
+
 
 if __name__ == "__main__":
-    run(functools.partial(tencentpretrain_to_hf_main, T5_HF))
+    run(main)

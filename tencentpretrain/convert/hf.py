@@ -1,24 +1,30 @@
-"""HuggingFace LLaMA directory <-> TencentPretrain checkpoint, shard by shard, through ``llama_hf_weight_map``.
+"""HuggingFace directory <-> TencentPretrain checkpoint, shard by shard, for every registered family.
+
+One driver for every family of ``tencentpretrain.convert.families`` (keyed by config.json's ``model_type``),
+in both directions; the family gives only its config translation and its declarative weight map.
 
 HF -> TencentPretrain: every size comes from the HF ``config.json``; the key set is checked before any tensor
 is read; tensors are converted one at a time (safetensors) or one memory-mapped shard at a time (.bin).
 TencentPretrain -> HF: a directory that ``transformers`` loads with ``from_pretrained``: config.json,
-safetensors shards + index, generation_config.json, and the tokenizer files (``hf_tokenizer``).
+safetensors shards + index, generation_config.json (generative families) and, given a SentencePiece model,
+the tokenizer files (``hf_tokenizer``). A config the family's HF class cannot compute is refused
+(``check_exportable``). Directory outputs are written into a staging directory that replaces the output whole.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 
 from tencentpretrain.atomic import write_json
-from tencentpretrain.checkpoint import config_path_beside, is_directory_output
+from tencentpretrain.checkpoint import config_path_beside, is_directory_output, iter_state_dict
 from tencentpretrain.config import ModelConfig, save_model_config
-from tencentpretrain.convert.llama_hf import hf_config_from_model_config, llama_hf_weight_map, model_config_from_hf
+from tencentpretrain.convert.families import family_of, get_family, read_hf_config
+from tencentpretrain.convert.hf_family import HfFamily, check_exportable
 from tencentpretrain.convert.stream import (
     HF_SAFETENSORS,
     TENCENTPRETRAIN_BLOCKS,
@@ -27,27 +33,44 @@ from tencentpretrain.convert.stream import (
     expected_shapes,
     iter_tensors,
     list_keys,
+    staged_directory,
 )
-from tencentpretrain.convert.weight_map import check_complete
+from tencentpretrain.convert.weight_map import ImportPlan, check_complete
 from tencentpretrain.errors import CheckpointError, ConfigError
-from tencentpretrain.models.capabilities import tied_keys
+from tencentpretrain.models.capabilities import word_embedding_key
 from tencentpretrain.vocab.check import EMBEDDING_KEY, check_vocab_sizes
 
 logger = logging.getLogger(__name__)
 
 HF_DTYPE_NAMES = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}
+GENERATION_IDS = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id")
+
+__all__ = ["HfExportOptions", "convert_hf_to_tencentpretrain", "convert_tencentpretrain_to_hf", "embedding_rows",
+           "hf_import_plan", "iter_hf_state", "read_hf_config"]
 
 
-def read_hf_config(directory: str) -> dict:
-    """The ``config.json`` of an HF model directory, with errors that say what is wrong."""
-    path = os.path.join(directory, "config.json")
-    if not os.path.isfile(path):
-        raise ConfigError(f"{directory}: not an HF model directory (no config.json)")
-    with open(path, encoding="utf-8") as f:
-        hf = json.load(f)
-    if hf.get("model_type") not in ("llama", None) and "LlamaForCausalLM" not in hf.get("architectures", []):
-        raise ConfigError(f"{path}: model_type {hf.get('model_type')!r} is not a LLaMA model")
-    return hf
+# ---------------------------------------------------------------------------------------------- HF -> TencentPretrain
+def _family_for(hf: dict, source: str, expected: str | None) -> HfFamily:
+    family = family_of(hf, source)
+    if expected is not None and family.model_type != expected:
+        raise ConfigError(f"{source} holds an HF {family.name} model (model_type {family.model_type!r}), not "
+                          f"{get_family(expected).name}; use scripts/convert_{family.model_type}_from_huggingface_to_"
+                          "tencentpretrain.py (or scripts/convert_from_huggingface_to_tencentpretrain.py)")
+    return family
+
+
+def hf_import_plan(input_dir: str, family: str | None = None) -> tuple[HfFamily, ModelConfig, ImportPlan]:
+    """(family, ModelConfig, checked import plan) of an HF directory, from its config.json and key names alone.
+
+    Every key is accounted for (unknown ones raise, listed) and every key the TencentPretrain model needs is
+    produced, before any tensor is read. ``family``: the model_type the caller expects (None: any registered).
+    """
+    hf = read_hf_config(input_dir)
+    fam = _family_for(hf, input_dir, family)
+    config = fam.config_from_hf(hf)
+    plan = fam.weight_map(config, hf).import_plan(list_keys(input_dir), source=input_dir)
+    check_complete(plan.internal_keys(), expected_shapes(config), what=f"{input_dir} -> TencentPretrain")
+    return fam, config, plan
 
 
 def convert_hf_to_tencentpretrain(
@@ -57,38 +80,62 @@ def convert_hf_to_tencentpretrain(
     dtype: torch.dtype | None = None,
     max_shard_bytes: int = 10 * 10**9,
     config_path: str | None = None,
+    family: str | None = None,
+    overwrite: bool = False,
 ) -> ModelConfig:
-    """Convert the HF LLaMA in ``input_dir`` to a TencentPretrain checkpoint at ``output_path``.
+    """Convert the HF model in ``input_dir`` (any registered family) to a TencentPretrain checkpoint.
 
     ``output_path`` ending in ``.bin``/``.safetensors`` is one file; anything else is a directory of
-    TencentPretrain blocks with an index. The JSON config is written to ``config_path`` (default: beside the
-    output, see ``config_path_beside``). Returns the config.
+    TencentPretrain blocks with an index (written through a staging directory; a non-empty one is refused
+    unless ``overwrite``). The JSON config is written to ``config_path`` (default: beside the output, see
+    ``config_path_beside``). ``family``: refuse any other model_type. Returns the config.
     """
-    config = model_config_from_hf(read_hf_config(input_dir))
-    weight_map = llama_hf_weight_map(config)
-    plan = weight_map.internal_keys(list_keys(input_dir), source=input_dir)  # all unknown keys, listed, up front
+    fam, config, plan = hf_import_plan(input_dir, family)
     shapes = expected_shapes(config)
-    produced = set(plan.values())
-    ties = {k: source for k, source in tied_keys(config).items() if k not in produced}  # HF stores them once
-    check_complete(produced | set(ties), shapes, what=f"{input_dir} -> TencentPretrain")
     _check_hf_vocab(input_dir, config)
+    if not is_directory_output(output_path):
+        writer = _write_internal(input_dir, output_path, plan, shapes, dtype, max_shard_bytes)
+        save_model_config(config, config_path or config_path_beside(output_path))
+    else:
+        with staged_directory(output_path, overwrite=overwrite) as staging:
+            writer = _write_internal(input_dir, staging, plan, shapes, dtype, max_shard_bytes)
+            if config_path is None:  # beside a directory = inside it: staged with the weights
+                save_model_config(config, config_path_beside(staging))
+        if config_path is not None:
+            save_model_config(config, config_path)
+    logger.info("wrote %s from HF %s (%d tensors, %.1f MB)", output_path, fam.name, len(writer.keys),
+                writer.total_bytes / 1e6)
+    return config
 
+
+def _write_internal(input_dir: str, output_path: str, plan: ImportPlan, shapes: dict[str, torch.Size],
+                    dtype: torch.dtype | None, max_shard_bytes: int) -> StateWriter:
     writer = StateWriter(output_path, sharded=is_directory_output(output_path), layout=TENCENTPRETRAIN_BLOCKS,
                          max_shard_bytes=max_shard_bytes, key_order=list(shapes))
     for file, key, tensor in iter_tensors(input_dir):
-        if key not in plan:
-            continue  # an ignored buffer (rotary_emb.inv_freq)
-        internal = plan[key]
-        converted = cast(weight_map.to_internal({key: tensor}, source=file)[internal], dtype)
-        _check_shape(internal, converted, shapes, file)
-        writer.add(internal, converted)
-        for tied in [k for k, source in ties.items() if source == internal]:
-            writer.add(tied, converted.clone())
-        del tensor, converted
+        for internal, converted in plan.convert(key, tensor).items():
+            converted = cast(converted, dtype)
+            _check_shape(internal, converted, shapes, file)
+            writer.add(internal, converted)
+        del tensor
     writer.close()
-    save_model_config(config, config_path or config_path_beside(output_path))
-    logger.info("wrote %s (%d tensors, %.1f MB)", output_path, len(writer.keys), writer.total_bytes / 1e6)
-    return config
+    return writer
+
+
+def iter_hf_state(path: str, config: ModelConfig | None = None) -> Iterator[tuple[str, dict[str, torch.Tensor]]]:
+    """Yield (file, state_dict with TencentPretrain keys) per shard of the HF directory at ``path``.
+
+    ``config`` (the run's) must describe the same architecture as the directory's config.json where the weight
+    map depends on it (head counts); None takes the directory's own.
+    """
+    hf = read_hf_config(path)
+    fam = family_of(hf, path)
+    plan = fam.weight_map(config or fam.config_from_hf(hf), hf).import_plan(list_keys(path), source=path)
+    for file, shard in iter_state_dict(path):
+        out: dict[str, torch.Tensor] = {}
+        for key in list(shard):
+            out.update(plan.convert(key, shard.pop(key)))
+        yield file, out
 
 
 def _check_shape(key: str, tensor: torch.Tensor, shapes: dict[str, torch.Size], source: str) -> None:
@@ -104,7 +151,7 @@ def _check_hf_vocab(input_dir: str, config: ModelConfig) -> None:
     The embedding rows themselves are checked against the config through the expected shapes.
     """
     spm = os.path.join(input_dir, "tokenizer.model")
-    if os.path.isfile(spm):
+    if os.path.isfile(spm) and config.vocab_size:
         from tencentpretrain.convert.hf_tokenizer import load_sentencepiece
 
         pieces = load_sentencepiece(spm).get_piece_size()
@@ -122,40 +169,51 @@ class HfExportOptions:
     dtype: torch.dtype | None = None  # None keeps the checkpoint's dtype
     max_shard_bytes: int = 5 * 10**9
     allow_vocab_padding: bool = False  # accept a tokenizer smaller than the embedding
+    family: str = "llama"  # the HF model_type to write
+    overwrite: bool = False  # replace a non-empty output directory whole
 
 
 def convert_tencentpretrain_to_hf(
     input_path: str, output_dir: str, config: ModelConfig, options: HfExportOptions = HfExportOptions()
 ) -> None:
-    """Write ``output_dir`` so that ``transformers.LlamaForCausalLM.from_pretrained(output_dir)`` loads it."""
+    """Write ``output_dir`` so that the HF class of ``options.family`` loads it with ``from_pretrained``.
+
+    Everything is checked before anything is written: the vocabulary sizes, the key set and shapes, and that the
+    family's HF class computes what ``config`` computes. The directory is staged and replaces ``output_dir``
+    whole; a non-empty ``output_dir`` is refused unless ``options.overwrite``.
+    """
+    family = get_family(options.family)
     keys = list_keys(input_path)
-    rows = embedding_rows(input_path, keys)
+    word_key = word_embedding_key(config)
+    has_word = word_key is not None and word_key in keys
+    rows = embedding_rows(input_path, keys, word_key) if has_word else config.vocab_size
     sp = _tokenizer_for(options.spm_model_path)
-    check_vocab_sizes(tokenizer=sp.get_piece_size() if sp else None, embedding=rows, config=config.vocab_size,
-                      source=input_path, allow_padding=options.allow_vocab_padding)
+    if has_word:
+        check_vocab_sizes(tokenizer=sp.get_piece_size() if sp else None, embedding=rows, config=config.vocab_size,
+                          source=input_path, allow_padding=options.allow_vocab_padding)
     shapes = expected_shapes(config, rows)
     check_complete(keys, shapes, what=f"{input_path} (for the config given)")
-    weight_map = llama_hf_weight_map(config)
-    plan = weight_map.external_keys(keys, source=input_path)
-    os.makedirs(output_dir, exist_ok=True)
-    writer = StateWriter(output_dir, sharded=True, layout=HF_SAFETENSORS, max_shard_bytes=options.max_shard_bytes)
-    tied = tied_keys(config)
-    dtype_seen = None
-    for file, key, tensor in iter_tensors(input_path):
-        if key in tied:
-            continue  # HF ties lm_head to embed_tokens itself
-        _check_shape(key, tensor, shapes, file)
-        converted = cast(weight_map.to_external({key: tensor}, source=file)[plan[key]], options.dtype)
-        dtype_seen = dtype_seen or converted.dtype
-        writer.add(plan[key], converted)
-        del tensor, converted
-    writer.close()
-    _write_hf_metadata(output_dir, config, rows, options, dtype_seen)
+    hf = check_exportable(family, config, rows)
+    plan = family.weight_map(config, hf).export_plan(keys, source=input_path, drop_ties=True)
+    with staged_directory(output_dir, overwrite=options.overwrite) as staging:
+        writer = StateWriter(staging, sharded=True, layout=HF_SAFETENSORS, max_shard_bytes=options.max_shard_bytes)
+        dtype_seen = None
+        for file, key, tensor in iter_tensors(input_path):
+            _check_shape(key, tensor, shapes, file)
+            for name, converted in plan.convert(key, tensor).items():
+                converted = cast(converted, options.dtype)
+                dtype_seen = dtype_seen or (converted.dtype if converted.is_floating_point() else None)
+                writer.add(name, converted)
+            del tensor
+        plan.finish()
+        writer.close()
+        _write_hf_metadata(staging, family, hf, config, options, dtype_seen)
+    logger.info("wrote HF %s model to %s", family.name, output_dir)
 
 
 def embedding_rows(path: str, keys: dict[str, str], key: str = EMBEDDING_KEY) -> int:
-    """Rows of the word embedding ``key`` (default LLaMA's; ``capabilities.word_embedding_key(config)`` for
-    any model) of the checkpoint at ``path`` (read from headers / a memory map)."""
+    """Rows of the word embedding ``key`` (default LLaMA's; ``capabilities.word_embedding_key(config)`` for any
+    model) of the checkpoint at ``path`` (read from headers / a memory map)."""
     if key not in keys:
         raise CheckpointError(f"{path}: no {key}: not a TencentPretrain checkpoint of this model")
     file = keys[key]
@@ -177,23 +235,24 @@ def _tokenizer_for(spm_model_path: str | None):
     return load_sentencepiece(spm_model_path)
 
 
-def _write_hf_metadata(
-    output_dir: str, config: ModelConfig, rows: int, options: HfExportOptions, dtype: torch.dtype | None
-) -> None:
-    """config.json, generation_config.json and (with a tokenizer) the tokenizer files."""
-    bos = eos = pad = None
+def _write_hf_metadata(output_dir: str, family: HfFamily, hf: dict, config: ModelConfig, options: HfExportOptions,
+                       dtype: torch.dtype | None) -> None:
+    """config.json, generation_config.json (generative families) and, with a tokenizer, the tokenizer files."""
+    hf = dict(hf)
     if options.spm_model_path:
         from tencentpretrain.convert.hf_tokenizer import write_hf_tokenizer
 
         specials = write_hf_tokenizer(options.spm_model_path, output_dir, chat_template=options.chat_template,
                                       model_max_length=config.max_seq_length)
-        bos, eos, pad = specials.id("bos"), specials.id("eos"), specials.id("pad")
-    else:
+        ids = {"bos_token_id": specials.id("bos"), "eos_token_id": specials.id("eos"),
+               "pad_token_id": specials.id("pad")}
+        hf.update({k: v for k, v in ids.items() if v is not None})
+    elif family.generation_config:
         logger.warning("no --spm_model_path: %s gets no tokenizer files", output_dir)
-    hf = hf_config_from_model_config(config, rows, bos_token_id=bos, eos_token_id=eos, pad_token_id=pad,
-                                     dtype=HF_DTYPE_NAMES.get(dtype))
+    if dtype in HF_DTYPE_NAMES:
+        hf["torch_dtype"] = HF_DTYPE_NAMES[dtype]  # transformers 4.x reads torch_dtype, 5.x reads either
     write_json(os.path.join(output_dir, "config.json"), hf)
-    generation = {"bos_token_id": bos, "eos_token_id": eos, "pad_token_id": pad}
-    generation = {k: v for k, v in generation.items() if v is not None}
-    write_json(os.path.join(output_dir, "generation_config.json"),
-               {**generation, "max_length": config.max_seq_length})
+    if family.generation_config:
+        # No max_length: generate() would warn about it on every call that passes max_new_tokens; the context
+        # length is config.json's max_position_embeddings.
+        write_json(os.path.join(output_dir, "generation_config.json"), {k: hf[k] for k in GENERATION_IDS if k in hf})

@@ -7,6 +7,9 @@ as they are, and the GGUF map below is a pure rename, like the Meta one.
 Types: 1-D tensors (norms) are always f32; 2-D weights take the requested type. q8_0 and q4_0 quantize rows
 in blocks of 32; a weight whose rows are not a multiple of 32 is written as f16 instead (logged).
 
+Refused: a config llama.cpp's ``llama`` architecture does not compute (SiLU gated feed-forward, RMS norm,
+pre-norm, RoPE, no biases...): the file would load and silently run another function (``check_gguf_llama``).
+
 Metadata: architecture (sizes, head counts, rope theta and scaling, RMS eps, context length), the tokenizer
 (pieces, scores and piece types from the SentencePiece model, bos/eos/unk/pad ids, dummy-prefix flag) and
 the chat template of ``tencentpretrain.tokenizers.templates``.
@@ -160,6 +163,27 @@ def add_tokenizer_metadata(writer, spm_model_path: str, vocab_size: int, chat_te
         writer.add_chat_template(chat_template)
 
 
+def check_gguf_llama(config: ModelConfig, vocab_size: int) -> None:
+    """Raise a ConfigError unless llama.cpp's ``llama`` architecture computes what ``config`` computes.
+
+    That is HF LLaMA's architecture (checked by the LLaMA family's round trip) with the activation fixed to SiLU:
+    llama.cpp has no activation field for ``llama``, so any other one would be replaced without a word.
+    """
+    from tencentpretrain.convert.families.llama import FAMILY as LLAMA
+    from tencentpretrain.convert.hf_family import check_exportable
+
+    problems = []
+    if config.hidden_act != "silu":
+        problems.append(f"hidden_act={config.hidden_act!r} (llama.cpp's llama runs 'silu')")
+    try:
+        check_exportable(LLAMA, config, vocab_size)
+    except ConfigError as e:
+        problems.append(str(e).split("cannot represent this config: ", 1)[-1].split(". Writing it", 1)[0])
+    if problems:
+        raise ConfigError("GGUF arch=llama cannot represent this config: " + "; ".join(problems)
+                          + ". llama.cpp would run another function; only LLaMA-architecture models can be exported")
+
+
 def convert_tencentpretrain_to_gguf(
     input_path: str, output_path: str, config: ModelConfig, spm_model_path: str, options: GgufOptions = GgufOptions()
 ) -> dict[str, str]:
@@ -176,6 +200,7 @@ def convert_tencentpretrain_to_gguf(
     check_vocab_sizes(tokenizer=load_sentencepiece(spm_model_path).get_piece_size(), embedding=rows,
                       config=config.vocab_size, source=input_path, allow_padding=options.allow_vocab_padding)
     check_complete(keys, expected_shapes(config, rows), what=f"{input_path} (for the config given)")
+    check_gguf_llama(config, rows)
     weight_map = llama_gguf_weight_map()
     plan = weight_map.external_keys(keys, source=input_path)
     gguf = _gguf()

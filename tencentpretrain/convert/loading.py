@@ -18,7 +18,6 @@ from tencentpretrain.checkpoint import (
 )
 from tencentpretrain.config import ModelConfig, load_model_config
 from tencentpretrain.errors import CheckpointError, ConfigError
-from tencentpretrain.models.capabilities import tied_keys
 from tencentpretrain.models.model import Model, build_model
 from tencentpretrain.transforms.lora import LoraConfig, apply_lora
 
@@ -34,18 +33,15 @@ def is_hf_directory(path: str) -> bool:
         return "model_type" in json.load(f)
 
 
-def load_hf_llama(path: str, *, dtype: torch.dtype = torch.float32) -> Model:
-    """A LLaMA model from an HF directory (safetensors or .bin, single or sharded), via the weight map."""
-    from tencentpretrain.convert.hf import read_hf_config
-    from tencentpretrain.convert.llama_hf import model_config_from_hf
+def load_hf_model(path: str, *, dtype: torch.dtype = torch.float32) -> Model:
+    """The model of an HF directory of any registered family (safetensors or .bin, single or sharded), converted
+    shard by shard through the family's weight map."""
+    from tencentpretrain.convert.hf import hf_import_plan, iter_hf_state
 
-    config = model_config_from_hf(read_hf_config(path))
+    _, config, _ = hf_import_plan(path)  # checks every key before a tensor is read
     state: dict[str, torch.Tensor] = {}
-    for _, shard in iter_pretrained_state(path, config):
-        state.update({k: v.to(dtype) for k, v in shard.items()})
-    for key, source in tied_keys(config).items():  # an HF file stores a tied head once
-        if key not in state and source in state:
-            state[key] = state[source]
+    for _, shard in iter_hf_state(path, config):
+        state.update({k: v.to(dtype) if v.is_floating_point() else v for k, v in shard.items()})
     with torch.device("meta"):
         model = build_model(config, init=False)
     _assign(model, state, path)
@@ -60,32 +56,32 @@ ARCHITECTURE_FIELDS = ("hidden_size", "feedforward_size", "heads_num", "kv_heads
 def iter_pretrained_state(path: str, config: ModelConfig) -> Iterator[tuple[str, StateDict]]:
     """Yield (file, state_dict with TencentPretrain keys) per shard of the checkpoint at ``path``.
 
-    ``path`` is ours (a .bin/.safetensors file or a sharded directory), read as stored, or an HF LLaMA directory,
-    converted shard by shard through the HF weight map of ``config``; its config.json must describe the same
-    architecture as ``config`` (else a ConfigError names the fields that differ).
+    ``path`` is ours (a .bin/.safetensors file or a sharded directory), read as stored, or an HF directory of any
+    registered family, converted shard by shard through the family's weight map; its config.json must describe
+    the same architecture as ``config`` (else a ConfigError names the fields that differ).
     """
     if not is_hf_directory(path):
         yield from iter_state_dict(path)
         return
-    from tencentpretrain.convert.hf import read_hf_config
-    from tencentpretrain.convert.llama_hf import llama_hf_weight_map, model_config_from_hf
+    from tencentpretrain.convert.families import family_of, read_hf_config
+    from tencentpretrain.convert.hf import iter_hf_state
 
-    hf_config = model_config_from_hf(read_hf_config(path))
+    hf = read_hf_config(path)
+    family = family_of(hf, path)
+    hf_config = family.config_from_hf(hf)
     differences = [f"{name}: {getattr(config, name)} in the config, {getattr(hf_config, name)} in "
                    f"{os.path.join(path, HF_CONFIG)}" for name in ARCHITECTURE_FIELDS
                    if getattr(config, name) != getattr(hf_config, name)]
     if differences:
         raise ConfigError(f"{path} is another architecture than the config: " + "; ".join(differences)
-                          + ". Use the JSON config that matches it (scripts/convert_llama_from_huggingface_to_"
-                          "tencentpretrain.py writes one)")
-    weight_map = llama_hf_weight_map(config)
-    for file, shard in iter_state_dict(path):
-        yield file, weight_map.to_internal(shard, source=file)
+                          + f". Use the JSON config that matches it (scripts/convert_{family.model_type}_from_"
+                          "huggingface_to_tencentpretrain.py writes one)")
+    yield from iter_hf_state(path, config)
 
 
 def load_pretrained(model: Model, path: str) -> None:
-    """Fill ``model`` (possibly built on the meta device) strictly from ``path``: ours or an HF LLaMA directory
-    (see ``iter_pretrained_state``)."""
+    """Fill ``model`` (possibly built on the meta device) strictly from ``path``: ours or an HF directory of any
+    registered family (see ``iter_pretrained_state``)."""
     if not is_hf_directory(path):
         load_checkpoint(model, path)
         return
@@ -96,9 +92,10 @@ def load_pretrained(model: Model, path: str) -> None:
 
 
 def _assign(model: Model, state: dict[str, torch.Tensor], source: str) -> None:
-    check_state_dict(model.state_dict(), state, source=source, vocabulary_keys=model.vocabulary_keys())
+    check_state_dict(model.state_dict(), state, source=source)
     model.load_state_dict(state, strict=True, assign=True)
-    model.tie_parameters()
+    if model.config.tie_weights:
+        model.tie_parameters()
 
 
 def load_model(
@@ -112,13 +109,13 @@ def load_model(
 ) -> Model:
     """Build the model of ``config`` (a ModelConfig or a JSON path) and load ``model_path`` strictly.
 
-    ``model_path`` may be a TencentPretrain .bin, a .safetensors file or a sharded directory; an HF
-    directory is read through the HF weight map (then ``config`` is ignored and may be None). A LoRA file
+    ``model_path`` may be a TencentPretrain .bin, a .safetensors file or a sharded directory; an HF directory of
+    any registered family is read through its weight map (then ``config`` is ignored and may be None). A LoRA file
     (``lora_path``) is loaded on top, with only LoRA keys allowed; its rank comes from the file.
     The model is returned in eval mode.
     """
     if model_path and is_hf_directory(model_path):
-        model = load_hf_llama(model_path, dtype=dtype)
+        model = load_hf_model(model_path, dtype=dtype)
     else:
         if isinstance(config, str):
             config = load_model_config(config)

@@ -7,6 +7,8 @@ files, or a memory-mapped ``.bin``), so a converter can check the whole key set 
 Writing: ``StateWriter`` either collects tensors for one output file or streams them into size-limited shards
 with an index (TencentPretrain blocks or HF ``model-0000K-of-0000N.safetensors``). Shards get temporary names
 and the index is written last, so an interrupted conversion never leaves a loadable half-checkpoint.
+``staged_directory`` gives a directory output a fresh staging directory that replaces the output whole at the
+end, so no file of an older conversion survives next to the new ones (and a failed run leaves nothing).
 """
 
 from __future__ import annotations
@@ -14,7 +16,10 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
+import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -219,4 +224,41 @@ class StateWriter:
 
 
 
+# ---------------------------------------------------------------------------------------------- directory outputs
+def check_output_free(path: str, *, overwrite: bool) -> None:
+    """Raise unless ``path`` is absent, an empty directory, or ``overwrite`` is set."""
+    if overwrite or not os.path.lexists(path) or (os.path.isdir(path) and not os.listdir(path)):
+        return
+    what = "directory" if os.path.isdir(path) else "file"
+    raise ConfigError(f"{path}: the output {what} exists and is not empty; pass --overwrite to replace it whole "
+                      "(everything in it is removed), or choose a new output path")
 
+
+@contextmanager
+def staged_directory(path: str, *, overwrite: bool = False) -> Iterator[str]:
+    """Yield a fresh staging directory beside ``path``; on success it replaces ``path`` whole, on failure it is
+    removed and ``path`` is untouched. A non-empty ``path`` is refused unless ``overwrite``."""
+    check_output_free(path, overwrite=overwrite)
+    path = os.path.abspath(path)
+    parent, name = os.path.dirname(path), os.path.basename(path)
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=f".{name}.staging-", dir=parent)
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if os.path.lexists(path):
+        old = tempfile.mkdtemp(prefix=f".{name}.old-", dir=parent)
+        os.replace(path, os.path.join(old, name))  # moved aside first: the swap below is one rename
+        os.replace(staging, path)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(staging, path)
+    os.chmod(path, 0o777 & ~_umask())
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask

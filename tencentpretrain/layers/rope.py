@@ -2,7 +2,7 @@
 
 Dimensions ``(2i, 2i+1)`` of each head form one rotated pair, as in Meta's LLaMA code and TencentPretrain.
 HF's ``rotate_half`` layout pairs ``(i, i + d/2)`` instead; the HF weight map permutes Q and K rows to move
-between the two (see ``tencentpretrain.convert.llama_hf``). The angles are computed from explicit positions,
+between the two (see ``tencentpretrain.convert.families.llama``). The angles are computed from explicit positions,
 so there is no table whose size limits the sequence length.
 """
 

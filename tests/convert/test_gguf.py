@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import sentencepiece
@@ -9,7 +11,7 @@ import torch
 
 from scripts import convert_tencentpretrain_to_gguf as gguf_script
 from tencentpretrain.convert.llama_gguf import GgufOptions, convert_tencentpretrain_to_gguf
-from tencentpretrain.errors import CheckpointError
+from tencentpretrain.errors import CheckpointError, ConfigError
 from tencentpretrain.tokenizers.templates import get_template
 from tests.convert.common import SPM_PATH, TEXTS, greedy, save_tiny
 
@@ -145,3 +147,32 @@ def test_llama_cpp_quantized_loads_and_generates(tmp_path, outtype, min_cosine):
         ours = model.logits(torch.tensor([prompt]))[0]
     cosine = torch.nn.functional.cosine_similarity(theirs, ours, dim=-1)
     assert cosine.min() >= min_cosine, cosine
+
+
+# ---------------------------------------------------------------------------------------------- refused configs
+@pytest.mark.parametrize(("overrides", "message"), [
+    (dict(hidden_act="gelu"), r"hidden_act='gelu' \(llama.cpp's llama runs 'silu'\)"),
+    (dict(mask="fully_visible"), r"mask='fully_visible'"),
+    (dict(layernorm="t5", remove_attention_scale=True), r"remove_attention_scale=True"),
+], ids=["gelu", "bidirectional", "no-attention-scale"])
+def test_a_config_llama_cpp_does_not_compute_is_refused(tmp_path, overrides, message):
+    """arch=llama fixes SiLU, causal attention, the 1/sqrt(d) scale...: anything else would run the wrong function."""
+    _, path, config_path = save_tiny(str(tmp_path), **{**QUANT_FRIENDLY, **overrides})
+    out = str(tmp_path / "model.gguf")
+    with pytest.raises(ConfigError, match=rf"GGUF arch=llama cannot represent this config: .*{message}"):
+        gguf_script.main(["--input_model_path", path, "--config_path", config_path, "--spm_model_path", SPM_PATH,
+                          "--output_model_path", out])  # run(main) makes it one line and exit status 2
+    assert not os.path.exists(out)
+
+
+def test_a_bert_checkpoint_is_refused(tmp_path):
+    from tencentpretrain.checkpoint import save_file
+    from tencentpretrain.config import load_model_config
+    from tencentpretrain.models.model import build_model
+    from tests.helpers import REPO_ROOT
+
+    config = load_model_config(os.path.join(REPO_ROOT, "models", "bert", "tiny_config.json")).replace(vocab_size=700)
+    save_file(build_model(config).state_dict(), str(tmp_path / "bert.bin"))
+    with pytest.raises(ConfigError, match=r"GGUF arch=llama cannot represent this config: .*rotary_position_embedding"):
+        convert_tencentpretrain_to_gguf(str(tmp_path / "bert.bin"), str(tmp_path / "bert.gguf"), config, SPM_PATH)
+    assert not os.path.exists(tmp_path / "bert.gguf")

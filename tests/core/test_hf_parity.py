@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from tencentpretrain.convert.llama_hf import (
+from tencentpretrain.convert.families.llama import (
     hf_config_from_model_config,
     llama_hf_weight_map,
     model_config_from_hf,

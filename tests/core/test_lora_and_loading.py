@@ -8,7 +8,7 @@ import torch
 
 from tencentpretrain.checkpoint import save_checkpoint, save_file
 from tencentpretrain.config import save_model_config
-from tencentpretrain.convert.llama_hf import hf_config_from_model_config, llama_hf_weight_map
+from tencentpretrain.convert.families.llama import hf_config_from_model_config, llama_hf_weight_map
 from tencentpretrain.convert.loading import load_model
 from tencentpretrain.errors import CheckpointError
 from tencentpretrain.models.model import build_model

@@ -171,7 +171,7 @@ transformers = pytest.importorskip("transformers")
 
 def _hf_twin(model):
     """transformers.LlamaForCausalLM with ``model``'s weights, through the production weight map."""
-    from tencentpretrain.convert.llama_hf import hf_config_from_model_config, llama_hf_weight_map
+    from tencentpretrain.convert.families.llama import hf_config_from_model_config, llama_hf_weight_map
 
     config = model.config
     hf_config = transformers.LlamaConfig(**hf_config_from_model_config(config, model.vocab_size))

@@ -103,7 +103,7 @@ def test_evaluate_ppl_reads_an_hf_directory_with_its_tokenizer(tmp_path):
     import shutil
 
     from tencentpretrain.checkpoint import save_file
-    from tencentpretrain.convert.llama_hf import hf_config_from_model_config, llama_hf_weight_map
+    from tencentpretrain.convert.families.llama import hf_config_from_model_config, llama_hf_weight_map
 
     torch.manual_seed(12)
     config = tiny_llama_config()

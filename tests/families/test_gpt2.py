@@ -5,7 +5,7 @@ import torch
 
 from tencentpretrain.checkpoint import load_checkpoint, save_checkpoint
 from tencentpretrain.config import load_model_config
-from tencentpretrain.convert.gpt2_hf import GPT2_HF
+from tencentpretrain.convert.families.gpt2 import FAMILY as GPT2_HF
 from tencentpretrain.convert.hf_family import hf_state_to_internal, internal_state_to_hf
 from tencentpretrain.models.model import build_model
 from tests.helpers import REPO_ROOT

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
+from tencentpretrain.convert.families.roberta import FAMILY as ROBERTA_HF
 from tencentpretrain.convert.hf_family import hf_state_to_internal, internal_state_to_hf
-from tencentpretrain.convert.roberta_hf import ROBERTA_HF
 from tencentpretrain.models.model import build_model
 
 transformers = pytest.importorskip("transformers")

@@ -6,8 +6,8 @@ import torch
 
 from tencentpretrain.checkpoint import load_checkpoint, save_checkpoint
 from tencentpretrain.config import load_model_config
+from tencentpretrain.convert.families.t5 import FAMILY as T5_HF
 from tencentpretrain.convert.hf_family import hf_state_to_internal, internal_state_to_hf
-from tencentpretrain.convert.t5_hf import T5_HF
 from tencentpretrain.layers.relative_position import relative_position_bucket
 from tencentpretrain.models.model import build_model
 from tests.helpers import REPO_ROOT

@@ -5,8 +5,8 @@ import torch
 
 from tencentpretrain.checkpoint import load_checkpoint, save_checkpoint
 from tencentpretrain.config import load_model_config
+from tencentpretrain.convert.families.vit import FAMILY as VIT_HF
 from tencentpretrain.convert.hf_family import hf_state_to_internal, internal_state_to_hf
-from tencentpretrain.convert.vit_hf import VIT_HF
 from tencentpretrain.models.model import build_model
 from tests.helpers import REPO_ROOT
 

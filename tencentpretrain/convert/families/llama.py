@@ -1,4 +1,4 @@
-"""The HuggingFace ``LlamaForCausalLM`` <-> TencentPretrain weight map.
+"""The HuggingFace LLaMA family (``model_type: llama``, ``LlamaForCausalLM``) <-> TencentPretrain.
 
 TencentPretrain (like Meta) applies RoPE to adjacent pairs of dimensions (2i, 2i+1); HF applies it to the
 halves (i, i + d/2) of each head. HF's conversion script therefore permutes the rows of Q and K within
@@ -13,7 +13,10 @@ from functools import partial
 import torch
 
 from tencentpretrain.config import ModelConfig
-from tencentpretrain.convert.weight_map import Rule, WeightMap
+from tencentpretrain.convert.hf_family import HfFamily
+from tencentpretrain.convert.weight_map import Rule, Tie, WeightMap
+
+EMBEDDING_KEY, OUTPUT_KEY = "embedding.word.embedding.weight", "target.lm.output_layer.weight"
 
 
 def permute_for_hf_rope(weight: torch.Tensor, heads: int) -> torch.Tensor:
@@ -38,8 +41,8 @@ def unpermute_from_hf_rope(weight: torch.Tensor, heads: int) -> torch.Tensor:
     )
 
 
-def llama_hf_weight_map(config: ModelConfig) -> WeightMap:
-    """The weight map for ``config`` (head counts decide the Q/K permutation)."""
+def llama_hf_weight_map(config: ModelConfig, hf: dict | None = None) -> WeightMap:
+    """The weight map for ``config`` (head counts decide the Q/K permutation; a tied head is left to HF)."""
     q_in = partial(unpermute_from_hf_rope, heads=config.heads_num)
     q_out = partial(permute_for_hf_rope, heads=config.heads_num)
     k_in = partial(unpermute_from_hf_rope, heads=config.kv_heads_num)
@@ -59,8 +62,9 @@ def llama_hf_weight_map(config: ModelConfig) -> WeightMap:
         Rule("model.norm.weight", "encoder.layer_norm.weight"),
         Rule("lm_head.weight", "target.lm.output_layer.weight"),
     ]
+    ties = [Tie(OUTPUT_KEY, EMBEDDING_KEY, exported=False)] if config.tie_weights else []
     # rotary_emb.inv_freq is a recomputable buffer that older transformers versions saved.
-    return WeightMap("HuggingFace LLaMA", rules, ignored_external=[r"rotary_emb\.inv_freq$"])
+    return WeightMap("HuggingFace LLaMA", rules, ignored_external=[r"rotary_emb\.inv_freq$"], ties=ties)
 
 
 def model_config_from_hf(hf: dict) -> ModelConfig:
@@ -147,3 +151,13 @@ def hf_config_from_model_config(
     if dtype is not None:
         hf["torch_dtype"] = dtype  # transformers 4.x reads torch_dtype, 5.x reads either
     return hf
+
+
+FAMILY = HfFamily(
+    model_type="llama",
+    name="LLaMA",
+    config_from_hf=model_config_from_hf,
+    hf_config=hf_config_from_model_config,
+    weight_map=llama_hf_weight_map,
+    generation_config=True,
+)

@@ -1,4 +1,4 @@
-"""The HuggingFace ``T5ForConditionalGeneration`` <-> TencentPretrain weight map.
+"""The HuggingFace T5 family (``model_type: t5``, ``T5ForConditionalGeneration``) <-> TencentPretrain.
 
 T5 is pre-norm with T5's RMS norm, no biases and no attention scale; its relative position bias lives in the
 first block of HF's encoder and decoder and maps to ``encoder.relative_pos_emb`` / ``decoder.self_pos_emb``.
@@ -15,9 +15,13 @@ the reverse direction writes an untied HF model (``tie_word_embeddings: false``)
 
 from __future__ import annotations
 
+from functools import partial
+
+import torch
+
 from tencentpretrain.config import ModelConfig
-from tencentpretrain.convert.hf_family import HfFamily, StateDict
-from tencentpretrain.convert.weight_map import Rule, WeightMap
+from tencentpretrain.convert.hf_family import HfFamily
+from tencentpretrain.convert.weight_map import Rule, Tie, WeightMap
 from tencentpretrain.errors import ConfigError
 
 HF_ACTIVATIONS = {"relu": "relu", "gelu_new": "gelu_fast", "gelu": "gelu", "silu": "silu"}
@@ -35,12 +39,18 @@ def _ffn_rules(hf_prefix: str, tp_prefix: str, gated: bool) -> list[Rule]:
     return [Rule(f"{hf_prefix}.{hf}.weight", f"{tp_prefix}.{tp}.weight") for hf, tp in pairs + [("wo", "linear_2")]]
 
 
-def t5_hf_weight_map(config: ModelConfig) -> WeightMap:
+def _scale(w: torch.Tensor, factor: float = 1.0) -> torch.Tensor:
+    return w * factor if factor != 1.0 else w
+
+
+def t5_hf_weight_map(config: ModelConfig, hf: dict | None = None) -> WeightMap:
+    """The map for ``config``; ``hf`` (config.json) says whether HF scales the decoder output before its head."""
+    head_in = partial(_scale, factor=hf["d_model"] ** -0.5 if hf and scales_decoder_output(hf) else 1.0)
     gated = config.feed_forward == "gated"
     enc, dec = "encoder.block.{}.layer", "decoder.block.{}.layer"
     tenc, tdec = "encoder.transformer.{}", "decoder.transformer_decoder.{}"
     rules = [
-        Rule("shared.weight", "embedding.word.embedding.weight"),
+        Rule("shared.weight", "embedding.word.embedding.weight", aliases=("encoder.embed_tokens.weight",)),
         Rule("decoder.embed_tokens.weight", "tgt_embedding.word.embedding.weight"),
         Rule("encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight",
              "encoder.relative_pos_emb.relative_attention_bias.weight"),
@@ -58,33 +68,19 @@ def t5_hf_weight_map(config: ModelConfig) -> WeightMap:
         *_ffn_rules(f"{dec}.2.DenseReluDense", f"{tdec}.feed_forward", gated),
         Rule(f"{dec}.2.layer_norm.weight", f"{tdec}.layer_norm_3.weight"),
         Rule("decoder.final_layer_norm.weight", "decoder.layer_norm.weight"),
-        Rule("lm_head.weight", "target.lm.output_layer.weight"),
+        Rule("lm_head.weight", "target.lm.output_layer.weight", head_in),
     ]
-    # encoder.embed_tokens is HF's alias of ``shared``.
-    return WeightMap("HuggingFace T5", rules, ignored_external=[r"^encoder\.embed_tokens\.weight$"])
-
-
-def prepare_external(state: StateDict, hf_config: dict) -> StateDict:
-    """Fill HF's tied aliases and fold the tied head's ``d_model ** -0.5`` into an explicit head."""
-    state = dict(state)
-    state.setdefault("decoder.embed_tokens.weight", state["shared.weight"])
-    head = state.get("lm_head.weight", state["shared.weight"])
-    if scales_decoder_output(hf_config):
-        head = head * hf_config["d_model"] ** -0.5
-    state["lm_head.weight"] = head
-    return state
+    ties = [  # what a tied HF T5 leaves out of its file
+        Tie("tgt_embedding.word.embedding.weight", "embedding.word.embedding.weight"),
+        Tie("target.lm.output_layer.weight", "embedding.word.embedding.weight", head_in),
+    ]
+    return WeightMap("HuggingFace T5", rules, ties=ties)
 
 
 def scales_decoder_output(hf_config: dict) -> bool:
     """Whether HF multiplies the decoder output by ``d_model ** -0.5``: transformers 5 says so with
     ``scale_decoder_outputs``; saved configs of transformers 4 with ``tie_word_embeddings`` (default true)."""
     return bool(hf_config.get("scale_decoder_outputs", hf_config.get("tie_word_embeddings", True)))
-
-
-def finish_external(state: StateDict, hf_config: dict) -> StateDict:
-    state = dict(state)
-    state["encoder.embed_tokens.weight"] = state["shared.weight"]
-    return state
 
 
 def model_config_from_hf(hf: dict) -> ModelConfig:
@@ -130,11 +126,11 @@ def hf_config_from_model_config(config: ModelConfig, vocab_size: int) -> dict:
     }
 
 
-T5_HF = HfFamily(
+FAMILY = HfFamily(
+    model_type="t5",
     name="T5",
     config_from_hf=model_config_from_hf,
     hf_config=hf_config_from_model_config,
     weight_map=t5_hf_weight_map,
-    prepare_external=prepare_external,
-    finish_external=finish_external,
+    generation_config=True,
 )

@@ -1,9 +1,9 @@
-"""The HuggingFace ``GPT2LMHeadModel`` <-> TencentPretrain weight map.
+"""The HuggingFace GPT-2 family (``model_type: gpt2``, ``GPT2LMHeadModel``) <-> TencentPretrain.
 
 HF GPT-2 stores its linears as ``Conv1D`` with (in, out) weights, so every weight is transposed, and fuses
-Q, K and V into one ``c_attn`` whose output columns are [Q | K | V]. ``split_fused_qkv`` turns the fused
-tensors into three per-projection HF-style keys before the declarative map runs, and ``fuse_qkv`` undoes
-it after. HF's LayerNorm is the standard one, so converted configs select ``layernorm: "standard"``.
+Q, K and V into one ``c_attn`` whose output columns are [Q | K | V] (a ``Fused`` entry of the map). A tied
+``lm_head``, which ``save_pretrained`` leaves out of the file, is restored from ``wte`` (a ``Tie``).
+HF's LayerNorm is the standard one, so converted configs select ``layernorm: "standard"``.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 
 from tencentpretrain.config import ModelConfig
-from tencentpretrain.convert.hf_family import HfFamily, StateDict
-from tencentpretrain.convert.weight_map import Rule, WeightMap
+from tencentpretrain.convert.hf_family import HfFamily
+from tencentpretrain.convert.weight_map import Fused, Rule, Tie, WeightMap
 from tencentpretrain.errors import ConfigError
 
 HF_ACTIVATIONS = {"gelu_new": "gelu_fast", "gelu_pytorch_tanh": "gelu_fast", "gelu": "gelu", "relu": "relu"}
@@ -23,38 +23,23 @@ def _t(w: torch.Tensor) -> torch.Tensor:
     return w.t().contiguous()
 
 
-def split_fused_qkv(state: StateDict, hf_config: dict | None = None) -> StateDict:
-    """``h.{i}.attn.c_attn.{weight (H, 3H), bias (3H,)}`` -> ``h.{i}.attn.c_attn_{q,k,v}.*`` (H, H) / (H,).
-
-    A tied ``lm_head.weight``, which ``save_pretrained`` leaves out of the file, is restored from ``wte``."""
-    if "lm_head.weight" not in state and (hf_config or {}).get("tie_word_embeddings", True):
-        state = {**state, "lm_head.weight": state["transformer.wte.weight"]}
-    out = {}
-    for key, tensor in state.items():
-        if ".attn.c_attn." in key:
-            for part, piece in zip(PARTS, tensor.chunk(3, dim=-1)):
-                out[key.replace(".c_attn.", f".c_attn_{part}.")] = piece.contiguous()
-        else:
-            out[key] = tensor
-    return out
+def _split_weight(w: torch.Tensor) -> list[torch.Tensor]:  # (H, 3H) Conv1D -> 3 x (H, H) Linear
+    return [_t(piece) for piece in w.chunk(len(PARTS), dim=-1)]
 
 
-def fuse_qkv(state: StateDict, hf_config: dict | None = None) -> StateDict:
-    """The inverse of ``split_fused_qkv``."""
-    out, pieces = {}, {}
-    for key, tensor in state.items():
-        for part in PARTS:
-            if f".c_attn_{part}." in key:
-                pieces.setdefault(key.replace(f".c_attn_{part}.", ".c_attn."), {})[part] = tensor
-                break
-        else:
-            out[key] = tensor
-    for key, parts in pieces.items():
-        out[key] = torch.cat([parts[p] for p in PARTS], dim=-1)
-    return out
+def _join_weight(parts) -> torch.Tensor:  # 3 x (H, H) Linear -> (H, 3H) Conv1D
+    return torch.cat([p.t() for p in parts], dim=-1)
 
 
-def gpt2_hf_weight_map(config: ModelConfig) -> WeightMap:
+def _split_bias(b: torch.Tensor) -> list[torch.Tensor]:  # (3H,) -> 3 x (H,)
+    return [piece.contiguous() for piece in b.chunk(len(PARTS), dim=-1)]
+
+
+def _join_bias(parts) -> torch.Tensor:
+    return torch.cat(list(parts), dim=-1)
+
+
+def gpt2_hf_weight_map(config: ModelConfig, hf: dict | None = None) -> WeightMap:
     layer, tp = "transformer.h.{}", "encoder.transformer.{}"
     rules = [
         Rule("transformer.wte.weight", "embedding.word.embedding.weight"),
@@ -73,11 +58,17 @@ def gpt2_hf_weight_map(config: ModelConfig) -> WeightMap:
         Rule("transformer.ln_f.bias", "encoder.layer_norm.beta"),
         Rule("lm_head.weight", "target.lm.output_layer.weight"),
     ]
-    for i, part in enumerate(PARTS):
-        rules.append(Rule(f"{layer}.attn.c_attn_{part}.weight", f"{tp}.self_attn.linear_layers.{i}.weight", _t, _t))
-        rules.append(Rule(f"{layer}.attn.c_attn_{part}.bias", f"{tp}.self_attn.linear_layers.{i}.bias"))
+    qkv = tuple(f"{tp}.self_attn.linear_layers.{i}" for i in range(len(PARTS)))
+    fused = [
+        Fused(f"{layer}.attn.c_attn.weight", tuple(f"{p}.weight" for p in qkv), _split_weight, _join_weight),
+        Fused(f"{layer}.attn.c_attn.bias", tuple(f"{p}.bias" for p in qkv), _split_bias, _join_bias),
+    ]
+    ties = []
+    if (hf or {}).get("tie_word_embeddings", True):
+        ties.append(Tie("target.lm.output_layer.weight", "embedding.word.embedding.weight"))
     # attn.bias / attn.masked_bias: causal-mask buffers that older transformers versions saved.
-    return WeightMap("HuggingFace GPT-2", rules, ignored_external=[r"\.attn\.(masked_)?bias$"])
+    return WeightMap("HuggingFace GPT-2", rules, ignored_external=[r"\.attn\.(masked_)?bias$"], fused=fused,
+                     ties=ties)
 
 
 def model_config_from_hf(hf: dict) -> ModelConfig:
@@ -111,11 +102,11 @@ def hf_config_from_model_config(config: ModelConfig, vocab_size: int) -> dict:
     }
 
 
-GPT2_HF = HfFamily(
+FAMILY = HfFamily(
+    model_type="gpt2",
     name="GPT-2",
     config_from_hf=model_config_from_hf,
     hf_config=hf_config_from_model_config,
     weight_map=gpt2_hf_weight_map,
-    prepare_external=split_fused_qkv,
-    finish_external=fuse_qkv,
+    generation_config=True,
 )

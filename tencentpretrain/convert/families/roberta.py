@@ -1,4 +1,4 @@
-"""The HuggingFace ``RobertaForMaskedLM`` <-> TencentPretrain weight map: BERT's, with three differences.
+"""The HuggingFace RoBERTa family (``model_type: roberta``, ``RobertaForMaskedLM``): BERT's map, three differences.
 
 * Names: ``roberta.`` instead of ``bert.``, and the MLM head is ``lm_head.{dense,layer_norm,decoder}``.
 * Positions: HF RoBERTa numbers the positions of real tokens from ``padding_idx + 1 = 2``, so its table has two
@@ -17,7 +17,7 @@ import dataclasses
 import torch
 
 from tencentpretrain.config import ModelConfig
-from tencentpretrain.convert import bert_hf
+from tencentpretrain.convert.families import bert as bert_hf
 from tencentpretrain.convert.hf_family import HfFamily
 from tencentpretrain.convert.weight_map import Rule, WeightMap
 from tencentpretrain.errors import ConfigError
@@ -28,6 +28,7 @@ BERT_TO_ROBERTA_NAMES = (
     ("cls.predictions.transform.dense.", "lm_head.dense."),
     ("cls.predictions.transform.LayerNorm.", "lm_head.layer_norm."),
     ("cls.predictions.decoder.", "lm_head.decoder."),
+    ("cls.predictions.bias", "lm_head.bias"),
 )
 
 
@@ -54,19 +55,18 @@ def _roberta_name(bert_name: str) -> str:
     return bert_name
 
 
-def roberta_hf_weight_map(config: ModelConfig) -> WeightMap:
+def roberta_hf_weight_map(config: ModelConfig, hf: dict | None = None) -> WeightMap:
     special = {
         "embedding.pos.embedding.weight": (_drop_offset_rows, _add_offset_rows),
         "embedding.seg.embedding.weight": (_type_to_segments, _segments_to_type),
     }
+    bert = bert_hf.bert_hf_weight_map(config, hf)
     rules = []
-    for rule in bert_hf.bert_hf_weight_map(config).rules:
+    for rule in bert.rules:
         to_internal, to_external = special.get(rule.internal, (rule.to_internal, rule.to_external))
-        rules.append(Rule(_roberta_name(rule.external), rule.internal, to_internal, to_external))
-    return WeightMap("HuggingFace RoBERTa", rules, ignored_external=[r"\.position_ids$"])
-
-
-MLM_HEAD = bert_hf.TiedMlmHead("roberta.embeddings.word_embeddings.weight", "lm_head.decoder", "lm_head.bias")
+        aliases = tuple(_roberta_name(a) for a in rule.aliases)
+        rules.append(Rule(_roberta_name(rule.external), rule.internal, to_internal, to_external, aliases))
+    return WeightMap("HuggingFace RoBERTa", rules, ignored_external=[r"\.position_ids$"], ties=bert.ties)
 
 
 def model_config_from_hf(hf: dict) -> ModelConfig:
@@ -90,11 +90,10 @@ def hf_config_from_model_config(config: ModelConfig, vocab_size: int) -> dict:
             "bos_token_id": 0, "eos_token_id": 2}
 
 
-ROBERTA_HF = HfFamily(
+FAMILY = HfFamily(
+    model_type="roberta",
     name="RoBERTa",
     config_from_hf=model_config_from_hf,
     hf_config=hf_config_from_model_config,
     weight_map=roberta_hf_weight_map,
-    prepare_external=MLM_HEAD.prepare_external,
-    finish_external=MLM_HEAD.finish_external,
 )

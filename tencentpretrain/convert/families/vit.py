@@ -1,4 +1,4 @@
-"""The HuggingFace ``ViTForImageClassification`` <-> TencentPretrain weight map.
+"""The HuggingFace ViT family (``model_type: vit``, ``ViTForImageClassification``) <-> TencentPretrain.
 
 ViT is pre-norm with the standard LayerNorm (converted configs select ``layernorm: "standard"``), a ``patch``
 + ``pos`` embedding (HF's (1, T, H) position table is stored as (T, H)) and the ``classifier`` target (one
@@ -45,7 +45,7 @@ V4_NAMES = {"q": "attention.attention.query", "k": "attention.attention.key", "v
             "o": "attention.output.dense", "fc1": "intermediate.dense", "fc2": "output.dense"}
 
 
-def vit_hf_weight_map(config: ModelConfig) -> WeightMap:
+def vit_hf_weight_map(config: ModelConfig, hf: dict | None = None) -> WeightMap:
     rules = [
         Rule("vit.embeddings.cls_token", "embedding.patch.cls_emb"),
         Rule("vit.embeddings.patch_embeddings.projection.weight", "embedding.patch.projection.weight"),
@@ -98,6 +98,10 @@ def hf_config_from_model_config(config: ModelConfig, vocab_size: int) -> dict:
     }
 
 
-VIT_HF = HfFamily(
-    name="ViT", config_from_hf=model_config_from_hf, hf_config=hf_config_from_model_config, weight_map=vit_hf_weight_map
+FAMILY = HfFamily(
+    model_type="vit",
+    name="ViT",
+    config_from_hf=model_config_from_hf,
+    hf_config=hf_config_from_model_config,
+    weight_map=vit_hf_weight_map,
 )

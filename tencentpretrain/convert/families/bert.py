@@ -1,20 +1,20 @@
-"""The HuggingFace ``BertForMaskedLM`` / ``BertForPreTraining`` <-> TencentPretrain weight map.
+"""The HuggingFace BERT family (``model_type: bert``, ``BertForMaskedLM`` / ``BertForPreTraining``) <-> TencentPretrain.
 
 Segment ids: TencentPretrain reserves segment 0 for padding, so its segment table has 3 rows where HF's
 token-type table has 2; row 0 is zeros and rows 1, 2 are HF's types 0, 1 (feed ``seg = token_type_ids + 1``).
 HF's LayerNorm is the standard one, so converted configs select ``layernorm: "standard"``.
 ``BertForPreTraining`` adds the ``sp`` target (pooler + next-sentence head).
+HF's MLM head stores its bias twice (``cls.predictions.bias`` and the decoder's: an alias) and may leave the
+decoder weight out of the file when it is tied to the word embeddings (a tie).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
 from tencentpretrain.config import ModelConfig
-from tencentpretrain.convert.hf_family import HfFamily, StateDict
-from tencentpretrain.convert.weight_map import Rule, WeightMap
+from tencentpretrain.convert.hf_family import HfFamily
+from tencentpretrain.convert.weight_map import Rule, Tie, WeightMap
 from tencentpretrain.errors import ConfigError
 
 HF_ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_fast", "gelu_pytorch_tanh": "gelu_fast", "relu": "relu"}
@@ -28,7 +28,7 @@ def _drop_padding_segment(w: torch.Tensor) -> torch.Tensor:  # (3, H) -> (2, H)
     return w[1:].contiguous()
 
 
-def bert_hf_weight_map(config: ModelConfig) -> WeightMap:
+def bert_hf_weight_map(config: ModelConfig, hf: dict | None = None) -> WeightMap:
     layer, tp = "bert.encoder.layer.{}", "encoder.transformer.{}"
     rules = [
         Rule("bert.embeddings.word_embeddings.weight", "embedding.word.embedding.weight"),
@@ -50,42 +50,21 @@ def bert_hf_weight_map(config: ModelConfig) -> WeightMap:
             Rule(f"{layer}.output.LayerNorm.{p}", f"{tp}.layer_norm_2.{q}"),
             Rule(f"cls.predictions.transform.dense.{p}", f"target.mlm.linear_1.{p}"),
             Rule(f"cls.predictions.transform.LayerNorm.{p}", f"target.mlm.layer_norm.{q}"),
-            Rule(f"cls.predictions.decoder.{p}", f"target.mlm.linear_2.{p}"),
         ]
         if "sp" in config.target:
             rules += [
                 Rule(f"bert.pooler.dense.{p}", f"target.sp.linear_1.{p}"),
                 Rule(f"cls.seq_relationship.{p}", f"target.sp.linear_2.{p}"),
             ]
+    rules += [
+        Rule("cls.predictions.decoder.weight", "target.mlm.linear_2.weight"),
+        Rule("cls.predictions.decoder.bias", "target.mlm.linear_2.bias", aliases=("cls.predictions.bias",)),
+    ]
+    ties = []
+    if (hf or {}).get("tie_word_embeddings", True):  # save_pretrained leaves the tied decoder weight out
+        ties.append(Tie("target.mlm.linear_2.weight", "embedding.word.embedding.weight"))
     # position_ids: a recomputable buffer older transformers versions saved.
-    return WeightMap("HuggingFace BERT", rules, ignored_external=[r"\.position_ids$"])
-
-
-@dataclass(frozen=True)
-class TiedMlmHead:
-    """HF's MLM head keys: its bias is stored twice (``bias_key`` and the decoder's), its decoder weight may be
-    left out of the file when tied to the word embeddings. BERT and RoBERTa differ only in the names."""
-
-    word_embeddings: str
-    decoder: str  # prefix of the decoder's weight and bias
-    bias: str
-
-    def prepare_external(self, state: StateDict, hf_config: dict) -> StateDict:
-        """Restore a tied decoder weight from the word embeddings; keep one copy of the bias."""
-        state = dict(state)
-        if f"{self.decoder}.weight" not in state and hf_config.get("tie_word_embeddings", True):
-            state[f"{self.decoder}.weight"] = state[self.word_embeddings]
-        bias = state.pop(self.bias, None)
-        if bias is not None:
-            state.setdefault(f"{self.decoder}.bias", bias)
-        return state
-
-    def finish_external(self, state: StateDict, hf_config: dict) -> StateDict:
-        """Write the bias under both of HF's names."""
-        return {**state, self.bias: state[f"{self.decoder}.bias"]}
-
-
-BERT_MLM_HEAD = TiedMlmHead("bert.embeddings.word_embeddings.weight", "cls.predictions.decoder", "cls.predictions.bias")
+    return WeightMap("HuggingFace BERT", rules, ignored_external=[r"\.position_ids$"], ties=ties)
 
 
 def model_config_from_hf(hf: dict) -> ModelConfig:
@@ -124,11 +103,10 @@ def hf_config_from_model_config(config: ModelConfig, vocab_size: int) -> dict:
     }
 
 
-BERT_HF = HfFamily(
+FAMILY = HfFamily(
+    model_type="bert",
     name="BERT",
     config_from_hf=model_config_from_hf,
     hf_config=hf_config_from_model_config,
     weight_map=bert_hf_weight_map,
-    prepare_external=BERT_MLM_HEAD.prepare_external,
-    finish_external=BERT_MLM_HEAD.finish_external,
 )
