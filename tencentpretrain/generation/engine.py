@@ -189,10 +189,13 @@ class Engine:
             return
         if len(live) < len(requests):
             requests, logits = [requests[i] for i in live], logits[live]
+        states = _generator_states(requests)
         try:
             picks = _pick(requests, logits)
         except Exception:
             logger.exception("sampling %d rows failed; sampling them one by one", len(requests))
+            for generator, state in states:  # rows drawn before the failure draw again: the same numbers
+                generator.set_state(state)
             picks = [_pick_or_none(request, logits[i : i + 1]) for i, request in enumerate(requests)]
         for request, pick in zip(requests, picks):
             if pick is None:
@@ -246,6 +249,12 @@ def _pick(requests: Sequence[Request], logits: torch.Tensor) -> list[tuple[int, 
         for i, entry in zip(wanted, entries):
             logprobs[i] = _keep_top(entry, requests[i].config.logprobs)
     return list(zip(tokens.tolist(), logprobs))
+
+
+def _generator_states(requests: Sequence[Request]) -> list[tuple[torch.Generator, torch.Tensor]]:
+    """The random state of every sampling row, to rewind them when a batched draw fails halfway."""
+    return [(r.generator, r.generator.get_state()) for r in requests
+            if not r.config.sampling.greedy and isinstance(r.generator, torch.Generator)]
 
 
 def _pick_or_none(request: Request, logits: torch.Tensor) -> tuple[int, TokenLogprob | None] | None:
