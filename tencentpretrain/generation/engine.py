@@ -9,6 +9,7 @@ all drive this one class.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import secrets
 from collections.abc import Sequence
@@ -64,6 +65,7 @@ class Request:
     stop_logprob: TokenLogprob | None = None  # of the eos or stop id that ended generation (not in output_ids)
     prompt_logprobs: list[TokenLogprob | None] | None = None  # of prompt_ids (None first), with prompt_logprobs
     logprobs_taken: int = 0  # entries of ``logprobs`` handed out by ``take_logprobs``
+    token_starts: list[int] = field(default_factory=list)  # with logprobs: where each output token's text starts
 
     @property
     def finished(self) -> bool:
@@ -75,9 +77,14 @@ class Request:
         return out
 
     def take_logprobs(self) -> list[TokenLogprob]:
-        """The output tokens' logprobs computed since the last call."""
-        out = self.logprobs[self.logprobs_taken :]
-        self.logprobs_taken = len(self.logprobs)
+        """The logprobs of the output tokens whose text was released since the last call (text held back for
+        a possible stop string holds back its tokens' logprobs; tokens cut with a stop string never come)."""
+        end = len(self.logprobs)
+        cut = self.stop_filter is not None and self.stop_filter.stopped
+        if self.token_starts and (cut or not self.finished):
+            end = bisect.bisect_left(self.token_starts, len(self.text), hi=end)
+        out = self.logprobs[self.logprobs_taken : end]
+        self.logprobs_taken = max(end, self.logprobs_taken)
         return out
 
     def _release(self, text: str) -> None:
@@ -212,6 +219,8 @@ class Engine:
         request.output_ids.append(token)
         if logprob is not None:
             request.logprobs.append(logprob)
+            if request.detokenizer is not None:
+                request.token_starts.append(len(request.detokenizer.text))
         if request.detokenizer is not None:
             released = request.stop_filter.feed(request.detokenizer.push(token))
             request._release(released)

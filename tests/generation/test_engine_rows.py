@@ -116,3 +116,24 @@ def test_prompt_ids_outside_the_vocabulary_are_refused(model, tok):
     engine = Engine(model, tok, max_batch_size=1)
     with pytest.raises(ConfigError, match="token ids"):
         engine.new_request([1, tok.vocab_size], GenerationConfig())
+
+
+def test_logprobs_come_with_their_text_and_stop_with_a_stop_string(tok):
+    """Tokens whose text is held back (a possible stop string) hold back their logprobs; the tokens of a stop
+    string that cut the text never get logprobs."""
+    from tests.generation.scripted import scripted_model
+
+    prompt = [tok.bos_id, *tok.encode("你好")]
+    answer = tok.encode("北京很好 User: 再见")
+    model = scripted_model(tok.vocab_size, answer + [tok.eos_id], len(prompt))
+    engine = Engine(model, tok, max_batch_size=1)
+    loop = BatchLoop(engine)
+    loop.enqueue(1, engine.new_request(prompt, GenerationConfig(max_new_tokens=30, stop_strings=("User:",),
+                                                                logprobs=1)))
+    events = run_loop(loop)[1]
+    text = "".join(e.text for e in events)
+    ids = [lp.token_id for e in events for lp in e.logprobs]
+    assert text == "北京很好 "
+    assert tok.decode(ids) == "北京很好 " and ids == answer[: len(ids)] and len(ids) < len(answer)
+    for event in events:  # every event's logprobs belong to text released by then
+        assert tok.decode([lp.token_id for lp in event.logprobs]).strip() in text
