@@ -155,3 +155,43 @@ def test_openai_client_chat_logprobs_n_and_streamed_usage(exported):
         with pytest.raises(openai.BadRequestError) as error:
             client.chat.completions.create(model="tiny", messages=messages, presence_penalty=0.5)
         assert error.value.code == "unsupported_parameter" and error.value.param == "presence_penalty"
+
+
+@pytest.mark.slow
+def test_logprobs_and_echo_cross_the_engine_process_unchanged():
+    """The same scoring and generation requests through the engine process (what llama_server.py runs) and in
+    process: the logprob fields travel between the processes intact."""
+    from tests.serving.helpers import make_process_app, tiny_model_and_tokenizer
+
+    model, tok = tiny_model_and_tokenizer()
+    bodies = [
+        ("/v1/completions", {"prompt": [tok.encode(t) for t in TEXTS], "max_tokens": 0, "echo": True, "logprobs": 2}),
+        ("/v1/completions", {"prompt": "北京", "max_tokens": 6, "logprobs": 3, "temperature": 0, "echo": True}),
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "你好"}], "max_tokens": 6,
+                                  "temperature": 0.9, "seed": 4, "n": 2, "logprobs": True, "top_logprobs": 2}),
+    ]
+
+    def answers(app) -> list[list[dict]]:
+        with running(app) as url:
+            return [post(url, path, body)["choices"] for path, body in bodies]
+
+    in_process = answers(make_app(model, tok))
+    assert in_process[0][0]["logprobs"]["token_logprobs"][1] is not None
+    through_process = answers(make_process_app(tiny_model_and_tokenizer, tok))
+    assert_close(through_process, in_process)  # other torch threads: last-bit float differences
+
+
+def assert_close(found, expected, where: str = "") -> None:
+    """Equal JSON-like values, floats within 1e-5."""
+    if isinstance(expected, float):
+        assert found == pytest.approx(expected, abs=1e-5), where
+    elif isinstance(expected, dict):
+        assert isinstance(found, dict) and found.keys() == expected.keys(), where
+        for key in expected:
+            assert_close(found[key], expected[key], f"{where}.{key}")
+    elif isinstance(expected, list):
+        assert isinstance(found, list) and len(found) == len(expected), where
+        for i, (f, e) in enumerate(zip(found, expected)):
+            assert_close(f, e, f"{where}[{i}]")
+    else:
+        assert found == expected, where
