@@ -195,3 +195,37 @@ def assert_close(found, expected, where: str = "") -> None:
             assert_close(f, e, f"{where}[{i}]")
     else:
         assert found == expected, where
+
+
+def test_langchain_openai_chat_and_completions(exported):
+    """LangChain's OpenAI classes (their own defaults and payloads) against the server: greedy chat equals the
+    generator, streamed usage arrives, logprobs and n > 1 come back."""
+    langchain_openai = pytest.importorskip("langchain_openai")
+    from langchain_core.messages import HumanMessage
+
+    from tencentpretrain.data.templates import get_template
+    from tencentpretrain.generation.chat import chat_prompt_ids
+
+    model, tok, _, _ = exported
+    prompt = chat_prompt_ids(tok, get_template("user_bot"), [{"role": "user", "content": "你好"}])
+    expected = generate(model, tok, [prompt], GenerationConfig(max_new_tokens=6, stop_strings=("User:",)))[0]
+    with running(make_app(model, tok)) as url:
+        chat = langchain_openai.ChatOpenAI(base_url=url + "/v1", api_key="none", model="tiny", max_tokens=6,
+                                           temperature=0)
+        reply = chat.invoke("你好")
+        assert reply.content == expected.text
+        assert reply.usage_metadata["input_tokens"] == len(prompt)
+        chunks = list(chat.stream("你好", stream_usage=True))
+        assert "".join(c.content for c in chunks) == expected.text
+        assert [c.usage_metadata["output_tokens"] for c in chunks if c.usage_metadata] == \
+            [reply.usage_metadata["output_tokens"]]
+        scored = langchain_openai.ChatOpenAI(base_url=url + "/v1", api_key="none", model="tiny", max_tokens=3,
+                                             temperature=0, logprobs=True, top_logprobs=2).invoke("你好")
+        assert len(scored.response_metadata["logprobs"]["content"]) == 3
+        several = langchain_openai.ChatOpenAI(base_url=url + "/v1", api_key="none", model="tiny", max_tokens=3,
+                                              temperature=1.0, n=2).generate([[HumanMessage("你好")]])
+        assert len(several.generations[0]) == 2
+        completion = langchain_openai.OpenAI(base_url=url + "/v1", api_key="none", model="tiny", max_tokens=6,
+                                             temperature=0)
+        plain = generate(model, tok, ["北京"], GenerationConfig(max_new_tokens=6))[0].text
+        assert completion.invoke("北京") == plain == "".join(completion.stream("北京"))
