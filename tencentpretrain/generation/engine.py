@@ -149,11 +149,12 @@ class Engine:
             return []
         src, seg, positions = left_pad([r.prompt_ids for r in requests], self.device)  # (m, P) each
         prefill_cache = self.model.new_kv_cache(len(requests), src.shape[1], dtype=self.cache.keys[0].dtype)
-        scoring = any(r.config.prompt_logprobs for r in requests)  # then every position's logits are needed
-        logits = self.model.logits(src, seg, positions=positions, cache=prefill_cache,
-                                   last_only=not scoring)  # (m, P or 1, V)
-        if scoring:
-            _score_prompts(requests, src, logits)
+        if any(r.config.prompt_logprobs for r in requests):  # every position is scored, not only the last
+            hidden = self.model.hidden_states(src, seg, positions=positions, cache=prefill_cache)  # (m, P, H)
+            _score_prompts(self.model, requests, src, hidden)
+            logits = self.model.target.logits(hidden[:, -1:])  # (m, 1, V)
+        else:
+            logits = self.model.logits(src, seg, positions=positions, cache=prefill_cache, last_only=True)
         self.cache.insert(prefill_cache)
         self.rows.extend(requests)
         self._accept(requests, logits[:, -1])
@@ -280,16 +281,23 @@ def _keep_top(entry: TokenLogprob, top_n: int) -> TokenLogprob:
     return entry if len(entry.top) <= top_n else TokenLogprob(entry.token_id, entry.logprob, entry.top[:top_n])
 
 
-def _score_prompts(requests: Sequence[Request], src: torch.Tensor, logits: torch.Tensor) -> None:
+SCORE_CHUNK = 256  # prompt positions turned into vocabulary logits at once (memory: chunk x vocab floats)
+
+
+def _score_prompts(model: Model, requests: Sequence[Request], src: torch.Tensor, hidden: torch.Tensor) -> None:
     """Fill ``prompt_logprobs`` of the requests that want it, from the prefill's left-padded ``src`` (m, P) and
-    ``logits`` (m, P, V): token t of a prompt is scored by the logits at position t - 1."""
+    final ``hidden`` states (m, P, H): token t of a prompt is scored by the logits at position t - 1. Logits are
+    made a chunk of positions at a time, never (P, V) for a whole batch."""
     width = src.shape[1]
     for i, request in enumerate(requests):
         if not request.config.prompt_logprobs:
             continue
-        start = width - len(request.prompt_ids)  # the row's first real position
-        scored = token_logprobs(logits[i, start : width - 1], src[i, start + 1 :], request.config.logprobs or 0)
-        request.prompt_logprobs = [None, *scored]
+        scored: list[TokenLogprob | None] = [None]
+        for start in range(width - len(request.prompt_ids), width - 1, SCORE_CHUNK):  # from the row's first token
+            end = min(start + SCORE_CHUNK, width - 1)
+            logits = model.target.logits(hidden[i : i + 1, start:end])[0]  # (chunk, V)
+            scored += token_logprobs(logits, src[i, start + 1 : end + 1], request.config.logprobs or 0)
+        request.prompt_logprobs = scored
 
 
 def check_prompt(prompt_ids: Sequence[int], max_length: int) -> None:

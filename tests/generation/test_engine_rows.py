@@ -77,9 +77,13 @@ def test_sampling_params_refuse_values_that_would_break_a_step(field, value):
         SamplingParams(**{field: value})
 
 
-def test_logprobs_are_the_log_softmax_of_the_full_forward(model, tok):
-    """Prompt logprobs (prefill, left-padded next to a longer prompt) and generated-token logprobs (decode steps
-    on the KV cache) against one plain forward pass over prompt + output."""
+@pytest.mark.parametrize("chunk", [2, 256], ids=["chunked", "whole"])
+def test_logprobs_are_the_log_softmax_of_the_full_forward(model, tok, chunk, monkeypatch):
+    """Prompt logprobs (prefill, left-padded next to a longer prompt, scored a chunk of positions at a time) and
+    generated-token logprobs (decode steps on the KV cache) against one plain forward pass over prompt + output."""
+    import tencentpretrain.generation.engine as engine_module
+
+    monkeypatch.setattr(engine_module, "SCORE_CHUNK", chunk)
     engine = Engine(model, tok, max_batch_size=2)
     short = [tok.bos_id, *tok.encode("今天")]
     long = [tok.bos_id, *tok.encode("北京是中国的首都，")]
