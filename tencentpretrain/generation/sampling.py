@@ -18,7 +18,6 @@ import torch
 
 from tencentpretrain.errors import ConfigError
 
-
 SEED_LIMIT = 2**64  # torch.Generator.manual_seed takes 64-bit seeds
 
 

@@ -520,7 +520,8 @@ async def _stream_completion(server: Server, tickets: list[Ticket], prompts: lis
         choice = {"index": index, "text": text, "finish_reason": reason, "logprobs": logprobs}
         yield sse({**meta, "object": "text_completion", "choices": [choice]})
     if options.include_usage:
-        yield sse({**meta, "object": "text_completion", "choices": [], "usage": usage(prompt_tokens, completion_tokens)})
+        yield sse({**meta, "object": "text_completion", "choices": [],
+                   "usage": usage(prompt_tokens, completion_tokens)})
     yield "data: [DONE]\n\n"
 
 

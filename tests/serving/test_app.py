@@ -198,7 +198,8 @@ def test_every_field_is_checked_before_admission(tok, body, status, code, param)
     ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi", "name": "bob"}]}),
     ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "echo": True}),
     ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "top_logprobs": 2}),
-    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "json_object"}}),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}],
+                              "response_format": {"type": "json_object"}}),
 ])
 def test_chat_fields_we_do_not_support_are_400(tok, path, body):
     app = make_app(tiny_model(tok.vocab_size), tok)
@@ -210,7 +211,8 @@ def test_chat_fields_we_do_not_support_are_400(tok, path, body):
 def test_neutral_values_of_unsupported_fields_and_nulls_are_accepted(tok):
     app = make_app(tiny_model(tok.vocab_size), tok)
     body = {"messages": [{"role": "developer", "content": "be brief"},
-                         {"role": "user", "content": [{"type": "text", "text": "你"}, {"type": "text", "text": "好"}]}],
+                         {"role": "user", "content": [{"type": "text", "text": "你"},
+                                                      {"type": "text", "text": "好"}]}],
             "max_tokens": 2, "presence_penalty": 0, "frequency_penalty": 0.0, "logit_bias": {}, "n": 1,
             "response_format": {"type": "text"}, "user": "u1", "stop": None, "seed": None, "model": "anything"}
     r = call(app, "POST", "/v1/chat/completions", json=body)

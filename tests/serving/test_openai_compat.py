@@ -102,7 +102,8 @@ def test_lm_eval_local_completions_scores_like_its_hf_backend(exported):
 
     model, tok, hf_dir, _ = exported
     pairs = [("北京是", "中国的首都"), ("今天天气", "很好"), ("LLaMA 模型", "在 2023 年发布"), ("你好", "，世界")]
-    requests = [Instance(request_type="loglikelihood", doc={}, arguments=pair, idx=i) for i, pair in enumerate(pairs)]
+    requests = [Instance(request_type="loglikelihood", doc={}, arguments=pair, idx=i)
+                for i, pair in enumerate(pairs)]
     # LLaMA was trained with bos first: both backends put it there (lm-eval's API backend sends token ids)
     reference = HFLM(pretrained=hf_dir, tokenizer=hf_dir, batch_size=1, device="cpu",
                      add_bos_token=True).loglikelihood(requests)
@@ -120,7 +121,7 @@ def test_lm_eval_local_completions_scores_like_its_hf_backend(exported):
 
 def test_openai_client_chat_logprobs_n_and_streamed_usage(exported):
     openai = pytest.importorskip("openai")
-    model, tok, _, hf = exported
+    model, tok, _, _ = exported
     with running(make_app(model, tok)) as url:
         client = openai.OpenAI(base_url=url + "/v1", api_key="none")
         assert client.models.retrieve("tiny").id == "tiny"
