@@ -49,7 +49,8 @@ def main(argv: list[str] | None = None) -> None:
     tokenizer = load_tokenizer(model_config_from_inference_args(args))
     config = ServerConfig(model_name=args.model_name, api_key=args.api_key, context_length=args.seq_length,
                           default_max_tokens=args.max_new_tokens or 256, defaults=sampling_from_args(args),
-                          max_batch_size=args.batch_size, max_request_bytes=args.max_request_bytes)
+                          max_batch_size=args.batch_size, max_request_bytes=args.max_request_bytes,
+                          default_stop=tuple(args.stop))
     template = get_template(args.prompt_template)
     if args.engine_in_process:
         torch.set_num_threads(threads)

@@ -64,6 +64,7 @@ class ServerConfig:
     max_batch_size: int = 8  # legacy /chat: questions per request
     max_request_bytes: int = 8 * 2**20  # larger bodies get 413 before they are read
     max_choices: int = 64  # prompts x n of one request
+    default_stop: tuple[str, ...] = ()  # stop strings of the requests that give none (--stop)
 
 
 class Server:
@@ -86,8 +87,9 @@ class Server:
                 raise HTTPError(400, f"the prompt has {prompt_tokens} tokens: no room for any new token in the "
                                      f"context of {self.config.context_length} tokens", code="context_length_exceeded")
         self.check_fits(prompt_tokens, max_tokens)
+        stop = options.stop if options.stop is not None else self.config.default_stop
         return GenerationConfig(max_new_tokens=max_tokens, sampling=options.sampling_of_choice(choice),
-                                stop_strings=options.stop + extra_stops, logprobs=options.logprobs,
+                                stop_strings=stop + extra_stops, logprobs=options.logprobs,
                                 prompt_logprobs=options.echo and options.logprobs is not None)
 
     def check_fits(self, prompt_tokens: int, max_tokens: int) -> None:

@@ -149,10 +149,11 @@ def boolean(body: Mapping[str, Any], name: str) -> bool | None:
     return value
 
 
-def stop_strings(body: Mapping[str, Any]) -> tuple[str, ...]:
+def stop_strings(body: Mapping[str, Any]) -> tuple[str, ...] | None:
+    """The request's stop strings; None when it gives none (the server's --stop apply then)."""
     stop = body.get("stop")
     if stop is None:
-        return ()
+        return None
     stop = [stop] if isinstance(stop, str) else stop
     if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop) or len(stop) > 16:
         raise invalid("stop", "'stop' must be a string or a list of at most 16 strings", "invalid_type")
@@ -166,7 +167,7 @@ class Options:
 
     max_tokens: int | None  # None: as many as fit in the context, at most the server's default
     sampling: SamplingParams
-    stop: tuple[str, ...] = ()
+    stop: tuple[str, ...] | None = None  # None: the server's default stop strings
     n: int = 1  # choices per prompt
     logprobs: int | None = None  # None: none; k: each token's logprob and the k most likely tokens'
     echo: bool = False  # completions: the prompt (and its logprobs) come first

@@ -285,3 +285,15 @@ def test_completions_take_token_and_list_prompts_with_echo(tok):
             by_index[choice["index"]] += choice["text"]
     assert by_index == [tok.decode(ids) + expected] * 2
     assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["prompt_tokens"] == len(ids)
+
+
+def test_server_stop_strings_apply_only_when_a_request_gives_none(tok):
+    model = tiny_model(tok.vocab_size)
+    full = generate(model, tok, ["北京"], GenerationConfig(max_new_tokens=20))[0].text
+    cut_at = full.strip()[2:4]  # some text the model really produces
+    assert cut_at and full.index(cut_at) > 0
+    app = make_app(model, tok, default_stop=(cut_at,))
+    body = {"prompt": "北京", "max_tokens": 20, "temperature": 0}
+    assert call(app, "POST", "/v1/completions", json=body).json()["choices"][0]["text"] == full[: full.index(cut_at)]
+    own = call(app, "POST", "/v1/completions", json={**body, "stop": ["never in the text"]})
+    assert own.json()["choices"][0]["text"] == full
