@@ -297,3 +297,21 @@ def test_server_stop_strings_apply_only_when_a_request_gives_none(tok):
     assert call(app, "POST", "/v1/completions", json=body).json()["choices"][0]["text"] == full[: full.index(cut_at)]
     own = call(app, "POST", "/v1/completions", json={**body, "stop": ["never in the text"]})
     assert own.json()["choices"][0]["text"] == full
+
+
+def test_streamed_logprobs_add_up_to_the_non_streamed_ones(tok):
+    app = make_app(tiny_model(tok.vocab_size), tok)
+    body = {"prompt": "北京是", "max_tokens": 8, "echo": True, "logprobs": 2, "temperature": 0}
+    plain = call(app, "POST", "/v1/completions", json=body).json()["choices"][0]
+    chunks = sse_events(call(app, "POST", "/v1/completions", json={**body, "stream": True}))
+    streamed: dict[str, list] = {"tokens": [], "token_logprobs": [], "top_logprobs": []}
+    for chunk in chunks:
+        for key in streamed:
+            streamed[key] += chunk["choices"][0]["logprobs"][key]
+    assert "".join(c["choices"][0]["text"] for c in chunks) == plain["text"]
+    assert streamed == {key: plain["logprobs"][key] for key in streamed}
+    assert plain["logprobs"]["token_logprobs"][0] is None
+    assert len(plain["logprobs"]["tokens"]) == len(plain["logprobs"]["text_offset"]) >= 1 + len(tok.encode("北京是"))
+    offsets = plain["logprobs"]["text_offset"]
+    assert offsets == sorted(offsets) and offsets[-1] <= len(plain["text"])
+    assert offsets[len(tok.encode("北京是")) + 1] == len("北京是")  # the first new token starts after the echo
