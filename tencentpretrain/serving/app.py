@@ -185,37 +185,54 @@ class Outcome:
 GENERATION_FAILED = "generation failed; see the server log"
 
 
-async def collect(ticket: Ticket, request: Request) -> Outcome:
-    """Wait for the whole completion; cancel it if the client disconnects."""
-    outcome = Outcome()
-    try:
+async def collect_all(tickets: Sequence[Ticket], request: Request) -> list[Outcome]:
+    """Wait for every ticket's whole completion. One watcher polls for a client disconnect (then every request
+    is cancelled); when one request fails, the others are cancelled and the failure is a 500."""
+    queue: asyncio.Queue[tuple[int, Event]] = asyncio.Queue()
+
+    async def forward(index: int, ticket: Ticket) -> None:
         while True:
+            event = await ticket.events.get()
+            queue.put_nowait((index, event))
+            if event.finish_reason is not None:
+                return
+
+    tasks = [asyncio.create_task(forward(i, t)) for i, t in enumerate(tickets)]
+    outcomes = [Outcome() for _ in tickets]
+    running = len(tickets)
+    clock = asyncio.get_running_loop().time
+    next_check = clock() + DISCONNECT_POLL_S  # checked on time, also while events keep coming
+    try:
+        while running:
             try:
-                event = await asyncio.wait_for(ticket.events.get(), DISCONNECT_POLL_S)
+                index, event = await asyncio.wait_for(queue.get(), max(0.0, next_check - clock()))
             except asyncio.TimeoutError:
+                index, event = -1, None
+            if clock() >= next_check:
+                next_check = clock() + DISCONNECT_POLL_S
                 if await request.is_disconnected():
-                    ticket.cancel()
-                    outcome.finish_reason = "cancelled"
-                    return outcome
+                    _cancel_all(tickets)
+                    for outcome in outcomes:
+                        outcome.finish_reason = outcome.finish_reason or "cancelled"
+                    return outcomes
+            if event is None:
                 continue
-            outcome.add(event)
+            outcomes[index].add(event)
             if event.finish_reason == "error":
                 raise HTTPError(500, GENERATION_FAILED, "server_error", code="generation_failed")
-            if event.finish_reason is not None:
-                return outcome
-    except asyncio.CancelledError:
+            running -= event.finish_reason is not None
+        return outcomes
+    except BaseException:  # a failed choice, or the handler cancelled: nobody will read the others
+        _cancel_all(tickets)
+        raise
+    finally:
+        for task in tasks:
+            task.cancel()
+
+
+def _cancel_all(tickets: Sequence[Ticket]) -> None:
+    for ticket in tickets:  # a finished ticket's id is unknown to the loop by now: cancelling it does nothing
         ticket.cancel()
-        raise
-
-
-async def collect_all(tickets: Sequence[Ticket], request: Request) -> list[Outcome]:
-    """``collect`` of every ticket; when one fails, the others are cancelled."""
-    try:
-        return list(await asyncio.gather(*(collect(t, request) for t in tickets)))
-    except BaseException:
-        for ticket in tickets:
-            ticket.cancel()
-        raise
 
 
 async def events_of(ticket: Ticket) -> AsyncIterator[Event]:
