@@ -315,3 +315,37 @@ def test_streamed_logprobs_add_up_to_the_non_streamed_ones(tok):
     offsets = plain["logprobs"]["text_offset"]
     assert offsets == sorted(offsets) and offsets[-1] <= len(plain["text"])
     assert offsets[len(tok.encode("北京是")) + 1] == len("北京是")  # the first new token starts after the echo
+
+
+def test_a_request_whose_sampling_fails_gets_500_and_the_one_beside_it_its_text(tok):
+    """Fault injection: the engine hands one request a broken random generator, so its row raises inside the
+    batched draw. That request gets a 500; the request decoded in the same batch gets the text it gets alone."""
+    from tencentpretrain.data.templates import get_template
+    from tencentpretrain.generation.engine import Engine
+    from tencentpretrain.serving.app import Server, create_app
+    from tencentpretrain.serving.scheduler import Scheduler
+    from tests.serving.helpers import server_config
+
+    class OneBrokenRow(Engine):
+        def new_request(self, prompt_ids, config):
+            request = super().new_request(prompt_ids, config)
+            if config.sampling.seed == 666:
+                request.generator = "broken"
+            return request
+
+    model = tiny_model(tok.vocab_size)
+    config, _ = server_config()
+    app = create_app(Server(Scheduler(OneBrokenRow(model, tok, max_batch_size=4, max_length=96)), tok,
+                            get_template("user_bot"), config))
+    body = {"prompt": "北京", "max_tokens": 30, "temperature": 1.0, "top_k": 40}
+    alone = call(app, "POST", "/v1/completions", json={**body, "seed": 7}).json()["choices"][0]["text"]
+
+    async def together():
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test", timeout=60) as client:
+            return await asyncio.gather(client.post("/v1/completions", json={**body, "seed": 666}),
+                                        client.post("/v1/completions", json={**body, "seed": 7}))
+    broken, fine = asyncio.run(together())
+    assert broken.status_code == 500 and broken.json()["error"]["code"] == "generation_failed"
+    assert fine.status_code == 200 and fine.json()["choices"][0]["text"] == alone
+    assert app.state.server.scheduler.stats["active"] == 0
