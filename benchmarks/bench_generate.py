@@ -110,7 +110,7 @@ def time_server(sessions: list[httpx.Client], port: int, new_tokens: int) -> flo
 
     def client(i: int) -> None:
         body = {"prompt": f"北京是中国的首都{i}", "max_tokens": new_tokens, "stream": True, "temperature": 0,
-                "stop": []}
+                "stop": [], "stream_options": {"include_usage": True}}  # the last chunk: the usage
         last = ""
         with sessions[i].stream("POST", f"http://127.0.0.1:{port}/v1/completions", json=body) as r:
             for line in r.iter_lines():

@@ -33,8 +33,8 @@ from dataclasses import dataclass
 
 import torch
 
-from tencentpretrain.checkpoint import load_checkpoint, save_checkpoint
 from tencentpretrain import cli
+from tencentpretrain.checkpoint import load_checkpoint, save_checkpoint
 from tencentpretrain.config import load_model_config
 from tencentpretrain.models.model import Model, build_model
 from tencentpretrain.tokenizers import build_tokenizer

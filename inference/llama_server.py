@@ -35,6 +35,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--api_key", default=None, help="require 'Authorization: Bearer KEY'")
     parser.add_argument("--model_name", default="tencentpretrain", help="model id reported by /v1/models")
     parser.add_argument("--max_queue", type=int, default=64, help="requests that may wait; more get HTTP 429")
+    parser.add_argument("--max_request_bytes", type=int, default=8 * 2**20,
+                        help="larger request bodies get HTTP 413 without being read")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads for the model (default: all cores but one, which the HTTP side needs)")
     parser.add_argument("--engine_in_process", action="store_true",
@@ -45,7 +47,8 @@ def main(argv: list[str] | None = None) -> None:
     tokenizer = load_tokenizer_for_inference(args)
     config = ServerConfig(model_name=args.model_name, api_key=args.api_key, context_length=args.seq_length,
                           default_max_tokens=args.max_new_tokens or 256, defaults=sampling_from_args(args),
-                          max_batch_size=args.batch_size)
+                          max_batch_size=args.batch_size, max_request_bytes=args.max_request_bytes,
+                          default_stop=tuple(args.stop))
     template = get_template(args.prompt_template)
     if args.engine_in_process:
         torch.set_num_threads(threads)

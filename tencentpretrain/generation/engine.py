@@ -9,6 +9,7 @@ all drive this one class.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import secrets
 from collections.abc import Sequence
@@ -19,7 +20,7 @@ import torch
 from tencentpretrain.errors import ConfigError
 from tencentpretrain.generation.cache import SlotKVCache
 from tencentpretrain.generation.detokenizer import IncrementalDetokenizer, StopStringFilter
-from tencentpretrain.generation.sampling import SamplingParams, sample_next
+from tencentpretrain.generation.sampling import SamplingParams, TokenLogprob, sample_next, token_logprobs
 from tencentpretrain.models.model import Model
 from tencentpretrain.tokenizers.base import Tokenizer
 
@@ -30,15 +31,20 @@ logger = logging.getLogger(__name__)
 class GenerationConfig:
     """What to generate for one request."""
 
-    max_new_tokens: int = 128  # new tokens at most (not a total-length budget, unlike the original seq_length)
+    max_new_tokens: int = 128  # new tokens at most (not a total-length budget, unlike the original seq_length);
+    # 0 generates nothing: the prompt is only read (to score it with prompt_logprobs)
     sampling: SamplingParams = field(default_factory=SamplingParams)
     stop_strings: tuple[str, ...] = ()  # the text is cut before the first of these and generation stops
     stop_ids: tuple[int, ...] = ()  # token ids that end generation (not part of the output)
     stop_at_eos: bool = True  # the tokenizer's eos ends generation
+    logprobs: int | None = None  # None: no logprobs; n: each new token's logprob and the n most likely tokens'
+    prompt_logprobs: bool = False  # also the prompt tokens' logprobs (the first has none), with as many top tokens
 
     def __post_init__(self) -> None:
-        if self.max_new_tokens < 1:
-            raise ConfigError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.max_new_tokens < 0:
+            raise ConfigError(f"max_new_tokens must be >= 0, got {self.max_new_tokens}")
+        if self.logprobs is not None and self.logprobs < 0:
+            raise ConfigError(f"logprobs must be >= 0 (the number of most likely tokens), got {self.logprobs}")
 
 
 @dataclass(eq=False)
@@ -48,13 +54,18 @@ class Request:
     prompt_ids: list[int]
     config: GenerationConfig
     output_ids: list[int] = field(default_factory=list)
-    finish_reason: str | None = None  # "stop" (eos, stop id or stop string), "length", "cancelled"
+    finish_reason: str | None = None  # "stop" (eos, stop id or stop string), "length", "cancelled", "error"
     pending_text: str = ""  # released text the caller has not taken yet
     text: str = ""  # all released text
     cancelled: bool = False
     generator: torch.Generator | None = None
     detokenizer: IncrementalDetokenizer | None = None
     stop_filter: StopStringFilter | None = None
+    logprobs: list[TokenLogprob] = field(default_factory=list)  # of output_ids, when config.logprobs is set
+    stop_logprob: TokenLogprob | None = None  # of the eos or stop id that ended generation (not in output_ids)
+    prompt_logprobs: list[TokenLogprob | None] | None = None  # of prompt_ids (None first), with prompt_logprobs
+    logprobs_taken: int = 0  # entries of ``logprobs`` handed out by ``take_logprobs``
+    token_starts: list[int] = field(default_factory=list)  # with logprobs: where each output token's text starts
 
     @property
     def finished(self) -> bool:
@@ -63,6 +74,17 @@ class Request:
     def take_text(self) -> str:
         """The text released since the last call."""
         out, self.pending_text = self.pending_text, ""
+        return out
+
+    def take_logprobs(self) -> list[TokenLogprob]:
+        """The logprobs of the output tokens whose text was released since the last call (text held back for
+        a possible stop string holds back its tokens' logprobs; tokens cut with a stop string never come)."""
+        end = len(self.logprobs)
+        cut = self.stop_filter is not None and self.stop_filter.stopped
+        if self.token_starts and (cut or not self.finished):
+            end = bisect.bisect_left(self.token_starts, len(self.text), hi=end)
+        out = self.logprobs[self.logprobs_taken : end]
+        self.logprobs_taken = max(end, self.logprobs_taken)
         return out
 
     def _release(self, text: str) -> None:
@@ -103,6 +125,9 @@ class Engine:
     def new_request(self, prompt_ids: Sequence[int], config: GenerationConfig) -> Request:
         """A Request with its generator, detokenizer and stop filter; validates the prompt length."""
         check_prompt(prompt_ids, self.max_length)
+        vocab = self.model.vocab_size
+        if any(not 0 <= i < vocab for i in prompt_ids):
+            raise ConfigError(f"prompt token ids must be in [0, {vocab}): the model has {vocab} tokens")
         needed = len(prompt_ids) + config.max_new_tokens - 1
         if needed > self.max_length:
             logger.debug("prompt %d + max_new_tokens %d exceed the context %d: output will be cut",
@@ -124,7 +149,12 @@ class Engine:
             return []
         src, seg, positions = left_pad([r.prompt_ids for r in requests], self.device)  # (m, P) each
         prefill_cache = self.model.new_kv_cache(len(requests), src.shape[1], dtype=self.cache.keys[0].dtype)
-        logits = self.model.logits(src, seg, positions=positions, cache=prefill_cache, last_only=True)  # (m, 1, V)
+        if any(r.config.prompt_logprobs for r in requests):  # every position is scored, not only the last
+            hidden = self.model.hidden_states(src, seg, positions=positions, cache=prefill_cache)  # (m, P, H)
+            _score_prompts(self.model, requests, src, hidden)
+            logits = self.model.target.logits(hidden[:, -1:])  # (m, 1, V)
+        else:
+            logits = self.model.logits(src, seg, positions=positions, cache=prefill_cache, last_only=True)
         self.cache.insert(prefill_cache)
         self.rows.extend(requests)
         self._accept(requests, logits[:, -1])
@@ -155,22 +185,43 @@ class Engine:
 
     # -------------------------------------------------------------------------------------------- internals
     def _accept(self, requests: Sequence[Request], logits: torch.Tensor) -> None:
-        """Sample the next token of ``requests`` from ``logits`` (n, V) and apply the stop rules."""
-        tokens = sample_next(
-            logits,
-            [r.config.sampling for r in requests],
-            [r.prompt_ids + r.output_ids for r in requests],
-            [r.generator for r in requests],
-        ).tolist()
-        for request, token in zip(requests, tokens):
-            self._append(request, token)
+        """Sample the next token of ``requests`` from ``logits`` (n, V) and apply the stop rules.
 
-    def _append(self, request: Request, token: int) -> None:
+        A request whose sampling fails ends with finish reason "error"; the other rows go on. (The batch is
+        sampled at once; only when that fails is it sampled again row by row, to find the row at fault.)
+        """
+        live = [i for i, r in enumerate(requests) if r.config.max_new_tokens > 0]
+        for request in [r for r in requests if r.config.max_new_tokens == 0]:
+            self._finish(request, "length")  # only the prompt was wanted (scoring)
+        if not live:
+            return
+        if len(live) < len(requests):
+            requests, logits = [requests[i] for i in live], logits[live]
+        states = _generator_states(requests)
+        try:
+            picks = _pick(requests, logits)
+        except Exception:
+            logger.exception("sampling %d rows failed; sampling them one by one", len(requests))
+            for generator, state in states:  # rows drawn before the failure draw again: the same numbers
+                generator.set_state(state)
+            picks = [_pick_or_none(request, logits[i : i + 1]) for i, request in enumerate(requests)]
+        for request, pick in zip(requests, picks):
+            if pick is None:
+                self._finish(request, "error")
+            else:
+                self._append(request, *pick)
+
+    def _append(self, request: Request, token: int, logprob: TokenLogprob | None = None) -> None:
         config = request.config
         if (config.stop_at_eos and token == self.eos_id) or token in config.stop_ids:
+            request.stop_logprob = logprob
             self._finish(request, "stop")
             return
         request.output_ids.append(token)
+        if logprob is not None:
+            request.logprobs.append(logprob)
+            if request.detokenizer is not None:
+                request.token_starts.append(len(request.detokenizer.text))
         if request.detokenizer is not None:
             released = request.stop_filter.feed(request.detokenizer.push(token))
             request._release(released)
@@ -190,6 +241,63 @@ class Engine:
         if moved is not None:
             self.rows[row] = self.rows[moved]
         self.rows.pop()
+
+
+def _pick(requests: Sequence[Request], logits: torch.Tensor) -> list[tuple[int, TokenLogprob | None]]:
+    """The next token of each request from ``logits`` (n, V), with its logprob where the request wants it."""
+    tokens = sample_next(
+        logits,
+        [r.config.sampling for r in requests],
+        [r.prompt_ids + r.output_ids for r in requests],
+        [r.generator for r in requests],
+    )  # (n,)
+    logprobs: list[TokenLogprob | None] = [None] * len(requests)
+    wanted = [i for i, r in enumerate(requests) if r.config.logprobs is not None]
+    if wanted:
+        top_n = max(requests[i].config.logprobs for i in wanted)
+        entries = token_logprobs(logits[wanted], tokens[wanted], top_n)
+        for i, entry in zip(wanted, entries):
+            logprobs[i] = _keep_top(entry, requests[i].config.logprobs)
+    return list(zip(tokens.tolist(), logprobs))
+
+
+def _generator_states(requests: Sequence[Request]) -> list[tuple[torch.Generator, torch.Tensor]]:
+    """The random state of every sampling row, to rewind them when a batched draw fails halfway."""
+    return [(r.generator, r.generator.get_state()) for r in requests
+            if not r.config.sampling.greedy and isinstance(r.generator, torch.Generator)]
+
+
+def _pick_or_none(request: Request, logits: torch.Tensor) -> tuple[int, TokenLogprob | None] | None:
+    """``_pick`` of one request (logits (1, V)); None, logged, when it fails."""
+    try:
+        return _pick([request], logits)[0]
+    except Exception:
+        logger.exception("sampling failed for one request (prompt of %d tokens); it ends with an error",
+                         len(request.prompt_ids))
+        return None
+
+
+def _keep_top(entry: TokenLogprob, top_n: int) -> TokenLogprob:
+    return entry if len(entry.top) <= top_n else TokenLogprob(entry.token_id, entry.logprob, entry.top[:top_n])
+
+
+SCORE_CHUNK = 256  # prompt positions turned into vocabulary logits at once (memory: chunk x vocab floats)
+
+
+def _score_prompts(model: Model, requests: Sequence[Request], src: torch.Tensor, hidden: torch.Tensor) -> None:
+    """Fill ``prompt_logprobs`` of the requests that want it, from the prefill's left-padded ``src`` (m, P) and
+    final ``hidden`` states (m, P, H): token t of a prompt is scored by the logits at position t - 1. Logits are
+    made a chunk of positions at a time, never (P, V) for a whole batch."""
+    width = src.shape[1]
+    for i, request in enumerate(requests):
+        if not request.config.prompt_logprobs:
+            continue
+        scored: list[TokenLogprob | None] = [None]
+        for start in range(width - len(request.prompt_ids), width - 1, SCORE_CHUNK):  # from the row's first token
+            end = min(start + SCORE_CHUNK, width - 1)
+            logits = model.target.logits(hidden[i : i + 1, start:end])[0]  # (chunk, V)
+            scored += token_logprobs(logits, src[i, start + 1 : end + 1], request.config.logprobs or 0)
+        request.prompt_logprobs = scored
 
 
 def check_prompt(prompt_ids: Sequence[int], max_length: int) -> None:

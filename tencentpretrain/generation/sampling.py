@@ -18,6 +18,8 @@ import torch
 
 from tencentpretrain.errors import ConfigError
 
+SEED_LIMIT = 2**64  # torch.Generator.manual_seed takes 64-bit seeds
+
 
 @dataclass(frozen=True, kw_only=True)
 class SamplingParams:
@@ -32,7 +34,15 @@ class SamplingParams:
     seed: int | None = None  # None = a fresh random seed per request
 
     def __post_init__(self) -> None:
-        if not (self.temperature >= 0 and math.isfinite(self.temperature)):
+        for name in ("temperature", "top_p", "repetition_penalty", "repetition_penalty_slope"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ConfigError(f"{name} must be a finite number, got {value!r}")
+        for name in ("top_k", "repetition_penalty_range"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"{name} must be an integer, got {value!r}")
+        if self.temperature < 0:
             raise ConfigError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
         if self.top_k < 0:
             raise ConfigError(f"top_k must be >= 0 (0 = off), got {self.top_k}")
@@ -42,6 +52,9 @@ class SamplingParams:
             raise ConfigError(f"repetition_penalty must be > 0 (1 = off), got {self.repetition_penalty}")
         if self.repetition_penalty_range < 0 or self.repetition_penalty_slope < 0:
             raise ConfigError("repetition_penalty_range and repetition_penalty_slope must be >= 0")
+        if self.seed is not None and (isinstance(self.seed, bool) or not isinstance(self.seed, int)
+                                      or not 0 <= self.seed < SEED_LIMIT):
+            raise ConfigError(f"seed must be an integer in [0, 2^64), got {self.seed!r}")
 
     @property
     def greedy(self) -> bool:
@@ -185,7 +198,7 @@ def _sample_rows(
     device = logits.device
     temperature = torch.tensor([p.temperature for p in params], device=device)
     logits = logits / temperature[:, None]
-    top_k = torch.tensor([p.top_k if p.top_k > 0 else vocab for p in params], device=device)
+    top_k = torch.tensor([p.top_k if 0 < p.top_k < vocab else vocab for p in params], device=device)  # any k fits
     top_p = torch.tensor([p.top_p for p in params], device=device)
     widest = int(top_k.max())
     if widest < vocab:  # every row keeps at most `widest` tokens: topk is much cheaper than a full sort
@@ -201,3 +214,26 @@ def _sample_rows(
     if indices is None:
         return picked
     return indices.gather(1, picked[:, None]).squeeze(1)
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """One token's log-probability under the model: the log-softmax of its raw logits (before the repetition
+    penalty, temperature, top-k and top-p), as ``transformers`` gives for the same weights. ``top`` holds the
+    most likely tokens of that position, most likely first, as (id, logprob)."""
+
+    token_id: int
+    logprob: float
+    top: tuple[tuple[int, float], ...] = ()
+
+
+def token_logprobs(logits: torch.Tensor, token_ids: torch.Tensor, top_n: int) -> list[TokenLogprob]:
+    """The logprob of ``token_ids`` (N,) under ``logits`` (N, V), each with its position's ``top_n`` most
+    likely tokens."""
+    logp = logits.float().log_softmax(-1)  # (N, V)
+    chosen = logp.gather(1, token_ids[:, None].to(logp.device)).squeeze(1).tolist()  # (N,)
+    if top_n <= 0:
+        return [TokenLogprob(int(t), lp) for t, lp in zip(token_ids.tolist(), chosen)]
+    values, indices = logp.topk(min(top_n, logp.shape[1]), dim=-1)  # (N, top_n) each
+    return [TokenLogprob(int(t), lp, tuple(zip(ids, vals)))
+            for t, lp, ids, vals in zip(token_ids.tolist(), chosen, indices.tolist(), values.tolist())]

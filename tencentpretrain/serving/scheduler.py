@@ -19,9 +19,10 @@ import collections
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tencentpretrain.generation.engine import Engine, GenerationConfig, Request
+from tencentpretrain.generation.sampling import TokenLogprob
 
 logger = logging.getLogger(__name__)
 
@@ -36,11 +37,16 @@ class ShuttingDown(Exception):
 
 @dataclass
 class Event:
-    """New text of a request; ``finish_reason`` is set on the last event."""
+    """New text of a request; ``finish_reason`` is set on the last event. With logprobs asked for, the new
+    tokens' logprobs (their text may come in a later event: the detokenizer holds back partial characters), the
+    prompt's on the first event, and that of the eos/stop id that ended generation on the last."""
 
     text: str
     finish_reason: str | None = None
     completion_tokens: int = 0
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+    prompt_logprobs: list[TokenLogprob | None] | None = None
+    stop_logprob: TokenLogprob | None = None
 
 
 IdEvent = tuple[int, Event]  # (request id, event)
@@ -133,17 +139,24 @@ class BatchLoop:
             rid = ids.get(id(request))
             if rid is None:
                 continue
-            text = request.take_text()
+            event = _event_of(request)
             if request.finished:
                 del self.active[rid], self._known[rid]
-                events.append((rid, Event(text, request.finish_reason, len(request.output_ids))))
-            elif text:
-                events.append((rid, Event(text, None, len(request.output_ids))))
+                events.append((rid, event))
+            elif event.text or event.logprobs or event.prompt_logprobs:
+                events.append((rid, event))
         for rid, request in list(self.active.items()):  # cancelled rows leave the engine without a step result
             if request.finished:
                 del self.active[rid], self._known[rid]
-                events.append((rid, Event(request.take_text(), request.finish_reason)))
+                events.append((rid, _event_of(request)))
         return events
+
+
+def _event_of(request: Request) -> Event:
+    """What ``request`` produced since its last event (its finish reason once finished)."""
+    prompt_logprobs, request.prompt_logprobs = request.prompt_logprobs, None  # handed out once
+    return Event(request.take_text(), request.finish_reason, len(request.output_ids), request.take_logprobs(),
+                 prompt_logprobs, request.stop_logprob if request.finished else None)
 
 
 class Ticket:

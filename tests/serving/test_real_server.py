@@ -112,3 +112,16 @@ def test_server_entry_point_drains_on_sigterm(tmp_path):
         if proc.poll() is None:
             proc.kill()
         print(proc.stdout.read())
+
+
+def test_client_that_leaves_a_non_streamed_request_with_n_choices_frees_every_row():
+    tok = tiny_tokenizer()
+    app = make_app(tiny_model(tok.vocab_size), tok, max_batch_size=4, context_length=4000)
+    with running(app) as url:
+        body = {"prompt": "北京", "max_tokens": 3000, "n": 3, "temperature": 0}
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(url + "/v1/completions", json=body, timeout=1.5)  # gives up; the connection closes
+        deadline = time.time() + 3  # a disconnect is noticed within 0.25 s, also while tokens keep coming
+        while httpx.get(url + "/health").json()["active"] and time.time() < deadline:
+            time.sleep(0.05)
+        assert httpx.get(url + "/health").json()["active"] == 0
