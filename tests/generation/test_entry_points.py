@@ -12,6 +12,8 @@ from tencentpretrain.checkpoint import save_checkpoint
 from tencentpretrain.config import save_model_config
 from tencentpretrain.data.templates import get_template
 from tencentpretrain.generation import Engine, GenerationConfig, generate
+from tencentpretrain.errors import ConfigError
+from tencentpretrain.generation.batch_file import generate_file
 from tencentpretrain.generation.chat import chat_prompt_ids
 from tencentpretrain.generation.repl import NEW_CHAT, Dialogue, DialogueConfig, run_repl
 from tests.generation.scripted import SPM_PATH, tiny_model, tiny_tokenizer
@@ -68,6 +70,7 @@ def test_llama_infer_prompt_template_renders_each_line_as_a_user_turn(saved):
 
 
 def test_generate_lm_seq_length_is_the_total_length(saved):
+    """prompt + output == --seq_length tokens, as in the original (it once reached seq_length + 1)."""
     tmp_path, model, tok = saved
     load_script("scripts/generate_lm.py").main(flags(tmp_path, "--seq_length", "12", "--temperature=0"))
     out = (tmp_path / "out.txt").read_text(encoding="utf-8")
@@ -75,10 +78,31 @@ def test_generate_lm_seq_length_is_the_total_length(saved):
     line, full = first.split("\n", 1)
     assert line == "北京是" and full.startswith("北京是")
     prompt_ids = [tok.bos_id] + tok.encode("北京是")
-    expected = generate(model, tok, [prompt_ids], GenerationConfig(max_new_tokens=12, stop_at_eos=True),
+    expected = generate(model, tok, [prompt_ids], GenerationConfig(max_new_tokens=12 - len(prompt_ids)),
                         max_length=12)[0]
+    assert expected.finish_reason == "length"  # no eos: the row fills the budget
+    assert len(prompt_ids) + len(expected.token_ids) == 12
     assert full == "北京是" + expected.text
-    assert len(prompt_ids) + len(expected.token_ids) <= 13
+
+
+def test_batch_file_rows_fill_seq_length_exactly(saved):
+    _, model, tok = saved
+    prompts = ["北京是", "今天天气很好，我们去公园", "hello"]
+    ids = [[tok.bos_id] + tok.encode(p) for p in prompts]
+    seq_length = len(ids[1])  # the second prompt is full already: an empty completion, as the original's 0 steps
+    config = GenerationConfig(max_new_tokens=seq_length, stop_at_eos=False)
+    completions = generate_file(model, tok, prompts, config, batch_size=2, seq_length=seq_length)
+    assert [len(c.prompt_ids) + len(c.token_ids) for c in completions] == [seq_length] * 3
+    assert completions[1].text == "" and completions[1].finish_reason == "length"
+    alone = generate(model, tok, [ids[0]], GenerationConfig(max_new_tokens=seq_length - len(ids[0]),
+                                                            stop_at_eos=False))[0]
+    assert completions[0].token_ids == alone.token_ids
+    # --max_new_tokens below the room left still caps the output
+    capped = generate_file(model, tok, prompts, GenerationConfig(max_new_tokens=2, stop_at_eos=False),
+                           batch_size=2, seq_length=seq_length)
+    assert [len(c.token_ids) for c in capped] == [2, 0, 2]
+    with pytest.raises(ConfigError, match="more than the context"):
+        generate_file(model, tok, prompts, config, batch_size=2, seq_length=seq_length - 1)
 
 
 def test_dialogue_repl_streams_keeps_history_and_clears(saved):
