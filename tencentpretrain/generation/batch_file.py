@@ -66,10 +66,24 @@ def generate_file(
                          max_length=seq_length)
     completions: list[Completion] = [Completion("", [], list(prompt_ids), "length") for prompt_ids in ids]
     for i, completion in zip(run, generated):
-        completions[i] = completion
+        completions[i] = completion if template is not None else in_context(tokenizer, completion)
     tokens = sum(len(c.token_ids) for c in completions)
     logger.info("generated %d tokens for %d prompts", tokens, len(prompts))
     return completions
+
+
+def in_context(tokenizer: Tokenizer, completion: Completion) -> Completion:
+    """``completion`` with the text it has after its prompt, as the original's decode of the whole row gave it.
+
+    SentencePiece drops the space of a text's first piece ("▁好" alone decodes to "好"); after the prompt that
+    space is real ("北京是 好"). A chat answer keeps the text without it (the space belongs to the template).
+    """
+    before = tokenizer.decode(completion.prompt_ids)
+    whole = tokenizer.decode(completion.prompt_ids + completion.token_ids)
+    after = whole[len(before):] if whole.startswith(before) else ""
+    if after.startswith(" ") and not completion.text.startswith(" ") and after[1:].startswith(completion.text):
+        return replace(completion, text=" " + completion.text)
+    return completion
 
 
 def write_llama_infer(path: str, prompts: Sequence[str], completions: Sequence[Completion]) -> None:

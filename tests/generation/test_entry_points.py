@@ -13,10 +13,10 @@ from tencentpretrain.config import save_model_config
 from tencentpretrain.data.templates import get_template
 from tencentpretrain.generation import Engine, GenerationConfig, generate
 from tencentpretrain.errors import ConfigError
-from tencentpretrain.generation.batch_file import generate_file
+from tencentpretrain.generation.batch_file import generate_file, write_generate_lm
 from tencentpretrain.generation.chat import chat_prompt_ids
 from tencentpretrain.generation.repl import NEW_CHAT, Dialogue, DialogueConfig, run_repl
-from tests.generation.scripted import SPM_PATH, tiny_model, tiny_tokenizer
+from tests.generation.scripted import SPM_PATH, scripted_model, tiny_model, tiny_tokenizer
 from tests.helpers import REPO_ROOT, tiny_llama_config
 
 
@@ -50,7 +50,8 @@ def test_llama_infer_writes_prompt_and_completion_for_every_line_in_batches(save
     prompts = ["北京是\n", "今天天气\n", "hello\n"]
     expected = generate(model, tok, prompts, GenerationConfig(max_new_tokens=8))
     out = (tmp_path / "out.txt").read_text(encoding="utf-8")
-    assert out == "".join(p + c.text + "\n\n" for p, c in zip(prompts, expected))
+    # As llama_inference: the decode of the whole row (a completion's leading "▁" shows as a space)
+    assert out == "".join(tok.decode(c.prompt_ids + c.token_ids) + "\n\n" for c in expected)
 
 
 def test_llama_infer_prompt_template_renders_each_line_as_a_user_turn(saved):
@@ -117,3 +118,24 @@ def test_dialogue_repl_streams_keeps_history_and_clears(saved):
     assert text.count(NEW_CHAT) == 2 and text.count("ChatLLaMa: ") == 3
     assert [m["role"] for m in dialogue.messages] == ["user", "assistant"]  # cleared before "再见"
     assert dialogue.messages[0]["content"] == "再见"
+
+
+def test_batch_file_text_keeps_the_space_after_the_prompt(tmp_path):
+    """The original wrote the decode of the whole row: a completion whose first piece is "▁" + text shows its
+    space after the prompt, though SentencePiece drops it when the completion is decoded alone."""
+    tok = tiny_tokenizer()
+    prompt = "北京是"
+    script = tok.encode("好的") + [tok.eos_id]  # "▁", "好", "的"
+    assert tok.id_to_piece(script[0]) == "\u2581" and tok.decode(script[:-1]) == "好的"
+    model = scripted_model(tok.vocab_size, script, len([tok.bos_id] + tok.encode(prompt)))
+    [completion] = generate_file(model, tok, [prompt], GenerationConfig(max_new_tokens=8), batch_size=1,
+                                 seq_length=64)
+    assert completion.text == " 好的"
+    write_generate_lm(str(tmp_path / "out.txt"), [prompt], [completion])
+    full = tok.decode([tok.bos_id] + tok.encode(prompt) + script[:-1])
+    assert (tmp_path / "out.txt").read_text(encoding="utf-8") == prompt + "\n" + full == "北京是\n北京是 好的"
+    # A chat answer (with a template) keeps the text without the template's space.
+    [answer] = generate_file(scripted_model(tok.vocab_size, script, len(chat_prompt_ids(
+        tok, get_template("user_bot"), [{"role": "user", "content": prompt}]))), tok, [prompt],
+        GenerationConfig(max_new_tokens=8), batch_size=1, seq_length=64, template=get_template("user_bot"))
+    assert answer.text == "好的"
