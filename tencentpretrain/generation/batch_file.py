@@ -14,7 +14,7 @@ from dataclasses import replace
 
 from tencentpretrain.checkpoint import atomic_path
 from tencentpretrain.data.templates import Template
-from tencentpretrain.errors import DataError
+from tencentpretrain.errors import ConfigError, DataError
 from tencentpretrain.generation.chat import chat_prompt_ids, template_stop_strings
 from tencentpretrain.generation.engine import GenerationConfig
 from tencentpretrain.generation.generate import Completion, encode_prompt, generate
@@ -50,17 +50,21 @@ def generate_file(
     Without a template a prompt is used as it is (``<s>`` + its text, as llama_inference did); with one, each
     prompt is a user message rendered exactly as instruction tuning rendered it, and the template's next user
     marker stops generation. As in the original, prompt + completion never exceed ``seq_length`` tokens: a prompt
-    of exactly ``seq_length`` tokens gets an empty completion, a longer one is an error.
+    of exactly ``seq_length`` tokens gets an empty completion, a longer one is a ConfigError.
     """
     if template is not None:
         ids = [chat_prompt_ids(tokenizer, template, [{"role": "user", "content": p.strip()}]) for p in prompts]
         config = replace(config, stop_strings=config.stop_strings + template_stop_strings(template))
     else:
         ids = [encode_prompt(tokenizer, p) for p in prompts]
+    for number, prompt_ids in enumerate(ids, 1):
+        if len(prompt_ids) > seq_length:
+            raise ConfigError(f"prompt {number} ({prompts[number - 1][:30]!r}...) has {len(prompt_ids)} tokens, more "
+                              f"than --seq_length {seq_length}: shorten it or raise --seq_length")
     run = [i for i, prompt_ids in enumerate(ids) if len(prompt_ids) != seq_length]  # the others are full already
     # The engine's seq_length is its KV slots, which let a row reach seq_length + 1 tokens (the last sampled token
     # needs no slot): the total-length rule is each row's token budget instead.
-    configs = [replace(config, max_new_tokens=min(config.max_new_tokens, max(1, seq_length - len(ids[i]))))
+    configs = [replace(config, max_new_tokens=min(config.max_new_tokens, seq_length - len(ids[i])))
                for i in run]
     generated = generate(model, tokenizer, [ids[i] for i in run], configs, batch_size=batch_size,
                          max_length=seq_length)

@@ -178,6 +178,7 @@ def test_llama_cpp_quantized_loads_and_generates(tmp_path, outtype, min_cosine):
     assert cosine.min() >= min_cosine, cosine
 
 
+SPM_SPACE = sentencepiece.SentencePieceProcessor(model_file=SPM_PATH).piece_to_id("\u2581")  # "▁"
 # A conversation with a system message, an answer and a second question.
 CHAT = [{"role": "system", "content": "你是一个助手。"}, {"role": "user", "content": "北京有什么好玩的地方？"},
         {"role": "assistant", "content": "故宫和长城, ok"}, {"role": "user", "content": "谢谢"}]
@@ -192,13 +193,25 @@ def _render(chat_template: str, messages) -> str:
                                                          add_generation_prompt=True)
 
 
-def _vocab_only(tmp_path, template_name: str):
+def _vocab_only(tmp_path, template_name: str, **overrides):
+    """(llama_cpp, a vocabulary-only llama.cpp model of our GGUF with ``overrides`` of its metadata)."""
     llama_cpp = pytest.importorskip("llama_cpp")
     model, path, _ = save_tiny(str(tmp_path))
     out = str(tmp_path / "m.gguf")
-    convert_tencentpretrain_to_gguf(path, out, model.config, SPM_PATH,
-                                    GgufOptions(outtype="f32", chat_template=get_template(template_name).chat_template))
-    return llama_cpp, llama_cpp.Llama(out, vocab_only=True, verbose=False)
+    options = GgufOptions(outtype="f32", chat_template=get_template(template_name).chat_template)
+    convert_tencentpretrain_to_gguf(path, out, model.config, SPM_PATH, options)
+    return llama_cpp, llama_cpp.Llama(out, vocab_only=True, verbose=False, kv_overrides=overrides or None)
+
+
+def _tokenized_by_llama_cpp_and_us(tmp_path, name: str, messages, **overrides) -> tuple[list[int], list[int]]:
+    from tencentpretrain.data.templates import encode_chat
+    from tencentpretrain.tokenizers import build_tokenizer
+
+    _, llm = _vocab_only(tmp_path, name, **overrides)
+    text = _render(llm.metadata["tokenizer.chat_template"], messages)
+    ours = encode_chat(build_tokenizer("sentencepiece", spm_model_path=SPM_PATH), get_template(name), messages,
+                       add_generation_prompt=True).ids
+    return llm.tokenize(text.encode(), add_bos=False, special=True), ours
 
 
 # plain and alpaca put no space before an answer: our encoding gives the answer its own dummy-prefix "▁", which
@@ -213,15 +226,15 @@ def test_llama_cpp_tokenizes_chat_prompts_as_we_trained(tmp_path, name, turns, r
     text segment does: the GGUF's chat template rendered and tokenized by llama.cpp gives our ids."""
     if turns == "conversation" and name in MULTI_TURN_DIFFERS:
         request.applymarker(pytest.mark.xfail(strict=True, reason="the template has no space before an answer"))
-    from tencentpretrain.data.templates import encode_chat
-    from tencentpretrain.tokenizers import build_tokenizer
-
-    _, llm = _vocab_only(tmp_path, name)
     messages = {"one question": CHAT[1:2], "system and question": CHAT[:2], "conversation": CHAT}[turns]
-    text = _render(llm.metadata["tokenizer.chat_template"], messages)
-    ours = encode_chat(build_tokenizer("sentencepiece", spm_model_path=SPM_PATH), get_template(name), messages,
-                       add_generation_prompt=True).ids
-    assert llm.tokenize(text.encode(), add_bos=False, special=True) == ours
+    theirs, ours = _tokenized_by_llama_cpp_and_us(tmp_path, name, messages)
+    assert theirs == ours
+
+
+def test_without_the_space_prefix_llama_cpp_would_tokenize_otherwise(tmp_path):
+    theirs, ours = _tokenized_by_llama_cpp_and_us(tmp_path, "user_bot", CHAT,
+                                                  **{"tokenizer.ggml.add_space_prefix": False})
+    assert ours[1] == SPM_SPACE and theirs[1] != SPM_SPACE  # <s> "▁" "你" ... ours; <s> "你" ... theirs
 
 
 def test_llama_cpp_detokenizes_an_answer_as_we_do(tmp_path):

@@ -102,7 +102,8 @@ def test_batch_file_rows_fill_seq_length_exactly(saved):
     capped = generate_file(model, tok, prompts, GenerationConfig(max_new_tokens=2, stop_at_eos=False),
                            batch_size=2, seq_length=seq_length)
     assert [len(c.token_ids) for c in capped] == [2, 0, 2]
-    with pytest.raises(ConfigError, match="more than the context"):
+    too_long = f"prompt 2 .* has {seq_length} tokens, more than --seq_length {seq_length - 1}"
+    with pytest.raises(ConfigError, match=too_long):
         generate_file(model, tok, prompts, config, batch_size=2, seq_length=seq_length - 1)
 
 

@@ -24,6 +24,7 @@ pytestmark = pytest.mark.slow
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 STEP_DELAY_S = 0.02  # per forward pass: a 400-token answer streams for ~8 s, long enough to Stop or Clear it
 LONG = 400  # max_tokens of the answers the test interrupts
+SHORT = 150  # an answer the test watches mid-stream (3 s at least) and then lets finish
 SCREENSHOTS = os.environ.get("PAGE_SCREENSHOTS")  # a folder to save screenshots of the page in, when set
 
 
@@ -173,11 +174,11 @@ def test_send_streams_the_answer_and_disables_send(driver, url):
     page = Page(driver, url)
     assert driver.title == "Chat · tiny"
     assert page.element("send").is_enabled() and not page.element("stop").is_enabled()
-    page.type_and_send("你好", max_tokens=60)
+    page.type_and_send("你好", max_tokens=SHORT)
     page.wait(lambda: len(page.bubbles()[-1][1]) >= 3, "streamed text")
     # Mid-stream: part of the answer shown, Send disabled, Stop enabled.
     partial = page.bubbles()[-1][1]
-    assert 3 <= len(partial) < 60 and partial == "好" * len(partial)
+    assert 3 <= len(partial) < SHORT and partial == "好" * len(partial)
     assert not page.element("send").is_enabled() and page.element("stop").is_enabled()
     # Enter while the answer streams sends nothing and keeps the typed text.
     from selenium.webdriver.common.keys import Keys
@@ -185,8 +186,8 @@ def test_send_streams_the_answer_and_disables_send(driver, url):
     page.element("input").send_keys("再来", Keys.ENTER)
     _screenshot(driver, "streaming")
     page.wait_idle()
-    assert page.bubbles() == [["msg user", "你好"], ["msg assistant", "好" * 60]]
-    assert page.history() == [{"role": "user", "content": "你好"}, {"role": "assistant", "content": "好" * 60}]
+    assert page.bubbles() == [["msg user", "你好"], ["msg assistant", "好" * SHORT]]
+    assert page.history() == [{"role": "user", "content": "你好"}, {"role": "assistant", "content": "好" * SHORT}]
     assert page.element("input").get_attribute("value") == "再来"
     assert page.element("send").is_enabled() and not page.element("stop").is_enabled()
 
