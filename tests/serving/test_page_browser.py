@@ -72,13 +72,16 @@ def good(tokenizer):
     return token
 
 
-@pytest.fixture(scope="module")
-def url(tokenizer, good):
+def _repeating_model(tokenizer, token: int) -> RepeatingModel:
     torch.manual_seed(0)
     model = RepeatingModel(tiny_llama_config(), tokenizer.vocab_size)
     model.init_weights()
-    model.eval().setup(good, STEP_DELAY_S)
-    with running(make_app(model, tokenizer, context_length=2 * LONG + 200)) as base:
+    return model.eval().setup(token, STEP_DELAY_S)
+
+
+@pytest.fixture(scope="module")
+def url(tokenizer, good):
+    with running(make_app(_repeating_model(tokenizer, good), tokenizer, context_length=2 * LONG + 200)) as base:
         yield base
 
 
@@ -260,3 +263,18 @@ def test_a_server_error_drops_the_exchange(driver, url):
     page.type_and_send("第二", max_tokens=2)
     page.wait_idle()
     assert page.bubbles()[-1] == ["msg assistant", "好" * 2]
+
+
+def test_the_api_key_field(driver, tokenizer, good):
+    with running(make_app(_repeating_model(tokenizer, good), tokenizer, api_key="secret")) as base:
+        page = Page(driver, base)
+        page.set_field("key", "wrong")
+        page.type_and_send("你好", max_tokens=3)
+        page.wait_idle()
+        assert page.bubbles()[1][0] == "msg error" and page.bubbles()[1][1].startswith("Error: 401: ")
+        assert page.history() == []
+        page.set_field("key", "secret")
+        page.type_and_send("你好", max_tokens=3)
+        page.wait_idle()
+        assert page.bubbles()[2:] == [["msg user", "你好"], ["msg assistant", "好" * 3]]
+        assert page.history() == [{"role": "user", "content": "你好"}, {"role": "assistant", "content": "好" * 3}]
