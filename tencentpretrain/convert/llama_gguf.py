@@ -158,7 +158,7 @@ def add_tokenizer_metadata(writer, spm_model_path: str, vocab_size: int, chat_te
             add(specials.id(name))
     writer.add_add_bos_token(specials.bos is not None)
     writer.add_add_eos_token(False)
-    writer.add_add_space_prefix(bool(proto.normalizer_spec.add_dummy_prefix))
+    writer.add_add_space_prefix(space_prefix(proto.normalizer_spec, spm_model_path))
     if chat_template:
         writer.add_chat_template(chat_template)
 
@@ -182,6 +182,25 @@ def check_gguf_llama(config: ModelConfig, vocab_size: int) -> None:
     if problems:
         raise ConfigError("GGUF arch=llama cannot represent this config: " + "; ".join(problems)
                           + ". llama.cpp would run another function; only LLaMA-architecture models can be exported")
+
+
+def space_prefix(spec, spm_model_path: str) -> bool:
+    """``tokenizer.ggml.add_space_prefix``: SentencePiece's ``add_dummy_prefix``; warns about normalization that
+    llama.cpp's ``llama`` tokenizer does not do.
+
+    With the flag llama.cpp prefixes "▁" to the text after ``<s>`` and after every special token, which is what
+    our chat encoding does (each text segment is encoded on its own, with SentencePiece's dummy prefix): prompts
+    rendered with the GGUF's chat template then tokenize to the ids the model was trained on. The flag also makes
+    ``llama_detokenize`` drop the first piece's space, as SentencePiece does; text streamed piece by piece
+    (``llama_token_to_piece``, what llama-server sends) keeps it, so an answer whose first piece is "▁好" shows
+    " 好" there (as Meta's Llama-2-chat answers do).
+    """
+    if spec.remove_extra_whitespaces or spec.precompiled_charsmap:
+        logger.warning("%s: SentencePiece normalizes text here (normalizer %r, remove_extra_whitespaces=%s) and "
+                       "llama.cpp's tokenizer does not: text that the normalization changes (repeated spaces, "
+                       "full-width characters) will tokenize differently in llama.cpp", spm_model_path, spec.name,
+                       spec.remove_extra_whitespaces)
+    return bool(spec.add_dummy_prefix)
 
 
 def convert_tencentpretrain_to_gguf(

@@ -13,10 +13,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from tencentpretrain.checkpoint import atomic_path
-from tencentpretrain.errors import DataError
+from tencentpretrain.errors import ConfigError, DataError
 from tencentpretrain.generation.chat import chat_prompt_ids, template_stop_strings
 from tencentpretrain.generation.engine import GenerationConfig
-from tencentpretrain.generation.generate import Completion, Prompt, generate
+from tencentpretrain.generation.generate import Completion, encode_prompt, generate
 from tencentpretrain.models.model import Model
 from tencentpretrain.tokenizers.base import Tokenizer
 from tencentpretrain.tokenizers.templates import Template
@@ -49,16 +49,45 @@ def generate_file(
 
     Without a template a prompt is used as it is (``<s>`` + its text, as llama_inference did); with one, each
     prompt is a user message rendered exactly as instruction tuning rendered it, and the template's next user
-    marker stops generation.
+    marker stops generation. As in the original, prompt + completion never exceed ``seq_length`` tokens: a prompt
+    of exactly ``seq_length`` tokens gets an empty completion, a longer one is a ConfigError.
     """
-    inputs: Sequence[Prompt] = prompts
     if template is not None:
-        inputs = [chat_prompt_ids(tokenizer, template, [{"role": "user", "content": p.strip()}]) for p in prompts]
+        ids = [chat_prompt_ids(tokenizer, template, [{"role": "user", "content": p.strip()}]) for p in prompts]
         config = replace(config, stop_strings=config.stop_strings + template_stop_strings(template))
-    completions = generate(model, tokenizer, inputs, config, batch_size=batch_size, max_length=seq_length)
+    else:
+        ids = [encode_prompt(tokenizer, p) for p in prompts]
+    for number, prompt_ids in enumerate(ids, 1):
+        if len(prompt_ids) > seq_length:
+            raise ConfigError(f"prompt {number} ({prompts[number - 1][:30]!r}...) has {len(prompt_ids)} tokens, more "
+                              f"than --seq_length {seq_length}: shorten it or raise --seq_length")
+    run = [i for i, prompt_ids in enumerate(ids) if len(prompt_ids) != seq_length]  # the others are full already
+    # The engine's seq_length is its KV slots, which let a row reach seq_length + 1 tokens (the last sampled token
+    # needs no slot): the total-length rule is each row's token budget instead.
+    configs = [replace(config, max_new_tokens=min(config.max_new_tokens, seq_length - len(ids[i])))
+               for i in run]
+    generated = generate(model, tokenizer, [ids[i] for i in run], configs, batch_size=batch_size,
+                         max_length=seq_length)
+    completions: list[Completion] = [Completion("", [], list(prompt_ids), "length") for prompt_ids in ids]
+    for i, completion in zip(run, generated):
+        completions[i] = completion if template is not None else in_context(tokenizer, completion)
     tokens = sum(len(c.token_ids) for c in completions)
     logger.info("generated %d tokens for %d prompts", tokens, len(prompts))
     return completions
+
+
+def in_context(tokenizer: Tokenizer, completion: Completion) -> Completion:
+    """``completion`` with the text it has after its prompt, as the original's decode of the whole row gave it.
+
+    SentencePiece drops the space of a text's first piece ("▁好" alone decodes to "好"); after the prompt that
+    space is real ("北京是 好"). A chat answer keeps the text without it (the space belongs to the template).
+    """
+    before = tokenizer.decode(completion.prompt_ids)
+    whole = tokenizer.decode(completion.prompt_ids + completion.token_ids)
+    after = whole[len(before):] if whole.startswith(before) else ""
+    if after.startswith(" ") and not completion.text.startswith(" ") and after[1:].startswith(completion.text):
+        return replace(completion, text=" " + completion.text)
+    return completion
 
 
 def write_llama_infer(path: str, prompts: Sequence[str], completions: Sequence[Completion]) -> None:

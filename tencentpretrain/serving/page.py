@@ -2,6 +2,18 @@
 
 It keeps the conversation in the browser, sends it to ``/v1/chat/completions`` with ``stream: true`` and appends
 the streamed deltas as they arrive. An API key field is shown for servers started with ``--api_key``.
+
+The conversation sent to the server always alternates user and assistant turns. An exchange (the user's message
+and its answer) joins the history only when it ends:
+
+* the answer finished: both turns are kept;
+* Stop: the request is aborted (the server frees its row) and the partial answer shown is kept as the assistant
+  turn; stopped before any text arrived, the question is withdrawn (its bubble removed, its text put back in the
+  input box);
+* Clear: the request is aborted and the history emptied; nothing of the aborted exchange comes back;
+* an error: the exchange is dropped (the question's bubble is greyed out) and the error shown.
+
+While an answer streams, Send (and Enter) do nothing and Stop is enabled.
 """
 
 CHAT_PAGE = """<!doctype html>
@@ -15,7 +27,9 @@ CHAT_PAGE = """<!doctype html>
   #log { border: 1px solid #ccc; border-radius: 6px; padding: .5rem; height: 60vh; overflow-y: auto; }
   .msg { white-space: pre-wrap; margin: .4rem 0; padding: .4rem .6rem; border-radius: 6px; }
   .user { background: #e8f0fe; } .assistant { background: #f1f3f4; } .error { color: #b00020; }
+  .failed { opacity: .5; } .stopped::after { content: " [已停止 stopped]"; color: #888; font-size: .8rem; }
   form { display: flex; gap: .5rem; margin-top: .5rem; } textarea { flex: 1; min-height: 3rem; }
+  .buttons { display: flex; flex-direction: column; gap: .25rem; }
   .settings { display: flex; flex-wrap: wrap; gap: .8rem; font-size: .85rem; margin-top: .5rem; }
   .settings input { width: 5rem; }
 </style>
@@ -25,7 +39,11 @@ CHAT_PAGE = """<!doctype html>
 <div id="log"></div>
 <form id="form">
   <textarea id="input" placeholder="输入消息，Enter 发送，Shift+Enter 换行"></textarea>
-  <div><button type="submit" id="send">发送 Send</button><br><button type="button" id="clear">清空 Clear</button></div>
+  <div class="buttons">
+    <button type="submit" id="send">发送 Send</button>
+    <button type="button" id="stop" disabled>停止 Stop</button>
+    <button type="button" id="clear">清空 Clear</button>
+  </div>
 </form>
 <div class="settings">
   <label>temperature <input id="temperature" type="number" step="0.05" min="0" value="0.85"></label>
@@ -36,47 +54,89 @@ CHAT_PAGE = """<!doctype html>
 </div>
 <script>
 const log = document.getElementById("log"), input = document.getElementById("input");
+const sendButton = document.getElementById("send"), stopButton = document.getElementById("stop");
+// The finished exchanges only: always [system?] user, assistant, user, assistant, ...
 let messages = [];
+// The exchange being answered: {controller, cleared}; null when idle.
+let active = null;
+
 function bubble(role, text) {
   const div = document.createElement("div");
   div.className = "msg " + role; div.textContent = text; log.appendChild(div);
   log.scrollTop = log.scrollHeight; return div;
 }
 function num(id) { return Number(document.getElementById(id).value); }
+function setBusy(busy) { sendButton.disabled = busy; stopButton.disabled = !busy; }
+
+// Reads the SSE stream, calling onText with the answer so far; returns when the server sends [DONE].
+async function readAnswer(resp, onText) {
+  const reader = resp.body.getReader(), decoder = new TextDecoder(); let buffer = "", answer = "";
+  for (;;) {
+    const {value, done} = await reader.read(); if (done) return answer;
+    buffer += decoder.decode(value, {stream: true});
+    let cut;
+    while ((cut = buffer.indexOf("\\n\\n")) >= 0) {
+      const line = buffer.slice(0, cut).trim(); buffer = buffer.slice(cut + 2);
+      if (!line.startsWith("data: ") || line === "data: [DONE]") continue;
+      const chunk = JSON.parse(line.slice(6));
+      if (chunk.error) throw new Error(chunk.error.message);
+      answer += chunk.choices[0].delta.content || ""; onText(answer);
+    }
+  }
+}
+
 async function send(text) {
-  messages.push({role: "user", content: text}); bubble("user", text);
-  const out = bubble("assistant", ""); let answer = "";
+  const exchange = {controller: new AbortController(), cleared: false};
+  active = exchange; setBusy(true);
+  const question = bubble("user", text), out = bubble("assistant", "");
+  let answer = "";
   const headers = {"Content-Type": "application/json"};
   const key = document.getElementById("key").value; if (key) headers["Authorization"] = "Bearer " + key;
-  const body = {messages, stream: true, temperature: num("temperature"), top_p: num("top_p"),
-                top_k: num("top_k"), max_tokens: num("max_tokens")};
+  const body = {messages: messages.concat([{role: "user", content: text}]), stream: true,
+                temperature: num("temperature"), top_p: num("top_p"), top_k: num("top_k"),
+                max_tokens: num("max_tokens")};
   try {
-    const resp = await fetch("/v1/chat/completions", {method: "POST", headers, body: JSON.stringify(body)});
-    if (!resp.ok) { const e = await resp.json(); throw new Error(resp.status + ": " + (e.error ? e.error.message : resp.statusText)); }
-    const reader = resp.body.getReader(), decoder = new TextDecoder(); let buffer = "";
-    for (;;) {
-      const {value, done} = await reader.read(); if (done) break;
-      buffer += decoder.decode(value, {stream: true});
-      let cut;
-      while ((cut = buffer.indexOf("\\n\\n")) >= 0) {
-        const line = buffer.slice(0, cut).trim(); buffer = buffer.slice(cut + 2);
-        if (!line.startsWith("data: ") || line === "data: [DONE]") continue;
-        const chunk = JSON.parse(line.slice(6));
-        if (chunk.error) throw new Error(chunk.error.message);
-        const delta = chunk.choices[0].delta.content || ""; answer += delta; out.textContent = answer;
-        log.scrollTop = log.scrollHeight;
-      }
+    const resp = await fetch("/v1/chat/completions", {method: "POST", headers, body: JSON.stringify(body),
+                                                      signal: exchange.controller.signal});
+    if (!resp.ok) {
+      const e = await resp.json().catch(() => ({}));
+      throw new Error(resp.status + ": " + (e.error ? e.error.message : resp.statusText));
     }
-    messages.push({role: "assistant", content: answer});
-  } catch (err) { messages.pop(); out.className = "msg error"; out.textContent = String(err); }
+    answer = await readAnswer(resp, sofar => {
+      answer = sofar; out.textContent = sofar; log.scrollTop = log.scrollHeight;
+    });
+    messages.push({role: "user", content: text}, {role: "assistant", content: answer});
+  } catch (err) {
+    if (exchange.cleared) {
+      // Clear: the log and the history were emptied already.
+    } else if (exchange.controller.signal.aborted) {
+      if (answer) {  // Stop: the partial answer becomes the assistant turn
+        out.classList.add("stopped");
+        messages.push({role: "user", content: text}, {role: "assistant", content: answer});
+      } else {  // stopped before any text: withdraw the question
+        question.remove(); out.remove();
+        if (!input.value) input.value = text;
+      }
+    } else {
+      question.classList.add("failed"); out.className = "msg error"; out.textContent = String(err);
+    }
+  } finally {
+    if (active === exchange) { active = null; setBusy(false); }
+  }
 }
+
 document.getElementById("form").addEventListener("submit", e => {
-  e.preventDefault(); const text = input.value.trim(); if (!text) return; input.value = ""; send(text);
+  e.preventDefault(); if (active) return;
+  const text = input.value.trim(); if (!text) return; input.value = ""; send(text);
 });
 input.addEventListener("keydown", e => {
   if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); document.getElementById("form").requestSubmit(); }
 });
-document.getElementById("clear").addEventListener("click", () => { messages = []; log.innerHTML = ""; });
+stopButton.addEventListener("click", () => { if (active) active.controller.abort(); });
+document.getElementById("clear").addEventListener("click", () => {
+  if (active) { active.cleared = true; active.controller.abort(); active = null; setBusy(false); }
+  messages = []; log.innerHTML = "";
+});
 </script>
 </body>
 </html>
