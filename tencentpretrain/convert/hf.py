@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 import torch
 
+from tencentpretrain.atomic import write_json
 from tencentpretrain.checkpoint import config_path_beside, is_directory_output
 from tencentpretrain.config import ModelConfig, save_model_config
-from tencentpretrain.atomic import write_json
 from tencentpretrain.convert.llama_hf import hf_config_from_model_config, llama_hf_weight_map, model_config_from_hf
 from tencentpretrain.convert.stream import (
     HF_SAFETENSORS,
