@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 import torch
 from torch import nn
 
-from tencentpretrain.atomic import atomic_path  # noqa: F401 (re-exported: writers import it from here)
+from tencentpretrain.atomic import atomic_path  # also imported from here by the weight writers
 from tencentpretrain.errors import CheckpointError, ConfigError
 
 INDEX_NAMES = (
@@ -152,7 +152,9 @@ def check_state_dict(
 
 
 def _vocab_hint(expected: Mapping, found: Mapping, vocabulary_keys: Sequence[str]) -> str:
-    rows = lambda v: (tuple(v.shape) if isinstance(v, torch.Tensor) else tuple(v))[0]  # noqa: E731
+    def rows(value) -> int:  # a tensor, or a shape
+        return (tuple(value.shape) if isinstance(value, torch.Tensor) else tuple(value))[0]
+
     for key in vocabulary_keys:
         if key in expected and key in found and rows(expected[key]) != rows(found[key]):
             return (

@@ -13,6 +13,8 @@ from tencentpretrain.errors import CheckpointError
 
 logger = logging.getLogger(__name__)
 
+# The word embedding of the LLaMA weight maps (convert/hf.py). Code that serves any model asks
+# ``models.capabilities.word_embedding_key(config)`` instead.
 EMBEDDING_KEY = "embedding.word.embedding.weight"
 
 
