@@ -159,6 +159,9 @@ class ChildChannel:
             logger.exception("unreadable message from the engine process; stopping it")
             self.process.kill()
         self.process.join(5)
+        if self.process.is_alive():  # it closed its pipe but lives on: no use to anyone
+            self.process.kill()
+            self.process.join(5)
         self._from_child.close()
         on_exit(self)
         self.drained.set()
@@ -230,7 +233,8 @@ class EngineProcess:
     def health(self) -> dict[str, Any]:
         """What ``/health`` reports: the state ("ok" is the only one that takes requests), restarts, and stats."""
         alive = self.state in (OK, DRAINING) and self._child.process.is_alive()
-        return {"status": self.state, "engine": "alive" if alive else "down",
+        status = RESTARTING if self.state == OK and not alive else self.state  # the reader is about to notice
+        return {"status": status, "engine": "alive" if alive else "down",
                 "engine_pid": self._child.process.pid if alive else None, "restarts": self.restarts, **self.stats}
 
     def drain(self, timeout: float | None = None) -> None:
