@@ -23,8 +23,8 @@ The child blocks on its pipe when it has nothing to do, and otherwise reads what
 steps. It ignores SIGINT: Ctrl-C reaches the whole process group, and the parent, not the child, decides when
 in-flight requests are done. If the child dies (killed, out of memory, a crash in torch), the requests in flight
 end with an "error" event, new ones get ShuttingDown (HTTP 503) while a new child loads the model, and the
-supervisor gives up (for good: HTTP 503 and an unhealthy ``/health``) only after ``RestartPolicy.max_restarts``
-deaths within its window.
+supervisor gives up (for good: HTTP 503 and an unhealthy ``/health``) only at the first death after
+``RestartPolicy.max_restarts`` restarts within its window.
 """
 
 from __future__ import annotations
