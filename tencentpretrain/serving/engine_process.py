@@ -186,18 +186,18 @@ class EngineProcess:
         max_queue: requests allowed to wait for a row; beyond that ``submit`` raises QueueFull.
         threads: torch threads of the child (None: torch's default).
         start_timeout: seconds to wait for the model to load.
-        restart: when to restart a dead engine process and when to give up.
+        restart: when to restart a dead engine process and when to give up (None: ``RestartPolicy()``).
     """
 
     def __init__(self, factory: ModelFactory, *, max_batch_size: int, max_length: int, max_queue: int = 64,
                  threads: int | None = None, start_timeout: float = 600.0,
-                 restart: RestartPolicy = RestartPolicy()) -> None:
+                 restart: RestartPolicy | None = None) -> None:
         self.max_batch_size, self.max_length, self.max_queue = max_batch_size, max_length, max_queue
-        self.restart_policy = restart
+        self.restart_policy = restart or RestartPolicy()
         self.tickets = TicketBook()
         self.restarts = 0  # engine processes started after the first
-        self._start_args = dict(factory=factory, max_batch_size=max_batch_size, max_length=max_length,
-                                threads=threads, start_timeout=start_timeout)
+        self._start_args = {"factory": factory, "max_batch_size": max_batch_size, "max_length": max_length,
+                            "threads": threads, "start_timeout": start_timeout}
         self._lock = threading.Lock()  # the state, the current child, and ticket creation
         self._stopping = threading.Event()  # drain has begun: no more restarts
         self._deaths: collections.deque[float] = collections.deque()
@@ -277,11 +277,10 @@ class EngineProcess:
         with self._lock:
             if child is not self._child:
                 return
-            if self.state in (OK, RESTARTING):
-                logger.error("the engine process exited (code %s); failing the %d requests in flight",
-                             child.process.exitcode, len(self.tickets))
             restart = not self._stopping.is_set()
             if restart:
+                logger.error("the engine process exited (code %s); failing the %d requests in flight",
+                             child.process.exitcode, len(self.tickets))
                 self.state = RESTARTING
             self.tickets.fail_all()  # under the lock: no request can join the dead child after this
         if restart:

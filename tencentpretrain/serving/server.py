@@ -36,10 +36,10 @@ def build_app(
 
 def build_app_with_engine_process(
     factory: ModelFactory, tokenizer: Tokenizer, template: Template, config: ServerConfig, *, max_queue: int = 64,
-    threads: int | None = None, restart: RestartPolicy = RestartPolicy(),
+    threads: int | None = None, restart: RestartPolicy | None = None,
 ) -> FastAPI:
     """The app with the model in a process of its own (``EngineProcess``), built there by ``factory`` and built
-    again when that process dies (``restart``); returns once the model is loaded."""
+    again when that process dies (``restart``, default ``RestartPolicy()``); returns once the model is loaded."""
     engine = EngineProcess(factory, max_batch_size=config.max_batch_size, max_length=config.context_length,
                            max_queue=max_queue, threads=threads, restart=restart)
     return create_app(Server(engine, tokenizer, template, config))

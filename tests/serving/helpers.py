@@ -12,7 +12,6 @@ import uvicorn
 from tencentpretrain.data.templates import get_template
 from tencentpretrain.generation.sampling import SamplingParams
 from tencentpretrain.serving.app import ServerConfig
-from tencentpretrain.serving.engine_process import RestartPolicy
 from tencentpretrain.serving.server import build_app, build_app_with_engine_process
 
 
@@ -57,7 +56,7 @@ def running(app):
 
 def make_process_app(factory, tokenizer, **overrides):
     """``make_app`` with the model built by ``factory`` in an engine process (``EngineProcess``)."""
-    restart = overrides.pop("restart", RestartPolicy())
+    restart = overrides.pop("restart", None)
     config, max_queue = server_config(**overrides)
     return build_app_with_engine_process(factory, tokenizer, get_template("user_bot"), config, max_queue=max_queue,
                                          threads=1, restart=restart)
