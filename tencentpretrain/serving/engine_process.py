@@ -78,8 +78,8 @@ class ChildChannel:
     """One engine process and its two pipes, seen from the parent.
 
     ``send`` only queues: a writer thread sends the queued messages in order with blocking sends (a full pipe
-    makes it wait for the child to read). A reader thread receives the child's whole messages and hands each to
-    ``on_message``; when the child's pipe closes (it exited or was killed) it calls ``on_exit`` once.
+    makes it wait for the child to read). A reader thread receives the child's whole messages, keeps the last
+    stats the child reported, and hands each message to ``on_message``; when the child's pipe closes (it exited or was killed) it calls ``on_exit`` once.
 
     Args:
         factory, max_batch_size, max_length, threads: what the child builds (see ``serve_engine``).
@@ -151,8 +151,10 @@ class ChildChannel:
                 message = self._from_child.recv()
                 if message[0] == "drained":
                     self.drained.set()
-                else:
-                    on_message(message)
+                    continue
+                if message[0] == "events":
+                    self.stats = message[2]
+                on_message(message)
         except (EOFError, OSError):
             pass  # the child has exited
         except Exception:
@@ -269,7 +271,6 @@ class EngineProcess:
     # -------------------------------------------------------------------------------------------- child side
     def _on_message(self, message: Message) -> None:
         if message[0] == "events":
-            self._child.stats = message[2]
             self.tickets.deliver(message[1])
 
     def _on_exit(self, child: ChildChannel) -> None:

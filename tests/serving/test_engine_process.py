@@ -161,6 +161,11 @@ def test_a_huge_stop_list_crosses_the_pipe_whole_under_uvloop():
     assert engine.health()["status"] == "stopped" and len(engine.tickets) == 0
 
 
+def test_restart_backoff_doubles_up_to_its_cap():
+    policy = RestartPolicy(backoff_s=0.5, max_backoff_s=3.0)
+    assert [policy.delay(n) for n in range(1, 6)] == [0.5, 1.0, 2.0, 3.0, 3.0]
+
+
 def test_a_model_that_cannot_load_is_an_error_at_start():
     with pytest.raises(RuntimeError, match="no such checkpoint: missing.bin"):
         EngineProcess(failing_factory, max_batch_size=1, max_length=8)
