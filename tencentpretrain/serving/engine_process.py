@@ -79,7 +79,8 @@ class ChildChannel:
 
     ``send`` only queues: a writer thread sends the queued messages in order with blocking sends (a full pipe
     makes it wait for the child to read). A reader thread receives the child's whole messages, keeps the last
-    stats the child reported, and hands each message to ``on_message``; when the child's pipe closes (it exited or was killed) it calls ``on_exit`` once.
+    stats the child reported, and hands each message to ``on_message``; when the child's pipe closes (it exited
+    or was killed) it calls ``on_exit`` once.
 
     Args:
         factory, max_batch_size, max_length, threads: what the child builds (see ``serve_engine``).
@@ -158,7 +159,7 @@ class ChildChannel:
         except (EOFError, OSError):
             pass  # the child has exited
         except Exception:
-            logger.exception("unreadable message from the engine process; stopping it")
+            logger.exception("could not handle a message from the engine process; stopping it")
             self.process.kill()
         self.process.join(5)
         if self.process.is_alive():  # it closed its pipe but lives on: no use to anyone
