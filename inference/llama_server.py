@@ -1,6 +1,6 @@
 """HTTP server: OpenAI-compatible /v1/chat/completions and /v1/completions (SSE streaming), legacy POST /chat,
 /v1/models, /health and a chat web page at /. Concurrent requests are batched continuously (--batch_size rows) by
-an engine in a process of its own (--engine_in_process keeps it in this one).
+an engine in a process of its own (--engine_in_process keeps it in this one), restarted if it dies.
 
     python inference/llama_server.py --load_model_path model.bin --config_path models/llama/7b_config.json \
         --spm_model_path tokenizer.model --seq_length 2048 --batch_size 8 --port 8888
@@ -24,6 +24,7 @@ from tencentpretrain.generation.options import (
     sampling_from_args,
 )
 from tencentpretrain.serving.app import ServerConfig
+from tencentpretrain.serving.engine_process import RestartPolicy
 from tencentpretrain.serving.server import build_app, build_app_with_engine_process, default_model_threads, serve
 from tencentpretrain.tokenizers.templates import get_template
 
@@ -39,6 +40,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="larger request bodies get HTTP 413 without being read")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads for the model (default: all cores but one, which the HTTP side needs)")
+    parser.add_argument("--max_engine_restarts", type=int, default=RestartPolicy.max_restarts,
+                        help="restarts of a dead engine process allowed within 10 minutes; at the next death it "
+                             "stays down (the server answers 503 and /health says 'failed')")
     parser.add_argument("--engine_in_process", action="store_true",
                         help="run the model in the server's process (a thread) instead of a process of its own")
     add_inference_args(parser, seq_length=2048, batch_size=8)
@@ -56,7 +60,8 @@ def main(argv: list[str] | None = None) -> None:
         app = build_app(model, tokenizer, template, config, max_queue=args.max_queue)
     else:
         app = build_app_with_engine_process(functools.partial(load_tokenizer_and_model, args), tokenizer, template,
-                                            config, max_queue=args.max_queue, threads=threads)
+                                            config, max_queue=args.max_queue, threads=threads,
+                                            restart=RestartPolicy(max_restarts=args.max_engine_restarts))
     serve(app, args.host, args.port)
 
 

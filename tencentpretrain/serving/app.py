@@ -418,8 +418,10 @@ def create_app(server: Server) -> FastAPI:
         return CHAT_PAGE.replace("__MODEL__", server.config.model_name)
 
     @app.get("/health")
-    async def health() -> dict[str, Any]:
-        return {"status": "ok", **server.scheduler.stats}
+    async def health() -> JSONResponse:
+        """The engine's state and queue; 200 only while it takes requests (load balancers read the code)."""
+        report = server.scheduler.health()
+        return JSONResponse(report, status_code=200 if report["status"] == "ok" else 503)
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:

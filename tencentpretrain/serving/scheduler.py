@@ -271,8 +271,18 @@ class Scheduler:
         return ticket
 
     @property
-    def stats(self) -> dict[str, int]:
-        return self.loop.stats
+    def stats(self) -> dict[str, int | None]:
+        return {**self.loop.stats, "in_flight": len(self.tickets)}
+
+    def health(self) -> dict[str, object]:
+        """What ``/health`` reports: "ok" while requests are taken, else "draining", "stopped" or "failed"."""
+        if self._stopped:
+            status = "stopped"
+        elif self._draining:
+            status = "draining"
+        else:
+            status = "ok" if self._thread.is_alive() else "failed"
+        return {"status": status, "engine": "alive" if self._thread.is_alive() else "down", **self.stats}
 
     def drain(self, timeout: float | None = None) -> None:
         """Accept nothing new, finish everything admitted or queued, then stop the worker."""

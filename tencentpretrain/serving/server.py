@@ -1,7 +1,8 @@
 """Starting the HTTP server: build the scheduler and app over a loaded model, run uvicorn.
 
 uvicorn handles SIGTERM/SIGINT gracefully: it stops accepting connections, lets in-flight requests finish, then
-runs the app's shutdown, which drains the scheduler; the process then exits 0.
+runs the app's shutdown, which drains the scheduler; the process then exits 0. Shutdown never waits on a dead
+engine: its requests have already ended with an error, and a child that does not exit is terminated.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from fastapi import FastAPI
 from tencentpretrain.generation.engine import Engine
 from tencentpretrain.models.model import Model
 from tencentpretrain.serving.app import Server, ServerConfig, create_app
-from tencentpretrain.serving.engine_process import EngineProcess, ModelFactory
+from tencentpretrain.serving.engine_process import EngineProcess, ModelFactory, RestartPolicy
 from tencentpretrain.serving.scheduler import Scheduler
 from tencentpretrain.tokenizers.base import Tokenizer
 from tencentpretrain.tokenizers.templates import Template
@@ -35,12 +36,12 @@ def build_app(
 
 def build_app_with_engine_process(
     factory: ModelFactory, tokenizer: Tokenizer, template: Template, config: ServerConfig, *, max_queue: int = 64,
-    threads: int | None = None,
+    threads: int | None = None, restart: RestartPolicy | None = None,
 ) -> FastAPI:
-    """The app with the model in a process of its own (``EngineProcess``), built there by ``factory``; returns
-    once the model is loaded."""
+    """The app with the model in a process of its own (``EngineProcess``), built there by ``factory`` and built
+    again when that process dies (``restart``, default ``RestartPolicy()``); returns once the model is loaded."""
     engine = EngineProcess(factory, max_batch_size=config.max_batch_size, max_length=config.context_length,
-                           max_queue=max_queue, threads=threads)
+                           max_queue=max_queue, threads=threads, restart=restart)
     return create_app(Server(engine, tokenizer, template, config))
 
 

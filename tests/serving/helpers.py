@@ -56,9 +56,10 @@ def running(app):
 
 def make_process_app(factory, tokenizer, **overrides):
     """``make_app`` with the model built by ``factory`` in an engine process (``EngineProcess``)."""
+    restart = overrides.pop("restart", None)
     config, max_queue = server_config(**overrides)
     return build_app_with_engine_process(factory, tokenizer, get_template("user_bot"), config, max_queue=max_queue,
-                                         threads=1)
+                                         threads=1, restart=restart)
 
 
 def tiny_model_and_tokenizer(seed: int = 0):
@@ -74,3 +75,13 @@ def tiny_model_and_tokenizer(seed: int = 0):
 
 def failing_factory():
     raise FileNotFoundError("no such checkpoint: missing.bin")
+
+
+def factory_until(marker: str):
+    """``tiny_model_and_tokenizer`` until the file ``marker`` exists; then the model cannot load (a checkpoint
+    that went away under a running server)."""
+    import os
+
+    if os.path.exists(marker):
+        raise FileNotFoundError(f"no such checkpoint: {marker}")
+    return tiny_model_and_tokenizer()
