@@ -139,7 +139,8 @@ def test_a_failed_conversion_leaves_the_output_as_it_was(tmp_path):
     with pytest.raises(ConfigError, match="pass --overwrite"):
         convert_hf_to_tencentpretrain(hf_dir, blocks)
     convert_hf_to_tencentpretrain(hf_dir, blocks, overwrite=True, max_shard_bytes=50_000)
-    assert torch.equal(load_state_dict(blocks)["encoder.layer_norm.weight"], model.state_dict()["encoder.layer_norm.weight"])
+    assert torch.equal(load_state_dict(blocks)["encoder.layer_norm.weight"],
+                       model.state_dict()["encoder.layer_norm.weight"])
     assert not [n for n in os.listdir(tmp_path) if ".staging-" in n or ".old-" in n]
 
 
