@@ -20,7 +20,7 @@ from tencentpretrain.config import load_model_config
 from tencentpretrain.convert.families import get_family, registry
 from tencentpretrain.convert.families.llama import llama_hf_weight_map
 from tencentpretrain.convert.hf import HfExportOptions, convert_hf_to_tencentpretrain, convert_tencentpretrain_to_hf
-from tencentpretrain.errors import ConfigError
+from tencentpretrain.errors import CheckpointError, ConfigError
 from tests.convert.common import SPM_PATH, random_model, save_tiny
 from tests.helpers import REPO_ROOT, tiny_llama_config
 
@@ -129,7 +129,7 @@ def test_a_failed_conversion_leaves_the_output_as_it_was(tmp_path):
     hf_dir = str(tmp_path / "hf")
     convert_tencentpretrain_to_hf(path, hf_dir, model.config)
     before = sorted(os.listdir(hf_dir))
-    with pytest.raises(Exception):  # noqa: B017 - a tokenizer with the wrong vocabulary: any checked error
+    with pytest.raises(CheckpointError, match="vocabulary sizes disagree"):  # found before anything is written
         convert_tencentpretrain_to_hf(path, hf_dir, model.config.replace(vocab_size=800),
                                       HfExportOptions(overwrite=True))
     assert sorted(os.listdir(hf_dir)) == before
