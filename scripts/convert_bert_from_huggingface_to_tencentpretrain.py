@@ -1,6 +1,6 @@
-"""Convert an HF BERT (BertForMaskedLM / BertForPreTraining) directory into a TencentPretrain checkpoint, shard by shard (strict: every
-tensor accounted for). A JSON config is written beside the output (x.bin -> x_config.json) unless
---output_config_path says where."""
+"""Convert an HF BERT (BertForMaskedLM / BertForPreTraining) directory into a TencentPretrain checkpoint, shard by shard
+(strict: every tensor accounted for). A JSON config is written beside the output (x.bin -> x_config.json)
+unless --output_config_path says where."""
 
 from collections.abc import Sequence
 

@@ -20,11 +20,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--output_model_path", required=True, help="x.bin / x.safetensors, or a blocks directory")
     parser.add_argument("--config_path", help="optional JSON config to check the checkpoint against")
     parser.add_argument("--dtype", choices=["fp16", "bf16", "float16", "bfloat16"], default="fp16", help="target dtype")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a non-empty output directory whole (without it, one is refused)")
 
     def body(args) -> None:
         config = cli.model_config_for(args.config_path, args.input_model_path) if args.config_path else None
         rewrite_checkpoint(args.input_model_path, args.output_model_path, dtype=cli.dtype_from_flag(args.dtype),
-                           config=config)
+                           config=config, overwrite=args.overwrite)
 
     return cli.run(parser, argv, body)
 

@@ -25,11 +25,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="accepted for compatibility; checked against params.json (n_layers)")
     parser.add_argument("--config_output_path", help="where to write the JSON config (default: beside the output)")
     cli.add_dtype_arg(parser)
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a non-empty output directory whole (without it, one is refused)")
 
     def body(args) -> None:
         config = convert_meta_to_tencentpretrain(args.input_model_path, args.output_model_path,
                                                  dtype=cli.dtype_from_flag(args.dtype),
-                                                 config_path=args.config_output_path)
+                                                 config_path=args.config_output_path, overwrite=args.overwrite)
         if args.layers_num is not None and args.layers_num != config.layers_num:
             raise ConfigError(f"--layers_num {args.layers_num} but params.json says n_layers={config.layers_num}; "
                               "all layers were converted, drop --layers_num")

@@ -24,13 +24,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--block_size", type=float, default=10.0, help="disk size (GB) of each block")
     parser.add_argument("--config_path", help="optional JSON config to check the checkpoint against")
     cli.add_dtype_arg(parser, default="bf16", help_text="dtype of the blocks (bf16 as the original; keep = as is)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a non-empty output directory whole (without it, one is refused)")
 
     def body(args) -> None:
         if args.output_model_path.endswith((".bin", ".safetensors")):
             raise ConfigError("--output_model_path must be a directory for blocks")
         config = cli.model_config_for(args.config_path, args.input_model_path) if args.config_path else None
         rewrite_checkpoint(args.input_model_path, args.output_model_path, dtype=cli.dtype_from_flag(args.dtype),
-                           max_shard_bytes=int(args.block_size * 1e9), config=config)
+                           max_shard_bytes=int(args.block_size * 1e9), config=config, overwrite=args.overwrite)
 
     return cli.run(parser, argv, body)
 

@@ -23,12 +23,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="number of consolidated.NN.pth shards, split as Meta's model-parallel code expects")
     parser.add_argument("--spm_model_path", help="tokenizer.model to check the vocabulary against and copy")
     cli.add_dtype_arg(parser)
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a non-empty output directory whole (without it, one is refused)")
 
     def body(args) -> None:
         config = cli.model_config_for(args.config_path, args.input_model_path)
         convert_tencentpretrain_to_meta(args.input_model_path, args.output_model_path, config,
                                         model_parallel_size=args.model_parallel_size,
-                                        dtype=cli.dtype_from_flag(args.dtype), spm_model_path=args.spm_model_path)
+                                        dtype=cli.dtype_from_flag(args.dtype), spm_model_path=args.spm_model_path,
+                                        overwrite=args.overwrite)
 
     return cli.run(parser, argv, body)
 

@@ -26,6 +26,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--lora_alpha", type=float, help=f"LoRA alpha (default: lora_params of --config_path, "
                         f"else {LoraConfig.alpha:g}); the rank comes from the file")
     cli.add_dtype_arg(parser)
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a non-empty output directory whole (without it, one is refused)")
 
     def body(args) -> None:
         config = cli.model_config_for(args.config_path, args.input_model_path) if args.config_path else None
@@ -34,7 +36,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             lora_params = read_json(args.config_path).get("lora_params", {}) if args.config_path else {}
             alpha = float(lora_params.get("lora_alpha", LoraConfig.alpha))
         merge_lora_checkpoint(args.input_model_path, args.lora_model_path, args.output_model_path, alpha=alpha,
-                              dtype=cli.dtype_from_flag(args.dtype), config=config)
+                              dtype=cli.dtype_from_flag(args.dtype), config=config,
+                              overwrite=args.overwrite)
 
     return cli.run(parser, argv, body)
 

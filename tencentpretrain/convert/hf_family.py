@@ -38,8 +38,10 @@ class HfFamily:
     generation_config: bool = False  # a generative family: the export writes generation_config.json
 
 
-# Fields that do not change what an exported model computes (training-only, or checked elsewhere).
-_NOT_COMPUTED = ("dropout", "vocab_size", "label_smoothing", "ignore_index")
+# Fields that do not change what an exported model computes: training-only ones, the vocabulary (checked against
+# the embedding), and tie_weights: an export writes the output layer as a tensor unless HF ties it itself, so an
+# HF class with an untied head (T5's) still computes what our tied one does.
+_NOT_COMPUTED = ("dropout", "vocab_size", "label_smoothing", "ignore_index", "tie_weights")
 
 
 def computed_fields(config: ModelConfig) -> dict:

@@ -33,6 +33,8 @@ from tencentpretrain.convert.stream import (
     expected_shapes,
     iter_tensors,
     list_keys,
+    staged_directory,
+    staged_output,
 )
 from tencentpretrain.convert.weight_map import check_complete
 from tencentpretrain.errors import CheckpointError, ConfigError
@@ -91,8 +93,11 @@ def convert_meta_to_tencentpretrain(
     dtype: torch.dtype | None = None,
     config_path: str | None = None,
     max_shard_bytes: int = 10 * 10**9,
+    overwrite: bool = False,
 ) -> ModelConfig:
-    """Merge the Meta checkpoint at ``input_path`` into a TencentPretrain checkpoint (+ JSON config)."""
+    """Merge the Meta checkpoint at ``input_path`` into a TencentPretrain checkpoint (+ JSON config).
+
+    A directory output is staged and replaces ``output_path`` whole; a non-empty one needs ``overwrite``."""
     files, params_path = meta_files(input_path)
     with open(params_path, encoding="utf-8") as f:
         params = json.load(f)
@@ -105,16 +110,17 @@ def convert_meta_to_tencentpretrain(
     _check_meta_tokenizer(files[0], vocab)
     shapes = expected_shapes(config)
     check_complete(plan.values(), shapes, what=f"{input_path} -> TencentPretrain")
-    writer = StateWriter(output_path, sharded=is_directory_output(output_path), layout=TENCENTPRETRAIN_BLOCKS,
-                         max_shard_bytes=max_shard_bytes, key_order=list(shapes))
-    for key, internal in plan.items():
-        tensor = cast(merge_meta_tensor(key, [s[key] for s in shards], params["dim"]), dtype)
-        if tuple(tensor.shape) != tuple(shapes[internal]):
-            raise CheckpointError(f"{input_path}: {key} merges to {tuple(tensor.shape)}, params.json implies "
-                                  f"{tuple(shapes[internal])}")
-        writer.add(internal, tensor)
-    writer.close()
-    save_model_config(config, config_path or config_path_beside(output_path))
+    with staged_output(output_path, overwrite=overwrite) as target:
+        writer = StateWriter(target, sharded=is_directory_output(output_path), layout=TENCENTPRETRAIN_BLOCKS,
+                             max_shard_bytes=max_shard_bytes, key_order=list(shapes))
+        for key, internal in plan.items():
+            tensor = cast(merge_meta_tensor(key, [s[key] for s in shards], params["dim"]), dtype)
+            if tuple(tensor.shape) != tuple(shapes[internal]):
+                raise CheckpointError(f"{input_path}: {key} merges to {tuple(tensor.shape)}, params.json implies "
+                                      f"{tuple(shapes[internal])}")
+            writer.add(internal, tensor)
+        writer.close()
+        save_model_config(config, config_path or config_path_beside(target))
     return config
 
 
@@ -150,8 +156,10 @@ def convert_tencentpretrain_to_meta(
     model_parallel_size: int = 1,
     dtype: torch.dtype | None = None,
     spm_model_path: str | None = None,
+    overwrite: bool = False,
 ) -> None:
-    """Write ``consolidated.NN.pth`` (``model_parallel_size`` of them) and params.json into ``output_dir``."""
+    """Write ``consolidated.NN.pth`` (``model_parallel_size`` of them) and params.json into ``output_dir``
+    (staged, replacing it whole; a non-empty ``output_dir`` needs ``overwrite``)."""
     keys = list_keys(input_path)
     rows = embedding_rows(input_path, keys)
     pieces = _spm_pieces(spm_model_path)
@@ -167,12 +175,12 @@ def convert_tencentpretrain_to_meta(
         pieces = split_meta_tensor(external, cast(tensor, dtype), model_parallel_size)
         for part, piece in zip(parts, pieces, strict=True):
             part[external] = piece
-    os.makedirs(output_dir, exist_ok=True)
-    for i, part in enumerate(parts):
-        save_file(part, os.path.join(output_dir, f"consolidated.{i:02d}.pth"))
-    write_json(os.path.join(output_dir, "params.json"), params)
-    if spm_model_path:
-        shutil.copyfile(spm_model_path, os.path.join(output_dir, "tokenizer.model"))
+    with staged_directory(output_dir, overwrite=overwrite) as staging:
+        for i, part in enumerate(parts):
+            save_file(part, os.path.join(staging, f"consolidated.{i:02d}.pth"))
+        write_json(os.path.join(staging, "params.json"), params)
+        if spm_model_path:
+            shutil.copyfile(spm_model_path, os.path.join(staging, "tokenizer.model"))
 
 
 def _spm_pieces(spm_model_path: str | None) -> int | None:

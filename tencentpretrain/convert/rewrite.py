@@ -7,6 +7,7 @@ output is flushed block by block. With a config, the key set and shapes are chec
 from __future__ import annotations
 
 import logging
+import os
 
 import torch
 
@@ -19,6 +20,7 @@ from tencentpretrain.convert.stream import (
     expected_shapes,
     iter_tensors,
     list_keys,
+    staged_output,
 )
 from tencentpretrain.convert.weight_map import check_complete
 from tencentpretrain.errors import CheckpointError, ConfigError
@@ -47,23 +49,31 @@ def rewrite_checkpoint(
     dtype: torch.dtype | None,
     max_shard_bytes: int = 10 * 10**9,
     config: ModelConfig | None = None,
+    overwrite: bool = False,
 ) -> list[str]:
     """Copy a TencentPretrain checkpoint, casting floating tensors to ``dtype`` (None keeps them).
 
     ``output_path`` ending in ``.bin``/``.safetensors`` is one file; otherwise a directory of
     ``tencentpretrain_model-K.bin`` blocks of at most ``max_shard_bytes`` plus
-    ``tencentpretrain_model.bin.index.json``. Returns the files written.
+    ``tencentpretrain_model.bin.index.json`` (staged, replacing it whole; a non-empty one needs ``overwrite``).
+    Returns the files written.
     """
     if config is not None:
         check_against_config(input_path, config)
-    writer = StateWriter(output_path, sharded=is_directory_output(output_path), layout=TENCENTPRETRAIN_BLOCKS,
-                         max_shard_bytes=max_shard_bytes, key_order=list(list_keys(input_path)))
-    for _, key, tensor in iter_tensors(input_path):
-        writer.add(key, cast(tensor, dtype))
-        del tensor
-    files = writer.close()
+    with staged_output(output_path, overwrite=overwrite) as target:
+        writer = StateWriter(target, sharded=is_directory_output(output_path), layout=TENCENTPRETRAIN_BLOCKS,
+                             max_shard_bytes=max_shard_bytes, key_order=list(list_keys(input_path)))
+        for _, key, tensor in iter_tensors(input_path):
+            writer.add(key, cast(tensor, dtype))
+            del tensor
+        files = writer.close()
     logger.info("wrote %d file(s), %.1f MB", len(files), writer.total_bytes / 1e6)
-    return files
+    return [_final(f, target, output_path) for f in files]
+
+
+def _final(file: str, target: str, output_path: str) -> str:
+    """The path ``file`` (written under ``target``) has once the staged output is in place."""
+    return os.path.join(output_path, os.path.relpath(file, target)) if target != output_path else file
 
 
 def merge_lora_checkpoint(
@@ -75,6 +85,7 @@ def merge_lora_checkpoint(
     dtype: torch.dtype | None = None,
     config: ModelConfig | None = None,
     max_shard_bytes: int = 10 * 10**9,
+    overwrite: bool = False,
 ) -> list[str]:
     """Fold a LoRA file into its base checkpoint: ``W + B @ A * alpha / r`` for every adapted weight.
 
@@ -85,20 +96,23 @@ def merge_lora_checkpoint(
     if config is not None:
         check_against_config(base_path, config)
     adapters = _read_adapters(lora_path)
-    writer = StateWriter(output_path, sharded=is_directory_output(output_path), layout=TENCENTPRETRAIN_BLOCKS,
-                         max_shard_bytes=max_shard_bytes, key_order=list(list_keys(base_path)))
-    for _, key, tensor in iter_tensors(base_path):
-        if "lora_" in key:
-            raise CheckpointError(f"{base_path}: {key} is a LoRA tensor; pass the base model as --input_model_path")
-        module = key[: -len(".weight")] if key.endswith(".weight") else None
-        if module in adapters:
-            tensor = _merge_one(key, tensor, *adapters.pop(module), alpha=alpha, source=lora_path)
-        writer.add(key, cast(tensor, dtype))
-        del tensor
-    if adapters:
-        raise CheckpointError(f"{lora_path}: {len(adapters)} adapters match no weight of {base_path}: "
-                              + ", ".join(sorted(adapters)[:20]))
-    return writer.close()
+    with staged_output(output_path, overwrite=overwrite) as target:
+        writer = StateWriter(target, sharded=is_directory_output(output_path), layout=TENCENTPRETRAIN_BLOCKS,
+                             max_shard_bytes=max_shard_bytes, key_order=list(list_keys(base_path)))
+        for _, key, tensor in iter_tensors(base_path):
+            if "lora_" in key:
+                raise CheckpointError(f"{base_path}: {key} is a LoRA tensor; pass the base model as "
+                                      "--input_model_path")
+            module = key[: -len(".weight")] if key.endswith(".weight") else None
+            if module in adapters:
+                tensor = _merge_one(key, tensor, *adapters.pop(module), alpha=alpha, source=lora_path)
+            writer.add(key, cast(tensor, dtype))
+            del tensor
+        if adapters:
+            raise CheckpointError(f"{lora_path}: {len(adapters)} adapters match no weight of {base_path}: "
+                                  + ", ".join(sorted(adapters)[:20]))
+        files = writer.close()
+    return [_final(f, target, output_path) for f in files]
 
 
 def _read_adapters(lora_path: str) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:

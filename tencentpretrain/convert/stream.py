@@ -29,6 +29,7 @@ from tencentpretrain.checkpoint import (
     SAFETENSORS_SUFFIX,
     checkpoint_files,
     find_index_file,
+    is_directory_output,
     load_file,
     read_index,
     save_file,
@@ -256,6 +257,17 @@ def staged_directory(path: str, *, overwrite: bool = False) -> Iterator[str]:
     else:
         os.replace(staging, path)
     os.chmod(path, 0o777 & ~_umask())
+
+
+@contextmanager
+def staged_output(path: str, *, overwrite: bool = False) -> Iterator[str]:
+    """Where to write the checkpoint ``path``: a staging directory for a directory output (``staged_directory``),
+    ``path`` itself for a one-file output (``save_file`` writes it atomically)."""
+    if not is_directory_output(path):
+        yield path
+        return
+    with staged_directory(path, overwrite=overwrite) as staging:
+        yield staging
 
 
 def _umask() -> int:

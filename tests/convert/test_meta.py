@@ -96,3 +96,18 @@ def test_replicated_norms_must_agree_and_layers_num_is_checked(tmp_path):
         convert_meta_to_tencentpretrain(str(meta_dir), str(tmp_path / "z.bin"))
     params = json.load(open(meta_dir / "params.json"))
     assert params["dim"] == 64 and "rope_theta" not in params
+
+
+def test_an_older_split_does_not_survive_a_new_export(tmp_path, capsys):
+    """Exporting 1-way into the directory of a 2-way export must not leave consolidated.01.pth behind (Meta's
+    loader would take two shards)."""
+    model, path, config_path = save_tiny(str(tmp_path))
+    meta_dir = str(tmp_path / "meta")
+    convert_tencentpretrain_to_meta(path, meta_dir, model.config, model_parallel_size=2)
+    argv = ["--input_model_path", path, "--config_path", config_path, "--output_model_path", meta_dir]
+    with pytest.raises(ConfigError, match="pass --overwrite"):
+        tp_to_meta_script.main(argv)
+    assert tp_to_meta_script.main([*argv, "--overwrite"]) == 0
+    assert sorted(os.listdir(meta_dir)) == ["consolidated.00.pth", "params.json"]
+    convert_meta_to_tencentpretrain(meta_dir, str(tmp_path / "blocks"), max_shard_bytes=50_000)
+    assert_same_state(model.state_dict(), load_state_dict(str(tmp_path / "blocks")))

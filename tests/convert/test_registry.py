@@ -21,7 +21,7 @@ from tencentpretrain.config import load_model_config
 from tencentpretrain.convert.families import get_family, registry
 from tencentpretrain.convert.families.llama import llama_hf_weight_map
 from tencentpretrain.convert.hf import HfExportOptions, convert_hf_to_tencentpretrain, convert_tencentpretrain_to_hf
-from tencentpretrain.errors import ConfigError
+from tencentpretrain.errors import CheckpointError, ConfigError
 from tests.convert.common import SPM_PATH, random_model, save_tiny
 from tests.helpers import REPO_ROOT, tiny_llama_config
 
@@ -130,7 +130,7 @@ def test_a_failed_conversion_leaves_the_output_as_it_was(tmp_path):
     hf_dir = str(tmp_path / "hf")
     convert_tencentpretrain_to_hf(path, hf_dir, model.config)
     before = sorted(os.listdir(hf_dir))
-    with pytest.raises(Exception):  # noqa: B017 - a tokenizer with the wrong vocabulary: any checked error
+    with pytest.raises(CheckpointError, match="vocabulary sizes disagree"):  # found before anything is written
         convert_tencentpretrain_to_hf(path, hf_dir, model.config.replace(vocab_size=800),
                                       HfExportOptions(overwrite=True))
     assert sorted(os.listdir(hf_dir)) == before
@@ -140,7 +140,8 @@ def test_a_failed_conversion_leaves_the_output_as_it_was(tmp_path):
     with pytest.raises(ConfigError, match="pass --overwrite"):
         convert_hf_to_tencentpretrain(hf_dir, blocks)
     convert_hf_to_tencentpretrain(hf_dir, blocks, overwrite=True, max_shard_bytes=50_000)
-    assert torch.equal(load_state_dict(blocks)["encoder.layer_norm.weight"], model.state_dict()["encoder.layer_norm.weight"])
+    assert torch.equal(load_state_dict(blocks)["encoder.layer_norm.weight"],
+                       model.state_dict()["encoder.layer_norm.weight"])
     assert not [n for n in os.listdir(tmp_path) if ".staging-" in n or ".old-" in n]
 
 
@@ -210,3 +211,25 @@ def test_a_family_is_one_file():
                         if "mistral" in f.read().lower():
                             mentions.append(os.path.relpath(path, REPO_ROOT))
     assert mentions == []
+
+
+def test_a_tied_t5_head_exports_as_an_untied_copy(tmp_path):
+    """Our tied T5 head has no HF flag (HF's tied T5 head scales the decoder output), but an untied HF head
+    holding the embedding computes the same: allowed, and logits equal."""
+    from tencentpretrain.models.model import build_model
+
+    config = load_model_config(os.path.join(REPO_ROOT, "models", "t5", "small_config.json")).replace(
+        emb_size=32, hidden_size=32, feedforward_size=64, heads_num=4, layers_num=2, decoder_layers_num=2,
+        dropout=0.0, vocab_size=VOCAB)
+    assert config.tie_weights and config.layernorm == "t5"
+    torch.manual_seed(0)
+    model = build_model(config).eval()
+    save_file(model.state_dict(), str(tmp_path / "t5.bin"))
+    convert_tencentpretrain_to_hf(str(tmp_path / "t5.bin"), str(tmp_path / "hf"), config, HfExportOptions(family="t5"))
+    hf = transformers.T5ForConditionalGeneration.from_pretrained(tmp_path / "hf").eval()
+    src, tgt = torch.randint(2, VOCAB, (1, 7)), torch.randint(2, VOCAB, (1, 5))
+    seg = torch.ones_like(src)
+    with torch.no_grad():
+        theirs = hf(input_ids=src, decoder_input_ids=tgt).logits
+        ours = model.target.logits(model.decode(model.hidden_states(src, seg), seg, tgt))
+    torch.testing.assert_close(ours, theirs, atol=3e-5, rtol=1e-4)

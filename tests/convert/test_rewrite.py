@@ -15,7 +15,7 @@ from tencentpretrain.checkpoint import load_state_dict, save_file
 from tencentpretrain.config import save_model_config
 from tencentpretrain.convert.loading import load_model
 from tencentpretrain.convert.rewrite import merge_lora_checkpoint
-from tencentpretrain.errors import CheckpointError
+from tencentpretrain.errors import CheckpointError, ConfigError
 from tencentpretrain.transforms.lora import LoraConfig, apply_lora, lora_state_dict
 from tests.convert.common import assert_same_state, save_tiny
 
@@ -87,3 +87,18 @@ def test_lora_alpha_from_config_and_bad_files(tmp_path):
         merge_lora_checkpoint(path, str(tmp_path / "bad.bin"), str(tmp_path / "m2.bin"), alpha=16)
     with pytest.raises(CheckpointError, match="not a LoRA file"):
         merge_lora_checkpoint(path, path, str(tmp_path / "m3.bin"), alpha=16)
+
+
+def test_blocks_replace_an_older_blocks_directory_whole(tmp_path, capsys):
+    """Smaller blocks into the directory of bigger ones: no block of the older layout may remain."""
+    model, path, _ = save_tiny(str(tmp_path))
+    out = str(tmp_path / "blocks")
+    assert blocks_script.main(["--input_model_path", path, "--output_model_path", out, "--dtype", "keep"]) == 0
+    open(os.path.join(out, "tencentpretrain_model-99.bin"), "wb").close()  # a leftover of an older run
+    argv = ["--input_model_path", path, "--output_model_path", out, "--block_size", "0.0001", "--dtype", "keep"]
+    with pytest.raises(ConfigError, match="pass --overwrite"):
+        blocks_script.main(argv)
+    assert blocks_script.main([*argv, "--overwrite"]) == 0
+    index = json.load(open(os.path.join(out, "tencentpretrain_model.bin.index.json")))
+    assert sorted(os.listdir(out)) == sorted([*set(index["weight_map"].values()), "tencentpretrain_model.bin.index.json"])
+    assert_same_state(model.state_dict(), load_state_dict(out))
