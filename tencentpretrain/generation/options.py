@@ -13,7 +13,7 @@ import logging
 
 import torch
 
-from tencentpretrain.config import ModelConfig, add_model_args, model_config_from_args, parse_args_with_config
+from tencentpretrain.config import add_model_args, model_config_from_args, parse_args_with_config
 from tencentpretrain.errors import ConfigError
 from tencentpretrain.generation.engine import GenerationConfig
 from tencentpretrain.generation.sampling import SamplingParams
