@@ -189,3 +189,30 @@ def test_pretrain_reports_a_config_error_in_one_line(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("pretrain.py: error: command-line flags (overriding "), lines
     assert "Traceback" not in proc.stderr and not os.listdir(tmp_path)
+
+
+# ---------------------------------------------------------------------- every entry point uses the harness
+def _python_files(*folders: str) -> list[str]:
+    files = []
+    for folder in folders:
+        for base, dirs, names in os.walk(os.path.join(ROOT, folder)):
+            dirs[:] = [d for d in dirs if not d.startswith((".", "__"))]
+            files += [os.path.join(base, n) for n in names if n.endswith(".py")]
+    return sorted(files)
+
+
+def test_logging_is_configured_only_by_the_harness():
+    files = _python_files("tencentpretrain", "scripts", "inference", "benchmarks")
+    files += [os.path.join(ROOT, "preprocess.py"), os.path.join(ROOT, "pretrain.py")]
+    offenders = [os.path.relpath(p, ROOT) for p in files if "logging.basicConfig(" in open(p, encoding="utf-8").read()]
+    assert offenders == [], "use tencentpretrain.cli.run / configure_logging"
+
+
+def test_every_entry_point_ends_with_run():
+    from tests.test_cli_flags import entry_points
+
+    for entry_point in entry_points():
+        path = os.path.join(ROOT, entry_point if entry_point.endswith(".py") else
+                            entry_point.replace(".", os.sep) + ".py")
+        tail = open(path, encoding="utf-8").read().rsplit('if __name__ == "__main__":', 1)[-1]
+        assert tail.strip().startswith(("run(", "cli.run(")), f"{entry_point}: end with run(main)"

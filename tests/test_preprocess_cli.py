@@ -34,6 +34,7 @@ def test_flag_surface_is_frozen():
         "--dup_factor", "--short_seq_prob", "--dynamic_masking", "--whole_word_masking", "--tgt_seq_length",
         "--image_height", "--image_width", "--channels_num",
         "--span_masking", "--span_geo_prob", "--span_max_length",
+        "--docs_buffer_size",  # the original's; no effect here
     }
 
 

@@ -91,7 +91,8 @@ def model_spec_from_inference_args(args: argparse.Namespace) -> ModelSpec:
     the quantization)."""
     return ModelSpec(
         load_model_path=args.load_model_path, config_path=args.config_path, spm_model_path=args.spm_model_path,
-        tokenizer=args.tokenizer, vocab_path=args.vocab_path, lora_path=args.lora_path, dtype="fp16" if args.fp16 else "bf16" if args.bf16 else "fp32",
+        tokenizer=args.tokenizer, vocab_path=args.vocab_path, lora_path=args.lora_path,
+        dtype="fp16" if args.fp16 else "bf16" if args.bf16 else "fp32",
         device=args.device, quantization="int8" if args.use_int8 else "int4" if args.use_int4 else None,
         int4_group_size=args.int4_group_size,
     )
