@@ -49,7 +49,7 @@ CHAT_PAGE = """<!doctype html>
   <label>temperature <input id="temperature" type="number" step="0.05" min="0" value="0.85"></label>
   <label>top_p <input id="top_p" type="number" step="0.05" min="0.01" max="1" value="1"></label>
   <label>top_k <input id="top_k" type="number" step="1" min="0" value="10"></label>
-  <label>max_tokens <input id="max_tokens" type="number" step="1" min="1" value="256"></label>
+  <label>max_tokens <input id="max_tokens" type="number" step="1" min="1" placeholder="what fits" style="width: 6rem"></label>
   <label>API key <input id="key" type="password" style="width: 9rem"></label>
 </div>
 <script>
@@ -93,8 +93,9 @@ async function send(text) {
   const headers = {"Content-Type": "application/json"};
   const key = document.getElementById("key").value; if (key) headers["Authorization"] = "Bearer " + key;
   const body = {messages: messages.concat([{role: "user", content: text}]), stream: true,
-                temperature: num("temperature"), top_p: num("top_p"), top_k: num("top_k"),
-                max_tokens: num("max_tokens")};
+                temperature: num("temperature"), top_p: num("top_p"), top_k: num("top_k")};
+  // Left empty, max_tokens is not sent: the server then gives what fits in the context after the prompt.
+  if (document.getElementById("max_tokens").value !== "") body.max_tokens = num("max_tokens");
   try {
     const resp = await fetch("/v1/chat/completions", {method: "POST", headers, body: JSON.stringify(body),
                                                       signal: exchange.controller.signal});

@@ -278,3 +278,23 @@ def test_the_api_key_field(driver, tokenizer, good):
         page.wait_idle()
         assert page.bubbles()[2:] == [["msg user", "你好"], ["msg assistant", "好" * 3]]
         assert page.history() == [{"role": "user", "content": "你好"}, {"role": "assistant", "content": "好" * 3}]
+
+
+def test_max_tokens_left_empty_gets_what_fits(driver, tokenizer, good):
+    """The page sends no max_tokens unless one is typed, so a small context still answers (it used to send 256
+    and get a 400 from a server started with --seq_length 256)."""
+    context = 48  # less than the server's default of 256 new tokens, as with --seq_length 256
+    with running(make_app(_repeating_model(tokenizer, good).setup(good, 0.0), tokenizer, context_length=context,
+                          default_max_tokens=256)) as small:
+        page = Page(driver, small)
+        assert page.element("max_tokens").get_attribute("value") == ""
+        page.set_field("temperature", 0)
+        page.element("input").send_keys("你好")
+        page.element("send").click()
+        page.wait_idle()
+        (_, question), (kind, answer) = page.bubbles()
+        usage = httpx.post(small + "/v1/chat/completions", json={
+            "messages": [{"role": "user", "content": "你好"}], "max_tokens": 1}).json()["usage"]
+        assert question == "你好" and kind == "msg assistant"
+        assert answer == "好" * (context - usage["prompt_tokens"])  # all the context leaves, no error
+        assert page.history()[-1] == {"role": "assistant", "content": answer}
