@@ -84,12 +84,14 @@ def _make_templates() -> dict[str, Template]:
             name="plain",
             description="ChatLLaMA/TencentPretrain: instruction + input + output concatenated, no separator",
             user="{content}",
-            instruction_join="",
+            assistant=" {content}",  # the space is the answer's own "▁" (see encode_segments): same ids, and
+            instruction_join="",     # the rendered text tokenizes whole (llama.cpp, HF) to what was trained on
         ),
         Template(
             name="alpaca",
             description='Stanford Alpaca: "### Instruction:" / "### Input:" / "### Response:"',
             user="### Instruction:\n{content}\n\n### Response:\n",
+            assistant=" {content}",  # as in plain
             system="{content}\n\n",
             separator="\n\n",
             default_system=alpaca_system,

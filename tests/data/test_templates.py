@@ -67,7 +67,7 @@ def test_chat_texts():
 def test_segment_targets_are_assistant_content_and_eos():
     segments = render_instruction(get_template("plain"), "问：", "天空是什么颜色？", "蓝色。")
     assert [(s.text, s.target, s.special) for s in segments] == [
-        ("", False, "bos"), ("问：天空是什么颜色？", False, None), ("蓝色。", True, None), ("", True, "eos"),
+        ("", False, "bos"), ("问：天空是什么颜色？", False, None), (" 蓝色。", True, None), ("", True, "eos"),
     ]
 
 
