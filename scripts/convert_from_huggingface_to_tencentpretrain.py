@@ -5,9 +5,9 @@ comes from config.json's model_type) into a TencentPretrain checkpoint, shard by
         --output_model_path models/bert-base.bin
 """
 
-import sys
 from collections.abc import Sequence
 
+from tencentpretrain.cli import run
 from tencentpretrain.convert.hf_scripts import hf_to_tencentpretrain_main
 
 
@@ -16,4 +16,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

@@ -5,9 +5,9 @@ registered family, tencentpretrain/convert/families/).
         --input_model_path models/bert-base.bin --output_model_path models/bert-base-hf/
 """
 
-import sys
 from collections.abc import Sequence
 
+from tencentpretrain.cli import run
 from tencentpretrain.convert.hf_scripts import tencentpretrain_to_hf_main
 
 
@@ -16,4 +16,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)
