@@ -14,6 +14,7 @@ temporary directory is removed and an existing dataset at ``dataset_path`` is le
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import logging
 import multiprocessing
@@ -43,6 +44,7 @@ from tencentpretrain.data.dataset import (
     write_manifest,
 )
 from tencentpretrain.data.processors.base import BadLine, Instance, Processor, SkipSample
+from tencentpretrain.checkpoint import process_alive
 from tencentpretrain.errors import DataError
 from tencentpretrain.registry import DATA_PROCESSORS
 from tencentpretrain.tokenizers.base import Tokenizer, TokenizerConfig, build_tokenizer
@@ -102,7 +104,7 @@ def build_dataset(
     tokenizer = _build_tokenizer(config, tokenizer_config)
     processor = DATA_PROCESSORS.get(config.data_processor)(tokenizer, config)  # validates options early
     destination = Path(config.dataset_path)
-    _check_destination(destination)
+    check_destination(destination)  # before any work
     with staged_directory(destination) as work:
         (work / "shards").mkdir()
         tasks = split_ranges(corpus_bytes, chunk_bytes or default_chunk_bytes(corpus_bytes, config.processes_num))
@@ -117,8 +119,13 @@ def build_dataset(
 @contextlib.contextmanager
 def staged_directory(destination: Path) -> Iterator[Path]:
     """A fresh directory beside ``destination`` to write into; it replaces ``destination`` when the block ends
-    without an error and is removed otherwise, so no partial dataset is ever left behind."""
+    without an error and is removed otherwise, so no partial dataset is ever left behind.
+
+    ``destination`` must be absent, empty or a dataset directory (``check_destination``); staging directories
+    that a killed run left beside it are removed first."""
+    check_destination(destination)
     destination.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_staging(destination)
     work = destination.with_name(f"{destination.name}.tmp-{os.getpid()}")
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir()
@@ -128,6 +135,21 @@ def staged_directory(destination: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
+
+
+def remove_stale_staging(destination: Path) -> list[Path]:
+    """Remove ``<name>.tmp-<pid>`` / ``<name>.old-<pid>`` directories beside ``destination`` whose process is
+    gone (a preprocess.py killed with SIGKILL cannot clean up). Returns what was removed."""
+    removed = []
+    for path in destination.parent.glob(f"{glob.escape(destination.name)}.*-*"):
+        kind, _, pid = path.name[len(destination.name) + 1:].partition("-")
+        if kind in ("tmp", "old") and pid.isdigit() and not process_alive(int(pid)) and path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    if removed:
+        logger.info("removed %d directories left by an interrupted run: %s", len(removed),
+                    ", ".join(map(str, removed)))
+    return removed
 
 
 def _build_tokenizer(config: DataConfig, tokenizer_config: TokenizerConfig) -> Tokenizer | None:
@@ -166,13 +188,22 @@ def _check_corpus(path: str) -> int:
     return size
 
 
-def _check_destination(destination: Path) -> None:
-    """Refuse to replace a directory that is not a dataset (a dataset or a plain file is replaced)."""
-    if destination.is_dir() and not (destination / MANIFEST_FILE).is_file() and any(destination.iterdir()):
-        raise DataError(
-            f"{destination}: exists and is not a dataset directory; refusing to overwrite it (choose another "
-            "--dataset_path)"
-        )
+def check_destination(destination: Path) -> None:
+    """Refuse a ``--dataset_path`` that is anything but absent, an empty directory or a dataset directory: a
+    regular file (the corpus itself, an original TencentPretrain dataset.pt, ...) or a foreign directory is never
+    replaced."""
+    if not destination.exists() and not destination.is_symlink():
+        return
+    if destination.is_dir():
+        if (destination / MANIFEST_FILE).is_file() or not any(destination.iterdir()):
+            return
+        what = "is a directory but not a dataset directory (no manifest.json)"
+    elif destination.is_file():
+        what = ("is a file, not a dataset directory (an original TencentPretrain dataset.pt? convert it with "
+                "scripts/convert_original_dataset.py)")
+    else:
+        what = "exists and is not a dataset directory"
+    raise DataError(f"{destination}: {what}; refusing to overwrite it: choose another --dataset_path")
 
 
 # ---------------------------------------------------------------------------------------------- workers
@@ -546,7 +577,7 @@ def _manifest(
 
 
 def _install(work: Path, destination: Path) -> None:
-    """Move the finished dataset into place, replacing a previous dataset or file at ``destination``."""
+    """Move the finished dataset into place, replacing a previous dataset (or a symbolic link) at ``destination``."""
     if destination.is_dir() and not destination.is_symlink():
         old = destination.with_name(f"{destination.name}.old-{os.getpid()}")
         os.rename(destination, old)
