@@ -45,7 +45,8 @@ SAFETENSORS_SUFFIX = ".safetensors"
 CHECKSUM_SUFFIX = ".sha256"
 _LIST_LIMIT = 20  # how many keys an error lists before "... and N more"
 _HASH_BLOCK = 16 * 1024 * 1024
-_TMP_PID = re.compile(r"\.tmp-(\d+)$")  # atomic_path's temporaries end with the writer's process id
+# temporaries end with the writer's process id (then, for a converter's shards, the weight-file suffix)
+_TMP_PID = re.compile(r"\.tmp-(\d+)(\.bin|\.safetensors)?$")
 
 StateDict = dict[str, torch.Tensor]
 
@@ -84,8 +85,9 @@ def _read_index_json(index_path: str) -> dict[str, Any]:
 
 
 def recorded_checksums(path: str) -> dict[str, str]:
-    """file -> SHA-256 recorded when the checkpoint at ``path`` was saved (the index's ``metadata.sha256`` of a
-    sharded directory, else each file's ``.sha256`` sidecar); files without one are left out."""
+    """file -> SHA-256 recorded when the checkpoint at ``path`` was saved: each file's ``.sha256`` sidecar (written
+    with the file, so it wins), else the index's ``metadata.sha256`` of a sharded directory; files without one are
+    left out."""
     checksums = {}
     if os.path.isdir(path):
         index = find_index_file(path)
@@ -93,7 +95,7 @@ def recorded_checksums(path: str) -> dict[str, str]:
             recorded = _read_index_json(index).get("metadata", {}).get("sha256", {})
             checksums = {os.path.join(path, name): digest for name, digest in recorded.items()}
     for file in checkpoint_files(path):
-        if file not in checksums and (digest := read_checksum_file(file)) is not None:
+        if (digest := read_checksum_file(file)) is not None:
             checksums[file] = digest
     return checksums
 
@@ -125,15 +127,27 @@ def torch_load_restricted(path: str, *, mmap: bool = True, allowed_globals: Sequ
                     raise
                 return torch.load(path, map_location="cpu", weights_only=True)  # a pre-zip (legacy) torch file
     except pickle.UnpicklingError as e:
+        if _refused_global(e) is None:
+            raise CheckpointError(f"{path}: cannot read checkpoint (corrupted, or not a torch file: "
+                                  f"{_first_line(e)})") from None
         raise CheckpointError(f"{path}: refused to load: {refusal_reason(e)}") from None
+
+
+def _first_line(error: Exception) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0][:200] if lines else type(error).__name__
+
+
+def _refused_global(error: Exception) -> str | None:
+    """The class or function that torch's weights-only unpickler refused, if that is what the error is about."""
+    match = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+    return match.group(1) if match else None
 
 
 def refusal_reason(error: Exception) -> str:
     """A one-line reason from torch's (long) weights-only unpickling error."""
-    text = str(error)
-    match = re.search(r"(Unsupported global: GLOBAL [^\s]+|Unsupported operand [^\s]+|[^\n.]*not an allowed global[^\n]*)",
-                      text)
-    detail = match.group(1) if match else text.strip().splitlines()[0][:200]
+    refused = _refused_global(error)
+    detail = f"it refers to {refused}" if refused else _first_line(error)
     return (f"it holds Python objects other than tensors and plain data ({detail}), and unpickling them could run "
             "code. Checkpoints written by TencentPretrain never do; do not load this file unless you can rebuild "
             "it from a trusted source")
@@ -444,7 +458,8 @@ def _write_failure(error: Exception, tmp: str) -> str:
     except OSError:
         return text
     written = os.path.getsize(tmp) if os.path.exists(tmp) else 0
-    if "unexpected pos" in str(error) or isinstance(error, OSError) or free < 64 * 1024**2:
+    io_failure = any(sign in str(error) for sign in ("unexpected pos", "I/O error", "os error", "write"))
+    if io_failure or isinstance(error, OSError) or free < 64 * 1024**2:
         text += (f"; {written} bytes were written before it failed and {free} bytes are free on "
                  f"{os.path.dirname(tmp)}: is the disk full (or a file-size limit reached)?")
     return text

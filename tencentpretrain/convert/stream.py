@@ -23,11 +23,15 @@ import torch
 from tencentpretrain.checkpoint import (
     SAFETENSORS_SUFFIX,
     atomic_path,
+    check_finite,
     checkpoint_files,
     find_index_file,
     load_file,
     read_index,
+    recorded_checksums,
+    remove_stale_temporaries,
     save_file,
+    verify_checksum,
 )
 from tencentpretrain.config import ModelConfig
 from tencentpretrain.errors import CheckpointError, ConfigError
@@ -109,9 +113,12 @@ def _file_keys(file: str) -> list[str]:
     if file.endswith(SAFETENSORS_SUFFIX):
         from safetensors import safe_open
 
-        with safe_open(file, framework="pt") as f:
-            return list(f.keys())
-    return list(load_file(file, mmap=True))  # memory-mapped: only the pickle is read
+        try:
+            with safe_open(file, framework="pt") as f:
+                return list(f.keys())
+        except Exception as e:  # SafetensorError derives from Exception only
+            raise CheckpointError(f"{file}: cannot read safetensors file ({type(e).__name__}: {e})") from None
+    return list(load_file(file, mmap=True, verify=False))  # memory-mapped: only the pickle is read
 
 
 def iter_tensors(path: str) -> Iterator[tuple[str, str, torch.Tensor]]:
@@ -120,25 +127,34 @@ def iter_tensors(path: str) -> Iterator[tuple[str, str, torch.Tensor]]:
     A safetensors file is read one tensor at a time; a ``.bin`` shard is memory-mapped and released before the
     next shard is opened (or, when the caller keeps its tensors, stays mapped: file pages, not a copy).
     """
+    checksums = recorded_checksums(path)
     for file in checkpoint_files(path):
         if file.endswith(SAFETENSORS_SUFFIX):
-            yield from _iter_safetensors(file)
+            if file in checksums:
+                verify_checksum(file, checksums[file])
+            yield from _iter_safetensors(file, check=file not in checksums)
         else:
-            shard = load_file(file, mmap=True)
+            shard = load_file(file, mmap=True, expected_sha256=checksums.get(file))
             for key in list(shard):
                 yield file, key, shard.pop(key)
             del shard
 
 
-def _iter_safetensors(file: str) -> Iterator[tuple[str, str, torch.Tensor]]:
+def _iter_safetensors(file: str, *, check: bool) -> Iterator[tuple[str, str, torch.Tensor]]:
+    """One tensor at a time; ``check``: a file without a checksum is scanned for non-finite values."""
     from safetensors import safe_open
 
     try:
         with safe_open(file, framework="pt") as f:
             for key in f.keys():
-                yield file, key, f.get_tensor(key)
-    except (OSError, RuntimeError) as e:
-        raise CheckpointError(f"{file}: cannot read safetensors file ({e})") from None
+                tensor = f.get_tensor(key)
+                if check:
+                    check_finite({key: tensor}, source=file)
+                yield file, key, tensor
+    except CheckpointError:
+        raise
+    except Exception as e:  # SafetensorError derives from Exception only
+        raise CheckpointError(f"{file}: cannot read safetensors file ({type(e).__name__}: {e})") from None
 
 
 # ---------------------------------------------------------------------------------------------- writing
@@ -181,11 +197,12 @@ class StateWriter:
         self.index_metadata = index_metadata or {}
         self._pending: dict[str, torch.Tensor] = {}
         self._pending_bytes = 0
-        self._written: list[tuple[str, list[str]]] = []  # (temporary file, keys)
+        self._written: list[tuple[str, list[str], str]] = []  # (temporary file, keys, sha256)
         self.total_bytes = 0
         self.keys: list[str] = []
         if sharded:
             os.makedirs(path, exist_ok=True)
+            remove_stale_temporaries(path, ".part-")  # shards of a killed conversion into the same directory
 
     def add(self, key: str, tensor: torch.Tensor) -> None:
         if key in self._pending or key in self.keys:
@@ -200,9 +217,9 @@ class StateWriter:
 
     def _flush(self) -> None:
         suffix = SAFETENSORS_SUFFIX if self.layout.shard_pattern.endswith(SAFETENSORS_SUFFIX) else ".bin"
-        tmp = os.path.join(self.path, f".part-{len(self._written):05d}{suffix}")
-        save_file(self._pending, tmp)
-        self._written.append((tmp, list(self._pending)))
+        tmp = os.path.join(self.path, f".part-{len(self._written):05d}.tmp-{os.getpid()}{suffix}")
+        digest = save_file(self._pending, tmp, sidecar=False)
+        self._written.append((tmp, list(self._pending), digest))
         self._pending, self._pending_bytes = {}, 0
 
     def close(self) -> list[str]:
@@ -218,13 +235,15 @@ class StateWriter:
         return self._finish_shards()
 
     def _finish_shards(self) -> list[str]:
-        count, weight_map, names = len(self._written), {}, []
-        for i, (tmp, keys) in enumerate(self._written):
+        count, weight_map, names, checksums = len(self._written), {}, [], {}
+        for i, (tmp, keys, digest) in enumerate(self._written):
             name = self.layout.name(i, count)
             os.replace(tmp, os.path.join(self.path, name))
             weight_map.update({key: name for key in keys})
             names.append(name)
-        index = {"metadata": {"total_size": self.total_bytes, **self.index_metadata}, "weight_map": weight_map}
+            checksums[name] = digest
+        metadata = {"total_size": self.total_bytes, **self.index_metadata, "sha256": checksums}
+        index = {"metadata": metadata, "weight_map": weight_map}
         write_json(index, os.path.join(self.path, self.layout.index_name))
         return [os.path.join(self.path, n) for n in names]
 

@@ -240,6 +240,11 @@ class RunConfig:
     lora: LoraOptions
     log: LogOptions
 
+    def __post_init__(self) -> None:
+        if self.train.skip_nonfinite_steps and self.deepspeed.deepspeed:
+            raise ConfigError("--skip_nonfinite_steps is not supported under DeepSpeed (its fp16 loss scaler skips "
+                              "overflowing steps itself); leave it at 0 to stop at the first non-finite step")
+
 
 SECTIONS: dict[str, type] = {
     "train": TrainConfig, "optim": OptimConfig, "data": DataOptions, "dist": DistOptions,

@@ -109,9 +109,6 @@ def _build_deepspeed_engine(run: RunConfig, env: DistEnv, vocab: Vocabulary) -> 
     deepspeed = glue.import_deepspeed()
     cfg = glue.to_deepspeed_dict(run, glue.read_deepspeed_json(run.deepspeed.deepspeed_config), env)
     model = build_run_model(run, vocab.size, env, cfg)
-    if run.train.skip_nonfinite_steps:
-        raise ConfigError("--skip_nonfinite_steps is not supported under DeepSpeed (its fp16 loss scaler skips "
-                          "overflowing steps itself); leave it at 0 to stop at the first non-finite step")
     if run.train.train_only == "new_rows":
         # DeepSpeed keeps the fp32 master weights in its optimizer, where the old rows cannot be written back.
         raise ConfigError("--train_only new_rows is not supported under DeepSpeed; use --train_only embeddings")
