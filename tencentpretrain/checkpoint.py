@@ -134,13 +134,15 @@ def torch_load_restricted(path: str, *, mmap: bool = True, allowed_globals: Sequ
 
 
 def _first_line(error: Exception) -> str:
-    lines = str(error).strip().splitlines()
-    return lines[0][:200] if lines else type(error).__name__
+    """The informative line of an error (torch's weights-only errors bury it under a generic preamble)."""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    specific = [line for line in lines if line.lower().startswith(("unsupported", "trying to load"))]
+    return (specific or lines or [type(error).__name__])[0][:200]
 
 
 def _refused_global(error: Exception) -> str | None:
     """The class or function that torch's weights-only unpickler refused, if that is what the error is about."""
-    match = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+    match = re.search(r"\bGLOBAL ([\w.]+)", str(error))  # "Unsupported global: GLOBAL x.y", "unsupported GLOBAL x.y"
     return match.group(1) if match else None
 
 

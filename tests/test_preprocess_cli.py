@@ -54,3 +54,13 @@ def test_user_errors_exit_2_without_traceback(tmp_path, capsys):
     assert "error: " in err and "missing.txt: corpus file not found" in err and "Traceback" not in err
     with pytest.raises(SystemExit):
         _preprocess().main(["--corpus_path", "x", "--data_processor", "bert"])  # not a registered processor
+
+
+def test_dataset_path_naming_the_corpus_is_refused(tmp_path, capsys):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("你好\n再见\n", encoding="utf-8")
+    with pytest.raises(SystemExit) as exit_info:
+        _preprocess().main(["--corpus_path", str(corpus), "--spm_model_path", SPM, "--dataset_path", str(corpus)])
+    assert exit_info.value.code == 2
+    assert "is a file, not a dataset directory" in capsys.readouterr().err
+    assert corpus.read_text(encoding="utf-8") == "你好\n再见\n"

@@ -67,7 +67,7 @@ def evil(request, tmp_path):
         else:
             payload["evil"] = RunsPython(marker)
             with open(path, "wb") as f:
-                pickle.dump(payload, f)
+                pickle.dump(payload, f, protocol=2)  # torch's own protocol: the unpickler gets to the global
         return path
 
     yield write, marker
@@ -358,3 +358,31 @@ def test_saving_removes_dead_temporaries_of_the_same_file(tmp_path):
         open(p, "wb").close()
     save_file({"w": torch.ones(2)}, path)
     assert not os.path.exists(stale) and os.path.exists(other)
+
+
+@pytest.mark.slow
+def test_deepspeed_resume_refuses_a_malicious_engine_file(tiny_dataset, tmp_path):
+    """DeepSpeed's engine.load_checkpoint would unpickle anything: every file is checked before it runs."""
+    pytest.importorskip("deepspeed")
+    from tencentpretrain.training.parallel import free_port
+    from tests.helpers import REPO_ROOT
+    from tests.training.test_distributed import launch
+
+    out = str(tmp_path / "out.bin")
+    extra = ("--batch_size", "2", "--deepspeed", "--deepspeed_config",
+             os.path.join(REPO_ROOT, "models", "deepspeed_cpu_config.json"))
+    launch(str(tmp_path / "w"), train_args(tiny_dataset, out, *extra, steps=2, save=2))
+    engine_dir = os.path.join(ckpt.state_dir(f"{out}-2"), "deepspeed", "engine")
+    target = sorted(f for f in os.listdir(engine_dir) if f.endswith("optim_states.pt"))[-1]
+    marker = str(tmp_path / "PWNED")
+    torch.save({"optimizer_state_dict": RunsShell(marker)}, os.path.join(engine_dir, target))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
+           "-m", "tests.training.dist_worker", str(tmp_path / "w2"),
+           *train_args(tiny_dataset, out, *extra, "--resume_from_checkpoint", "auto", steps=4, save=2),
+           "--world_size", "2"]
+    os.makedirs(tmp_path / "w2")
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, check=False,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode != 0
+    assert f"{target}: {REFUSED}" in proc.stderr, proc.stderr[-6000:]
+    assert not os.path.exists(marker)
