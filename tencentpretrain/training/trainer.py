@@ -80,9 +80,11 @@ class NonFiniteWatch:
         self.values = torch.zeros(2, device=device, dtype=torch.float32)  # its (loss, grad norm)
 
     def record(self, step: int, loss: torch.Tensor, norm: torch.Tensor, bad: torch.Tensor) -> None:
-        first = bad & (self.step < 0)
+        device = self.step.device  # DeepSpeed reports the norm on the CPU
+        first = bad.to(device) & (self.step < 0)
         self.step = torch.where(first, torch.full_like(self.step, step), self.step)
-        self.values = torch.where(first, torch.stack([loss.float(), norm.float()]), self.values)
+        values = torch.stack([loss.detach().float().to(device), norm.detach().float().to(device)])
+        self.values = torch.where(first, values, self.values)
 
 
 # ---------------------------------------------------------------------- assembly
@@ -318,7 +320,8 @@ class Loop:
         last = ckpt.latest_checkpoint(self.cfg.output_model_path)
         where = f"step {step}" if step is not None else "the weights to be saved"
         stopped = f"training stopped {how}".rstrip()
-        return (f"{where}: {values} (NaN or infinite); {stopped}, nothing saved after it. {'The last good checkpoint is ' + last if last else 'No checkpoint was saved'}. "
+        previous = f"The last good checkpoint is {last}" if last else "No checkpoint was saved"
+        return (f"{where}: {values} (NaN or infinite); {stopped}, nothing saved after it. {previous}. "
                 "Lower --learning_rate or raise --warmup (or use --precision bf16 instead of fp16); "
                 "--skip_nonfinite_steps N skips up to N such steps instead of stopping.")
 

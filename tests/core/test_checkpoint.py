@@ -221,7 +221,8 @@ def test_foreign_file_with_non_finite_values_names_the_tensor(tmp_path):
     torch.save(state, path)  # no checksum: a file from elsewhere
     assert load_state_dict(path).keys() == state.keys()
     _overwrite_middle(path, b"\xff" * 16 * 1024)  # 0xffffffff is a NaN in float32
-    with pytest.raises(CheckpointError, match=r"foreign.bin: tensor encoder\.\S+ has \d+ non-finite \(NaN or infinite\) values"):
+    bad_tensor = r"foreign.bin: tensor encoder\.\S+ has \d+ non-finite \(NaN or infinite\) values"
+    with pytest.raises(CheckpointError, match=bad_tensor):
         load_state_dict(path)
 
 

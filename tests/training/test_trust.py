@@ -121,9 +121,9 @@ def test_original_dataset_importer_refuses_it(evil, tmp_path):
     from tests.training.conftest import SPM
 
     path = write(str(tmp_path / "dataset.pt"), {"src": [1, 2, 3]})
+    config = DataConfig(corpus_path=path, dataset_path=str(tmp_path / "new"), data_processor="lm")
     with pytest.raises(DataError):
-        import_original_dataset(path, DataConfig(corpus_path=path, dataset_path=str(tmp_path / "new"), data_processor="lm"),
-                                TokenizerConfig(spm_model_path=SPM))
+        import_original_dataset(path, config, TokenizerConfig(spm_model_path=SPM))
 
 
 def _fake_deepspeed_dir(root: str, write) -> str:
@@ -298,7 +298,8 @@ def test_a_skipped_step_changes_no_weight_and_no_optimizer_state():
     model = torch.nn.Linear(4, 3)
     config = OptimConfig(learning_rate=1e-2, warmup=0.0)
     optimizer = build_optimizer(model, config)
-    engine = LocalEngine(model, optimizer, build_scheduler(optimizer, config, 10), env=DistEnv(0, 0, 1, torch.device("cpu"), None),
+    one_cpu_process = DistEnv(0, 0, 1, torch.device("cpu"), None)
+    engine = LocalEngine(model, optimizer, build_scheduler(optimizer, config, 10), env=one_cpu_process,
                          precision="fp32", max_grad_norm=1.0, accumulation_steps=1)
     model(torch.ones(2, 4)).sum().backward()
     engine.step()
