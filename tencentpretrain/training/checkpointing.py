@@ -203,8 +203,14 @@ def read_trainer_state(weights_path: str) -> dict[str, Any]:
     path = os.path.join(state_dir(weights_path), STATE_FILE)
     with open(path, encoding="utf-8") as f:
         state = json.load(f)
-    if state.get("format") != STATE_FORMAT or state.get("version") != STATE_VERSION:
-        raise CheckpointError(f"{path}: not a version-{STATE_VERSION} training state")
+    if state.get("format") != STATE_FORMAT:
+        raise CheckpointError(f"{path}: not a training state of this project")
+    if state.get("version") != STATE_VERSION:
+        raise CheckpointError(
+            f"{path}: training state version {state.get('version')}, this version reads {STATE_VERSION} (version 1 "
+            "stored a pickled NumPy RNG state, which is no longer unpickled); the weights file "
+            f"{weights_path} still loads with --pretrained_model_path, without the optimizer state"
+        )
     return state
 
 

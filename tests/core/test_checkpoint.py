@@ -258,6 +258,7 @@ except CheckpointError as e:
 """
 
 
+@pytest.mark.slow  # a subprocess with a file-size limit
 @pytest.mark.parametrize("name", ["model.bin", "model.safetensors"])
 def test_a_failed_write_names_the_file_and_the_disk(tmp_path, name):
     import subprocess

@@ -195,9 +195,8 @@ def test_refuses_to_replace_a_file(build, tmp_path, corpus_writer, spm_path):
 
 def test_removes_staging_directories_a_killed_run_left(build, tmp_path):
     import subprocess
-    import sys
 
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc = subprocess.Popen(["true"])
     proc.wait()  # its pid is now free: the run that used it is gone
     stale = [tmp_path / f"ds.pt.tmp-{proc.pid}", tmp_path / f"ds.pt.old-{proc.pid}"]
     live = tmp_path / f"ds.pt.tmp-{os.getppid()}"  # a running process's staging directory is left alone

@@ -7,6 +7,7 @@ project must refuse them with a clear error and leave no marker.
 from __future__ import annotations
 
 import builtins
+import json
 import os
 import pickle
 import re
@@ -181,6 +182,17 @@ def _resume_copy(short_run: str, directory) -> str:
     return str(directory / "out.bin")
 
 
+def test_a_version_1_state_is_refused_with_a_way_out(short_run, tiny_dataset, tmp_path):
+    out = _resume_copy(short_run, tmp_path)
+    state_file = os.path.join(ckpt.state_dir(f"{out}-2"), ckpt.STATE_FILE)
+    with open(state_file) as f:
+        state = json.load(f)
+    with open(state_file, "w") as f:
+        json.dump({**state, "version": 1}, f)
+    with pytest.raises(CheckpointError, match=r"state version 1, this version reads 2.*--pretrained_model_path"):
+        main(train_args(tiny_dataset, out, "--resume_from_checkpoint", "auto", steps=4, save=2))
+
+
 def test_resume_state_holds_only_plain_data(short_run):
     state_dir = ckpt.state_dir(f"{short_run}-2")
     for name in ("rank_0.pt", "optimizer.pt"):
@@ -326,7 +338,7 @@ def test_skip_is_refused_under_deepspeed(tiny_dataset, tmp_path):
 
 # ---------------------------------------------------------------------- leftovers of a killed run
 def dead_pid() -> int:
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc = subprocess.Popen(["true"])
     proc.wait()
     return proc.pid
 
