@@ -69,3 +69,11 @@ def test_user_errors_exit_2_with_one_line(tmp_path):
     missing = tmp_path / "missing.txt"
     assert proc.stderr.splitlines() == [f"preprocess.py: error: {missing}: corpus file not found (--corpus_path)"]
     assert not (tmp_path / "dataset.pt").exists()
+
+
+def test_dataset_path_naming_the_corpus_is_refused(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("你好\n再见\n", encoding="utf-8")
+    with pytest.raises(TencentPretrainError, match="is a file, not a dataset directory"):
+        _preprocess().main(["--corpus_path", str(corpus), "--spm_model_path", SPM, "--dataset_path", str(corpus)])
+    assert corpus.read_text(encoding="utf-8") == "你好\n再见\n"

@@ -4,16 +4,26 @@ DeepSpeed writes ``DIR/latest`` (the tag) and ``DIR/<tag>/`` with ``mp_rank_00_m
 ``*_optim_states.pt`` per data-parallel rank holding that rank's fp32 partition. DeepSpeed's own
 ``zero_to_fp32`` utilities reassemble the fp32 weights; they are used here as a library, in lazy mode, so
 tensors are gathered one at a time while the output is written.
+
+DeepSpeed unpickles its files freely (``torch.load(weights_only=False)``), so a crafted checkpoint directory
+could run code. Here every file is first read with torch's restricted unpickler and an allow-list of the few
+classes DeepSpeed writes (``check_deepspeed_files``), and DeepSpeed's own reads happen inside
+``restricted_deepspeed_loading``, which makes them restricted too. The trainer's resume goes through the same two.
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import logging
 import os
+import pickle
+from collections.abc import Iterator
+from typing import Any
 
 import torch
 
-from tencentpretrain.checkpoint import is_directory_output
+from tencentpretrain.checkpoint import check_finite, is_directory_output, refusal_reason, torch_load_restricted
 from tencentpretrain.config import ModelConfig
 from tencentpretrain.convert.stream import TENCENTPRETRAIN_BLOCKS, StateWriter, cast, expected_shapes
 from tencentpretrain.convert.weight_map import check_complete
@@ -33,6 +43,57 @@ def _zero_to_fp32():
             "(or run the zero_to_fp32.py that DeepSpeed copied into the checkpoint directory)"
         ) from None
     return zero_to_fp32
+
+
+# The classes DeepSpeed pickles into its checkpoints besides tensors and plain data (ZeRO-1/2/3 optimizer states:
+# the loss scaler, the ZeRO stage enum, bf16/ZeRO-1/2 fragment addresses). Nothing else is ever unpickled.
+DEEPSPEED_CLASSES = (
+    ("deepspeed.runtime.fp16.loss_scaler", "LossScaler"),
+    ("deepspeed.runtime.fp16.loss_scaler", "DynamicLossScaler"),
+    ("deepspeed.runtime.zero.config", "ZeroStageEnum"),
+    ("deepspeed.utils.tensor_fragment", "fragment_address"),
+)
+_FORCE_WEIGHTS_ONLY = "TORCH_FORCE_WEIGHTS_ONLY_LOAD"
+_FORCE_NO_WEIGHTS_ONLY = "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"
+
+
+def deepspeed_safe_globals() -> list[Any]:
+    """The allowed DeepSpeed classes that this DeepSpeed version has."""
+    found = []
+    for module, name in DEEPSPEED_CLASSES:
+        try:
+            found.append(getattr(importlib.import_module(module), name))
+        except (ImportError, AttributeError):
+            continue
+    return found
+
+
+def check_deepspeed_files(checkpoint_dir: str, tag: str) -> None:
+    """Read every ``.pt`` file of ``checkpoint_dir/tag`` with the restricted unpickler (memory-mapped: only the
+    pickles are read); a file holding anything but tensors, plain data and DeepSpeed's allowed classes is a
+    CheckpointError naming it."""
+    allowed = deepspeed_safe_globals()
+    for root, _, files in os.walk(os.path.join(checkpoint_dir, tag)):
+        for name in sorted(files):
+            if name.endswith(".pt"):
+                torch_load_restricted(os.path.join(root, name), allowed_globals=allowed)
+
+
+@contextlib.contextmanager
+def restricted_deepspeed_loading() -> Iterator[None]:
+    """Inside the block every ``torch.load`` (DeepSpeed's, which ask for ``weights_only=False``, included) uses
+    torch's restricted unpickler with DeepSpeed's allowed classes: torch's TORCH_FORCE_WEIGHTS_ONLY_LOAD switch
+    overrides the caller's choice."""
+    saved = {name: os.environ.pop(name, None) for name in (_FORCE_WEIGHTS_ONLY, _FORCE_NO_WEIGHTS_ONLY)}
+    os.environ[_FORCE_WEIGHTS_ONLY] = "1"
+    try:
+        with torch.serialization.safe_globals(deepspeed_safe_globals()):
+            yield
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(f"a DeepSpeed checkpoint file was refused: {refusal_reason(e)}") from None
+    finally:
+        os.environ.pop(_FORCE_WEIGHTS_ONLY, None)
+        os.environ.update({name: value for name, value in saved.items() if value is not None})
 
 
 def resolve_tag(checkpoint_dir: str, tag: str | None) -> str:
@@ -67,16 +128,20 @@ def convert_deepspeed_to_tencentpretrain(
     """
     tag = resolve_tag(checkpoint_dir, tag)
     zero_to_fp32 = _zero_to_fp32()
-    lazy = zero_to_fp32.get_fp32_state_dict_from_zero_checkpoint(
-        checkpoint_dir, tag=tag, exclude_frozen_parameters=exclude_frozen_parameters, lazy_mode=True
-    )
-    lazy = _strip_wrapper_prefix(lazy)
-    if config is not None:
-        _check_keys(lazy, config, checkpoint_dir)
-    writer = StateWriter(output_path, sharded=is_directory_output(output_path), layout=TENCENTPRETRAIN_BLOCKS,
-                         max_shard_bytes=max_shard_bytes, key_order=list(lazy))
-    for key in list(lazy):
-        writer.add(key, cast(lazy.pop(key).contiguous(), dtype))  # gathers this one tensor
+    check_deepspeed_files(checkpoint_dir, tag)
+    with restricted_deepspeed_loading():
+        lazy = zero_to_fp32.get_fp32_state_dict_from_zero_checkpoint(
+            checkpoint_dir, tag=tag, exclude_frozen_parameters=exclude_frozen_parameters, lazy_mode=True
+        )
+        lazy = _strip_wrapper_prefix(lazy)
+        if config is not None:
+            _check_keys(lazy, config, checkpoint_dir)
+        writer = StateWriter(output_path, sharded=is_directory_output(output_path), layout=TENCENTPRETRAIN_BLOCKS,
+                             max_shard_bytes=max_shard_bytes, key_order=list(lazy))
+        for key in list(lazy):
+            tensor = lazy.pop(key).contiguous()  # gathers this one tensor
+            check_finite({key: tensor}, source=f"{checkpoint_dir} (tag {tag})")
+            writer.add(key, cast(tensor, dtype))
     files = writer.close()
     logger.info("%s (tag %s) -> %s: %d tensors", checkpoint_dir, tag, output_path, len(writer.keys))
     return files

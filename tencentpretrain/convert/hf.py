@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from tencentpretrain.atomic import write_json
+from tencentpretrain.atomic import staged_directory, write_json
 from tencentpretrain.checkpoint import config_path_beside, is_directory_output, iter_state_dict
 from tencentpretrain.config import ModelConfig, save_model_config
 from tencentpretrain.convert.families import family_of, get_family, read_hf_config
@@ -33,7 +33,6 @@ from tencentpretrain.convert.stream import (
     expected_shapes,
     iter_tensors,
     list_keys,
-    staged_directory,
 )
 from tencentpretrain.convert.weight_map import ImportPlan, check_complete
 from tencentpretrain.errors import CheckpointError, ConfigError

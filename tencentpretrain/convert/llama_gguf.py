@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from tencentpretrain.checkpoint import atomic_path
+from tencentpretrain.atomic import atomic_path
 from tencentpretrain.config import ModelConfig
 from tencentpretrain.convert.stream import expected_shapes, iter_tensors, list_keys
 from tencentpretrain.convert.weight_map import Rule, WeightMap, check_complete

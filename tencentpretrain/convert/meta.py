@@ -16,7 +16,7 @@ import shutil
 
 import torch
 
-from tencentpretrain.atomic import write_json
+from tencentpretrain.atomic import staged_directory, write_json
 from tencentpretrain.checkpoint import config_path_beside, is_directory_output, load_file, save_file
 from tencentpretrain.config import ModelConfig, save_model_config
 from tencentpretrain.convert.hf import embedding_rows
@@ -33,7 +33,6 @@ from tencentpretrain.convert.stream import (
     expected_shapes,
     iter_tensors,
     list_keys,
-    staged_directory,
     staged_output,
 )
 from tencentpretrain.convert.weight_map import check_complete

@@ -16,23 +16,24 @@ from __future__ import annotations
 import logging
 import os
 import re
-import shutil
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
 
-from tencentpretrain.atomic import write_json
+from tencentpretrain.atomic import remove_stale_temporaries, staged_directory, write_json
 from tencentpretrain.checkpoint import (
     SAFETENSORS_SUFFIX,
+    check_finite,
     checkpoint_files,
     find_index_file,
     is_directory_output,
     load_file,
     read_index,
+    recorded_checksums,
     save_file,
+    verify_checksum,
 )
 from tencentpretrain.config import ModelConfig
 from tencentpretrain.dtypes import parse_dtype  # noqa: F401  (re-exported: the converters' dtype vocabulary)
@@ -101,9 +102,12 @@ def _file_keys(file: str) -> list[str]:
     if file.endswith(SAFETENSORS_SUFFIX):
         from safetensors import safe_open
 
-        with safe_open(file, framework="pt") as f:
-            return list(f.keys())
-    return list(load_file(file, mmap=True))  # memory-mapped: only the pickle is read
+        try:
+            with safe_open(file, framework="pt") as f:
+                return list(f.keys())
+        except Exception as e:  # SafetensorError derives from Exception only
+            raise CheckpointError(f"{file}: cannot read safetensors file ({type(e).__name__}: {e})") from None
+    return list(load_file(file, mmap=True, verify=False))  # memory-mapped: only the pickle is read
 
 
 def iter_tensors(path: str) -> Iterator[tuple[str, str, torch.Tensor]]:
@@ -112,25 +116,34 @@ def iter_tensors(path: str) -> Iterator[tuple[str, str, torch.Tensor]]:
     A safetensors file is read one tensor at a time; a ``.bin`` shard is memory-mapped and released before the
     next shard is opened (or, when the caller keeps its tensors, stays mapped: file pages, not a copy).
     """
+    checksums = recorded_checksums(path)
     for file in checkpoint_files(path):
         if file.endswith(SAFETENSORS_SUFFIX):
-            yield from _iter_safetensors(file)
+            if file in checksums:
+                verify_checksum(file, checksums[file])
+            yield from _iter_safetensors(file, check=file not in checksums)
         else:
-            shard = load_file(file, mmap=True)
+            shard = load_file(file, mmap=True, expected_sha256=checksums.get(file))
             for key in list(shard):
                 yield file, key, shard.pop(key)
             del shard
 
 
-def _iter_safetensors(file: str) -> Iterator[tuple[str, str, torch.Tensor]]:
+def _iter_safetensors(file: str, *, check: bool) -> Iterator[tuple[str, str, torch.Tensor]]:
+    """One tensor at a time; ``check``: a file without a checksum is scanned for non-finite values."""
     from safetensors import safe_open
 
     try:
         with safe_open(file, framework="pt") as f:
             for key in f.keys():
-                yield file, key, f.get_tensor(key)
-    except (OSError, RuntimeError) as e:
-        raise CheckpointError(f"{file}: cannot read safetensors file ({e})") from None
+                tensor = f.get_tensor(key)
+                if check:
+                    check_finite({key: tensor}, source=file)
+                yield file, key, tensor
+    except CheckpointError:
+        raise
+    except Exception as e:  # SafetensorError derives from Exception only
+        raise CheckpointError(f"{file}: cannot read safetensors file ({type(e).__name__}: {e})") from None
 
 
 # ---------------------------------------------------------------------------------------------- writing
@@ -173,11 +186,12 @@ class StateWriter:
         self.index_metadata = index_metadata or {}
         self._pending: dict[str, torch.Tensor] = {}
         self._pending_bytes = 0
-        self._written: list[tuple[str, list[str]]] = []  # (temporary file, keys)
+        self._written: list[tuple[str, list[str], str]] = []  # (temporary file, keys, sha256)
         self.total_bytes = 0
         self.keys: list[str] = []
         if sharded:
             os.makedirs(path, exist_ok=True)
+            remove_stale_temporaries(path, ".part-")  # shards of a killed conversion into the same directory
 
     def add(self, key: str, tensor: torch.Tensor) -> None:
         if key in self._pending or key in self.keys:
@@ -192,9 +206,9 @@ class StateWriter:
 
     def _flush(self) -> None:
         suffix = SAFETENSORS_SUFFIX if self.layout.shard_pattern.endswith(SAFETENSORS_SUFFIX) else ".bin"
-        tmp = os.path.join(self.path, f".part-{len(self._written):05d}{suffix}")
-        save_file(self._pending, tmp)
-        self._written.append((tmp, list(self._pending)))
+        tmp = os.path.join(self.path, f".part-{len(self._written):05d}.tmp-{os.getpid()}{suffix}")
+        digest = save_file(self._pending, tmp, sidecar=False)
+        self._written.append((tmp, list(self._pending), digest))
         self._pending, self._pending_bytes = {}, 0
 
     def close(self) -> list[str]:
@@ -210,13 +224,15 @@ class StateWriter:
         return self._finish_shards()
 
     def _finish_shards(self) -> list[str]:
-        count, weight_map, names = len(self._written), {}, []
-        for i, (tmp, keys) in enumerate(self._written):
+        count, weight_map, names, checksums = len(self._written), {}, [], {}
+        for i, (tmp, keys, digest) in enumerate(self._written):
             name = self.layout.name(i, count)
             os.replace(tmp, os.path.join(self.path, name))
             weight_map.update({key: name for key in keys})
             names.append(name)
-        index = {"metadata": {"total_size": self.total_bytes, **self.index_metadata}, "weight_map": weight_map}
+            checksums[name] = digest
+        metadata = {"total_size": self.total_bytes, **self.index_metadata, "sha256": checksums}
+        index = {"metadata": metadata, "weight_map": weight_map}
         write_json(os.path.join(self.path, self.layout.index_name), index)
         return [os.path.join(self.path, n) for n in names]
 
@@ -226,37 +242,8 @@ class StateWriter:
 
 
 # ---------------------------------------------------------------------------------------------- directory outputs
-def check_output_free(path: str, *, overwrite: bool) -> None:
-    """Raise unless ``path`` is absent, an empty directory, or ``overwrite`` is set."""
-    if overwrite or not os.path.lexists(path) or (os.path.isdir(path) and not os.listdir(path)):
-        return
-    what = "directory" if os.path.isdir(path) else "file"
-    raise ConfigError(f"{path}: the output {what} exists and is not empty; pass --overwrite to replace it whole "
-                      "(everything in it is removed), or choose a new output path")
 
 
-@contextmanager
-def staged_directory(path: str, *, overwrite: bool = False) -> Iterator[str]:
-    """Yield a fresh staging directory beside ``path``; on success it replaces ``path`` whole, on failure it is
-    removed and ``path`` is untouched. A non-empty ``path`` is refused unless ``overwrite``."""
-    check_output_free(path, overwrite=overwrite)
-    path = os.path.abspath(path)
-    parent, name = os.path.dirname(path), os.path.basename(path)
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".{name}.staging-", dir=parent)
-    try:
-        yield staging
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    if os.path.lexists(path):
-        old = tempfile.mkdtemp(prefix=f".{name}.old-", dir=parent)
-        os.replace(path, os.path.join(old, name))  # moved aside first: the swap below is one rename
-        os.replace(staging, path)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(staging, path)
-    os.chmod(path, 0o777 & ~_umask())
 
 
 @contextmanager
@@ -269,8 +256,3 @@ def staged_output(path: str, *, overwrite: bool = False) -> Iterator[str]:
     with staged_directory(path, overwrite=overwrite) as staging:
         yield staging
 
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

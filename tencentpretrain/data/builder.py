@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from tqdm import tqdm
 
-from tencentpretrain import __version__
+from tencentpretrain import __version__, atomic
 from tencentpretrain.data.config import DataConfig
 from tencentpretrain.data.dataset import (
     FLAGS_FILE,
@@ -102,7 +102,7 @@ def build_dataset(
     tokenizer = _build_tokenizer(config, tokenizer_config)
     processor = DATA_PROCESSORS.get(config.data_processor)(tokenizer, config)  # validates options early
     destination = Path(config.dataset_path)
-    _check_destination(destination)
+    check_destination(destination)  # before any work
     with staged_directory(destination) as work:
         (work / "shards").mkdir()
         tasks = split_ranges(corpus_bytes, chunk_bytes or default_chunk_bytes(corpus_bytes, config.processes_num))
@@ -116,18 +116,12 @@ def build_dataset(
 
 @contextlib.contextmanager
 def staged_directory(destination: Path) -> Iterator[Path]:
-    """A fresh directory beside ``destination`` to write into; it replaces ``destination`` when the block ends
-    without an error and is removed otherwise, so no partial dataset is ever left behind."""
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    work = destination.with_name(f"{destination.name}.tmp-{os.getpid()}")
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir()
-    try:
-        yield work
-        _install(work, destination)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
+    """A fresh directory beside ``destination`` to write a dataset into (``atomic.staged_directory``): it
+    replaces ``destination`` when the block ends without an error and is removed otherwise, so no partial dataset
+    is ever left behind. ``destination`` must be absent, empty or a dataset directory (``check_destination``)."""
+    check_destination(destination)
+    with atomic.staged_directory(destination, overwrite=True) as work:
+        yield Path(work)
 
 
 def _build_tokenizer(config: DataConfig, tokenizer_config: TokenizerConfig) -> Tokenizer | None:
@@ -166,13 +160,22 @@ def _check_corpus(path: str) -> int:
     return size
 
 
-def _check_destination(destination: Path) -> None:
-    """Refuse to replace a directory that is not a dataset (a dataset or a plain file is replaced)."""
-    if destination.is_dir() and not (destination / MANIFEST_FILE).is_file() and any(destination.iterdir()):
-        raise DataError(
-            f"{destination}: exists and is not a dataset directory; refusing to overwrite it (choose another "
-            "--dataset_path)"
-        )
+def check_destination(destination: Path) -> None:
+    """Refuse a ``--dataset_path`` that is anything but absent, an empty directory or a dataset directory: a
+    regular file (the corpus itself, an original TencentPretrain dataset.pt, ...) or a foreign directory is never
+    replaced."""
+    if not destination.exists() and not destination.is_symlink():
+        return
+    if destination.is_dir():
+        if (destination / MANIFEST_FILE).is_file() or not any(destination.iterdir()):
+            return
+        what = "is a directory but not a dataset directory (no manifest.json)"
+    elif destination.is_file():
+        what = ("is a file, not a dataset directory (an original TencentPretrain dataset.pt? convert it with "
+                "scripts/convert_original_dataset.py)")
+    else:
+        what = "exists and is not a dataset directory"
+    raise DataError(f"{destination}: {what}; refusing to overwrite it: choose another --dataset_path")
 
 
 # ---------------------------------------------------------------------------------------------- workers
@@ -545,17 +548,6 @@ def _manifest(
     }
 
 
-def _install(work: Path, destination: Path) -> None:
-    """Move the finished dataset into place, replacing a previous dataset or file at ``destination``."""
-    if destination.is_dir() and not destination.is_symlink():
-        old = destination.with_name(f"{destination.name}.old-{os.getpid()}")
-        os.rename(destination, old)
-        os.rename(work, destination)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        if destination.exists() or destination.is_symlink():
-            destination.unlink()
-        os.rename(work, destination)
 
 
 def _log_summary(config: DataConfig, counts: dict[str, Any]) -> None:

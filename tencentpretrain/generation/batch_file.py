@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
-from tencentpretrain.checkpoint import atomic_path
+from tencentpretrain.atomic import atomic_path
 from tencentpretrain.errors import ConfigError, DataError
 from tencentpretrain.generation.chat import chat_prompt_ids, template_stop_strings
 from tencentpretrain.generation.engine import GenerationConfig

@@ -4,14 +4,21 @@ Layout, for ``--output_model_path out.bin``::
 
     out.bin-<step>            TencentPretrain weights (LoRA tensors only with --use_lora), as the original wrote;
                               loadable with --pretrained_model_path (or --lora_pretrained_model_path)
+    out.bin-<step>.sha256     its SHA-256 (sha256sum format), verified when the checkpoint is loaded
     out.bin-<step>.state/     resume state: trainer_state.json (counters, config, vocabulary), rank_<r>.pt
                               (RNG states and loader position of each rank), optimizer.pt (one process / DDP)
                               or deepspeed/ (the DeepSpeed engine checkpoint of every rank)
-    out.bin                   the final weights, written at the end of the run
+    out.bin                   the final weights, written at the end of the run (and out.bin.sha256)
+
+The ``.pt`` files of the state hold only tensors, plain containers and numbers (the numpy RNG state is stored as a
+tensor), so they are read with torch's restricted unpickler; DeepSpeed's files are checked with an allow-list of
+the classes DeepSpeed writes before DeepSpeed reads them (see ``convert/deepspeed_checkpoint.py``).
 
 Safety: the state is written into a temporary directory that is renamed into place, then the weights file is
 written under a temporary name and renamed. The weights file is therefore the commit mark: a checkpoint whose
-weights file exists is complete, and a crash at any point leaves the previous checkpoint untouched.
+weights file exists is complete, and a crash at any point leaves the previous checkpoint untouched. What a killed
+run leaves behind (``*.state.tmp``, ``*.partial`` and their temporaries, a state without its weights) is removed
+by the next run on the same ``--output_model_path`` (``remove_interrupted_saves``).
 """
 
 from __future__ import annotations
@@ -22,14 +29,14 @@ import logging
 import os
 import random
 import re
-import shutil
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
-from tencentpretrain.atomic import atomic_path, write_json
+from tencentpretrain.atomic import atomic_path, remove_path, remove_stale_temporaries, write_json
+from tencentpretrain.checkpoint import move_checkpoint_file, torch_load_restricted
 from tencentpretrain.errors import CheckpointError
 from tencentpretrain.training.parallel import DistEnv, barrier, broadcast_object
 
@@ -38,7 +45,7 @@ logger = logging.getLogger(__name__)
 STATE_SUFFIX = ".state"
 STATE_FILE = "trainer_state.json"
 STATE_FORMAT = "tencentpretrain-train-state"
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: restricted-unpickler-safe .pt files (numpy RNG state as a tensor), weights checksums
 AUTO = "auto"
 
 
@@ -95,7 +102,14 @@ def resolve_resume(resume: str | None, output_model_path: str) -> str | None:
 
 # ---------------------------------------------------------------------- RNG and per-rank state
 def rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Every RNG of this process, as tensors, tuples and numbers only (loadable with ``weights_only=True``)."""
+    name, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
+    state = {
+        "python": random.getstate(),  # (version, tuple of 625 ints, None)
+        "numpy": {"name": str(name), "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)},
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -103,7 +117,9 @@ def rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -133,19 +149,42 @@ def save_training_checkpoint(engine: Any, loader: Any, counters: Counters, finge
         write_json(os.path.join(tmp_dir, STATE_FILE),
                    {"format": STATE_FORMAT, "version": STATE_VERSION, "step": counters.step,
                     "micro_step": counters.micro_step, "world_size": env.world_size, **fingerprint})
-    engine.export_weights(tmp_dir, weights_path + ".partial", lora_only=lora_only)
+    engine.export_weights(tmp_dir, partial_path(weights_path), lora_only=lora_only)
     if env.is_main:
         os.replace(tmp_dir, final_dir)
-        os.replace(weights_path + ".partial", weights_path)  # the commit mark
+        move_checkpoint_file(partial_path(weights_path), weights_path)  # the commit mark
         logger.info("saved checkpoint %s", weights_path)
     barrier(env)
 
 
+def partial_path(weights_path: str) -> str:
+    return weights_path + ".partial"
+
+
 def _remove(path: str) -> None:
-    if os.path.isdir(path):
-        shutil.rmtree(path)
-    elif os.path.exists(path):
-        os.remove(path)
+    remove_path(path)
+    remove_path(path + ".sha256")
+
+
+def remove_interrupted_saves(output_model_path: str) -> list[str]:
+    """Remove what an interrupted save of ``output_model_path``'s checkpoints left behind (rank 0, before the
+    run starts): ``*.state.tmp`` directories, ``*.partial`` weights, temporaries of dead processes, and state
+    directories whose weights file (the commit mark) was never written. Returns what was removed."""
+    base = glob.escape(output_model_path)
+    removed = []
+    for path in glob.glob(f"{base}-*{STATE_SUFFIX}.tmp") + glob.glob(f"{base}-*.partial"):
+        _remove(path)
+        removed.append(path)
+    for path in glob.glob(f"{base}-*{STATE_SUFFIX}"):
+        if not os.path.isfile(path[: -len(STATE_SUFFIX)]):
+            _remove(path)
+            removed.append(path)
+    directory = os.path.dirname(os.path.abspath(output_model_path))
+    if os.path.isdir(directory):
+        removed += remove_stale_temporaries(directory, f".{os.path.basename(output_model_path)}")
+    if removed:
+        logger.info("removed %d leftovers of an interrupted save: %s", len(removed), ", ".join(sorted(removed)))
+    return removed
 
 
 # ---------------------------------------------------------------------- resuming
@@ -153,8 +192,14 @@ def read_trainer_state(weights_path: str) -> dict[str, Any]:
     path = os.path.join(state_dir(weights_path), STATE_FILE)
     with open(path, encoding="utf-8") as f:
         state = json.load(f)
-    if state.get("format") != STATE_FORMAT or state.get("version") != STATE_VERSION:
-        raise CheckpointError(f"{path}: not a version-{STATE_VERSION} training state")
+    if state.get("format") != STATE_FORMAT:
+        raise CheckpointError(f"{path}: not a training state of this project")
+    if state.get("version") != STATE_VERSION:
+        raise CheckpointError(
+            f"{path}: training state version {state.get('version')}, this version reads {STATE_VERSION} (version 1 "
+            "stored a pickled NumPy RNG state, which is no longer unpickled); the weights file "
+            f"{weights_path} still loads with --pretrained_model_path, without the optimizer state"
+        )
     return state
 
 
@@ -185,7 +230,7 @@ def load_training_checkpoint(engine: Any, loader: Any, fingerprint: dict[str, An
     if not os.path.isfile(per_rank):
         raise CheckpointError(f"{weights_path} was saved by {saved['world_size']} processes, this run has "
                               f"{env.world_size}; no state for rank {env.rank}")
-    state = torch.load(per_rank, map_location="cpu", weights_only=False)
+    state = torch_load_restricted(per_rank, mmap=False)
     loader.load_state_dict(state["loader"])
     if saved["world_size"] == env.world_size:
         set_rng_state(state["rng"])

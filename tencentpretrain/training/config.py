@@ -86,11 +86,17 @@ class TrainConfig:
         "new rows ('new_rows'); everything else is frozen", choices=("embeddings", "new_rows")))
     original_vocab_size: int | None = field(default=None, metadata=flag(
         "rows of the base vocabulary for --train_only (default: read <pretrained_model_path>.vocab_extension.json)"))
+    skip_nonfinite_steps: int = field(default=0, metadata=flag(
+        "a step whose loss or gradient norm is NaN/infinite: 0 (default) stops the run with an error and saves "
+        "nothing; N > 0 skips such steps (no update) and stops at the (N+1)-th. fp16 overflow steps, which the "
+        "loss scaler already skips, do not count"))
 
     def __post_init__(self) -> None:
         for name in ("total_steps", "save_checkpoint_steps", "report_steps", "accumulation_steps", "batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name} must be at least 1, got {getattr(self, name)}")
+        if self.skip_nonfinite_steps < 0:
+            raise ConfigError(f"--skip_nonfinite_steps must be >= 0, got {self.skip_nonfinite_steps}")
         if self.eval_steps is not None and self.eval_steps < 1:
             raise ConfigError(f"--eval_steps must be at least 1, got {self.eval_steps}")
 
@@ -215,6 +221,11 @@ class RunConfig:
     deepspeed: DeepSpeedOptions
     lora: LoraOptions
     log: LogOptions
+
+    def __post_init__(self) -> None:
+        if self.train.skip_nonfinite_steps and self.deepspeed.deepspeed:
+            raise ConfigError("--skip_nonfinite_steps is not supported under DeepSpeed (its fp16 loss scaler skips "
+                              "overflowing steps itself); leave it at 0 to stop at the first non-finite step")
 
 
 SECTIONS: dict[str, type] = {

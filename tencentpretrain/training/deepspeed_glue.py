@@ -194,6 +194,9 @@ def consolidated_state_dict(checkpoint_dir: str, tag: str, *, only_trainable: bo
     import_deepspeed()
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
-    state = get_fp32_state_dict_from_zero_checkpoint(checkpoint_dir, tag=tag,
-                                                     exclude_frozen_parameters=only_trainable)
+    from tencentpretrain.convert.deepspeed_checkpoint import restricted_deepspeed_loading
+
+    with restricted_deepspeed_loading():
+        state = get_fp32_state_dict_from_zero_checkpoint(checkpoint_dir, tag=tag,
+                                                         exclude_frozen_parameters=only_trainable)
     return dict(state)

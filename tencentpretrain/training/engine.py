@@ -16,7 +16,8 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from tencentpretrain.checkpoint import load_checkpoint, save_file
+from tencentpretrain.atomic import atomic_path
+from tencentpretrain.checkpoint import load_checkpoint, save_file, torch_load_restricted
 from tencentpretrain.data.loader import Batch
 from tencentpretrain.errors import CheckpointError
 from tencentpretrain.targets.output import TargetOutput
@@ -97,17 +98,29 @@ class LocalEngine:
 
     def step(self) -> torch.Tensor:
         """Clip, step, advance the schedule, clear the gradients; returns the pre-clipping global norm."""
+        norm = self.clip()
+        self.apply(skip=False)
+        return norm
+
+    def clip(self) -> torch.Tensor:
+        """The first half of ``step``: unscale (fp16) and clip; returns the pre-clipping global norm."""
         if self.scaler:
             self.scaler.unscale_(self.optimizer)
-        norm = torch.nn.utils.clip_grad_norm_(self.params, self.max_grad_norm)
-        if self.scaler:
+        return torch.nn.utils.clip_grad_norm_(self.params, self.max_grad_norm).detach()
+
+    def apply(self, *, skip: bool) -> None:
+        """The second half of ``step``: update the weights (unless ``skip``), advance the schedule, clear the
+        gradients. A skipped step leaves weights and optimizer state as they were."""
+        if skip:
+            pass
+        elif self.scaler:
             self.scaler.step(self.optimizer)
-            self.scaler.update()
         else:
             self.optimizer.step()
+        if self.scaler:
+            self.scaler.update()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return norm.detach()
 
     def lr(self) -> float:
         return self.optimizer.param_groups[0]["lr"]
@@ -128,7 +141,7 @@ class LocalEngine:
             load_lora_weights(self.module, weights_path)
         else:
             load_checkpoint(self.module, weights_path)
-        state = torch.load(os.path.join(directory, OPTIMIZER_FILE), map_location="cpu", weights_only=False)
+        state = torch_load_restricted(os.path.join(directory, OPTIMIZER_FILE), mmap=False)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         if self.scaler and state["scaler"]:
@@ -141,8 +154,6 @@ class LocalEngine:
 
 
 def with_atomic_torch_save(obj: Any, path: str) -> None:
-    from tencentpretrain.checkpoint import atomic_path
-
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
 
@@ -152,6 +163,7 @@ class DeepSpeedEngine:
 
     def __init__(self, engine: Any, *, env: DistEnv, precision: str) -> None:
         self.engine, self.env, self.precision = engine, env, precision
+        self.norm_known = True
 
     @property
     def module(self) -> nn.Module:
@@ -174,6 +186,7 @@ class DeepSpeedEngine:
             raise RuntimeError("DeepSpeed's accumulation boundary does not match the loop's")
         self.engine.step()
         norm = self.engine.get_global_grad_norm()
+        self.norm_known = norm is not None  # DeepSpeed has no norm when it did not clip (a NaN stands for it)
         return torch.as_tensor(float("nan") if norm is None else norm, dtype=torch.float32)
 
     def lr(self) -> float:
@@ -184,8 +197,15 @@ class DeepSpeedEngine:
         self.engine.save_checkpoint(os.path.join(directory, DEEPSPEED_DIR), tag=self.tag)
 
     def load_state(self, directory: str, weights_path: str) -> None:
-        path, _ = self.engine.load_checkpoint(os.path.join(directory, DEEPSPEED_DIR), tag=self.tag,
-                                              load_optimizer_states=True, load_lr_scheduler_states=True)
+        """DeepSpeed reads its own files, after each was checked with an allow-list of the classes DeepSpeed
+        writes and under torch's restricted unpickler (DeepSpeed itself would unpickle anything)."""
+        from tencentpretrain.convert.deepspeed_checkpoint import check_deepspeed_files, restricted_deepspeed_loading
+
+        checkpoint_dir = os.path.join(directory, DEEPSPEED_DIR)
+        check_deepspeed_files(checkpoint_dir, self.tag)
+        with restricted_deepspeed_loading():
+            path, _ = self.engine.load_checkpoint(checkpoint_dir, tag=self.tag, load_optimizer_states=True,
+                                                  load_lr_scheduler_states=True)
         if path is None:
             raise CheckpointError(f"{directory}: DeepSpeed could not load its checkpoint")
 

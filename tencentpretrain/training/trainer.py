@@ -2,6 +2,11 @@
 
 ``step`` counts optimizer steps and ``micro_step`` micro-batches; the schedule spans ``--total_steps`` optimizer
 steps. The loop syncs with the host only on report, evaluation and checkpoint steps.
+
+Non-finite steps: by default the first step whose loss or gradient norm is NaN or infinite is remembered on the
+device and the run stops with ``NonFiniteError`` at the next report or checkpoint, before anything is saved (the
+weights are also checked right before every save). With ``--skip_nonfinite_steps N`` each step is checked on the
+host before the update (one sync per step) and up to N bad steps are skipped.
 """
 
 from __future__ import annotations
@@ -9,14 +14,14 @@ from __future__ import annotations
 import itertools
 import logging
 import random
-import shutil
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
-from tencentpretrain.errors import ConfigError
+from tencentpretrain.checkpoint import copy_checkpoint_file
+from tencentpretrain.errors import ConfigError, TencentPretrainError
 from tencentpretrain.evaluation.perplexity import evaluate_dataset_loss
 from tencentpretrain.training import checkpointing as ckpt
 from tencentpretrain.training.config import RunConfig
@@ -42,6 +47,10 @@ from tencentpretrain.vocab.freeze import (
 logger = logging.getLogger(__name__)
 
 
+class NonFiniteError(TencentPretrainError):
+    """The loss, the gradient norm or the weights became NaN or infinite (a diverging run)."""
+
+
 @dataclass
 class TrainResult:
     """What a finished run hands back (the engine stays usable, e.g. for a final evaluation)."""
@@ -62,6 +71,21 @@ class Window:
     micro_steps: int = 0
     steps: int = 0
     tokens: int = 0  # non-padding tokens on this rank
+
+
+class NonFiniteWatch:
+    """The first step whose loss or gradient norm was not finite, kept on the device until the next host sync."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.step = torch.full((), -1, device=device, dtype=torch.int64)  # -1: none yet
+        self.values = torch.zeros(2, device=device, dtype=torch.float32)  # its (loss, grad norm)
+
+    def record(self, step: int, loss: torch.Tensor, norm: torch.Tensor, bad: torch.Tensor) -> None:
+        device = self.step.device  # DeepSpeed reports the norm on the CPU
+        first = bad.to(device) & (self.step < 0)
+        self.step = torch.where(first, torch.full_like(self.step, step), self.step)
+        values = torch.stack([loss.detach().float().to(device), norm.detach().float().to(device)])
+        self.values = torch.where(first, values, self.values)
 
 
 # ---------------------------------------------------------------------- assembly
@@ -153,6 +177,9 @@ def train(run: RunConfig) -> TrainResult:
     engine = build_engine(run, env, vocab)
     seed_everything(run.train.seed + env.rank)  # dropout differs per rank; data order comes from the loader
     loader = build_loader(run, env, run.data.dataset_path)
+    if env.is_main:
+        ckpt.remove_interrupted_saves(run.train.output_model_path)
+    barrier(env)
     print_ = fingerprint(run, vocab, engine)
     resume = ckpt.resolve_resume(run.train.resume_from_checkpoint, run.train.output_model_path)
     counters = ckpt.load_training_checkpoint(engine, loader, print_, resume) if resume else ckpt.Counters()
@@ -175,10 +202,7 @@ def _save_final(run: RunConfig, engine: TrainEngine, result: TrainResult) -> Non
     """Copy the last checkpoint's weights to ``--output_model_path`` (atomically)."""
     last = ckpt.checkpoint_path(run.train.output_model_path, result.counters.step)
     if engine.env.is_main:
-        from tencentpretrain.checkpoint import atomic_path
-
-        with atomic_path(run.train.output_model_path) as tmp:
-            shutil.copyfile(last, tmp)
+        copy_checkpoint_file(last, run.train.output_model_path)
         logger.info("saved the final model to %s", run.train.output_model_path)
     barrier(engine.env)
 
@@ -191,6 +215,8 @@ class Loop:
         self.env = engine.env
         self.cfg = run.train
         self.device = self.env.device
+        self.watch = NonFiniteWatch(self.device)
+        self.skipped = 0  # steps skipped for non-finite values (--skip_nonfinite_steps)
 
     def execute(self, counters: ckpt.Counters) -> TrainResult:
         cfg = self.cfg
@@ -232,25 +258,85 @@ class Loop:
             tokens = int((batch.seg > 0).sum())  # a CPU batch: no device sync
             window.tokens += tokens
             counters.tokens += tokens
-        norm = self.engine.step()
+        mean_loss = step_loss / steps
+        if self.cfg.skip_nonfinite_steps:
+            norm = self.engine.clip()
+            skip = self._skip_nonfinite(counters.step + 1, mean_loss, norm)
+            self.engine.apply(skip=skip)
+        else:
+            norm, skip = self.engine.step(), False
+            self.watch.record(counters.step + 1, mean_loss, norm, self._nonfinite(mean_loss, norm))
         counters.step += 1
         counters.micro_step += steps
-        window.loss += step_loss
-        window.grad_norm += norm.to(self.device, torch.float32)
-        window.micro_steps += steps
-        window.steps += 1
-        return step_loss / steps
+        if not skip:  # a skipped step's NaN stays out of the report
+            window.loss += step_loss
+            window.grad_norm += norm.to(self.device, torch.float32)
+            window.micro_steps += steps
+            window.steps += 1
+        return mean_loss
+
+    # ------------------------------------------------------------------ non-finite steps
+    def _nonfinite(self, loss: torch.Tensor, norm: torch.Tensor) -> torch.Tensor:
+        """Device bool: the step's loss, or its gradient norm, is NaN or infinite. Under fp16 an infinite
+        norm is an overflow the loss scaler handles (it skips the step and lowers the scale): only the loss counts."""
+        bad = ~torch.isfinite(loss)
+        if self.engine.precision != "fp16" and getattr(self.engine, "norm_known", True):
+            bad |= ~torch.isfinite(norm.to(self.device))
+        return bad
+
+    def _skip_nonfinite(self, step: int, loss: torch.Tensor, norm: torch.Tensor) -> bool:
+        """--skip_nonfinite_steps: decide on the host (all ranks agree) whether this step is skipped."""
+        bad = all_reduce_sum(self.env, self._nonfinite(loss, norm).float()).item() > 0
+        if not bad:
+            return False
+        self.skipped += 1
+        values = f"loss {loss.item():.4g}, gradient norm {norm.item():.4g}"
+        if self.skipped > self.cfg.skip_nonfinite_steps:
+            raise NonFiniteError(self._stop_message(step, values, f"after skipping {self.cfg.skip_nonfinite_steps} "
+                                                                  "such steps (--skip_nonfinite_steps)"))
+        logger.warning("step %d: %s: skipped, no update (%d of --skip_nonfinite_steps %d)", step, values,
+                       self.skipped, self.cfg.skip_nonfinite_steps)
+        return True
+
+    def _check_nonfinite(self) -> None:
+        """Stop if a step since the start went non-finite (a host sync; called on report and save steps)."""
+        rows = torch.zeros(self.env.world_size, 3, device=self.device, dtype=torch.float64)
+        rows[self.env.rank] = torch.cat([self.watch.step.double().view(1), self.watch.values.double()])
+        if self.env.world_size > 1:
+            rows = all_reduce_sum(self.env, rows)  # every rank's (first bad step, loss, norm)
+        bad = [(int(step), loss, norm) for step, loss, norm in rows.tolist() if step >= 0]
+        if bad:
+            step, loss, norm = min(bad)
+            raise NonFiniteError(self._stop_message(step, f"loss {loss:.4g}, gradient norm {norm:.4g}", ""))
+
+    def _check_weights_finite(self) -> None:
+        """Refuse to save weights with a NaN or infinite value (all ranks agree; ZeRO-3 partitions are empty here)."""
+        bad_names = [n for n, p in self.engine.module.named_parameters() if not bool(torch.isfinite(p).all())]
+        count = all_reduce_sum(self.env, torch.tensor(float(len(bad_names)), device=self.device)).item()
+        if count:
+            detail = f"non-finite values in {', '.join(bad_names[:5])}" if bad_names else "non-finite weights"
+            raise NonFiniteError(self._stop_message(None, detail, ""))
+
+    def _stop_message(self, step: int | None, values: str, how: str) -> str:
+        last = ckpt.latest_checkpoint(self.cfg.output_model_path)
+        where = f"step {step}" if step is not None else "the weights to be saved"
+        stopped = f"training stopped {how}".rstrip()
+        previous = f"The last good checkpoint is {last}" if last else "No checkpoint was saved"
+        return (f"{where}: {values} (NaN or infinite); {stopped}, nothing saved after it. {previous}. "
+                "Lower --learning_rate or raise --warmup (or use --precision bf16 instead of fp16); "
+                "--skip_nonfinite_steps N skips up to N such steps instead of stopping.")
 
     def _report(self, reporter: Reporter, counters: ckpt.Counters, window: Window) -> None:
         """Gather the window from all ranks (the one host sync of a report window) and log it."""
+        self._check_nonfinite()
         sums = torch.stack([window.loss, window.grad_norm, torch.tensor(float(window.tokens), device=self.device)])
         sums = all_reduce_sum(self.env, sums).tolist()
         world = self.env.world_size
         elapsed = reporter.elapsed()
         nominal = self.cfg.batch_size * self._seq_length() * window.micro_steps * world
         reporter.report(Report(step=counters.step, total_steps=self.cfg.total_steps,
-                               loss=sums[0] / (window.micro_steps * world), lr=self.engine.lr(),
-                               grad_norm=sums[1] / (window.steps * world), tokens_per_s=nominal / elapsed,
+                               loss=sums[0] / (max(window.micro_steps, 1) * world), lr=self.engine.lr(),
+                               grad_norm=sums[1] / (max(window.steps, 1) * world), tokens_per_s=nominal / elapsed,
                                real_tokens_per_s=sums[2] / elapsed))
 
     def _seq_length(self) -> int:
@@ -271,6 +357,8 @@ class Loop:
         return loss
 
     def _save(self, counters: ckpt.Counters) -> None:
+        self._check_nonfinite()
+        self._check_weights_finite()
         path = ckpt.checkpoint_path(self.cfg.output_model_path, counters.step)
         ckpt.save_training_checkpoint(self.engine, self.loader, counters, self.fingerprint, path,
                                       lora_only=self.run.lora.use_lora)

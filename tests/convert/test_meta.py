@@ -10,7 +10,7 @@ import torch
 
 from scripts import convert_llama_to_tencentpretrain as meta_to_tp_script
 from scripts import convert_tencentpretrain_to_llama as tp_to_meta_script
-from tencentpretrain.checkpoint import load_state_dict
+from tencentpretrain.checkpoint import load_state_dict, save_file
 from tencentpretrain.config import load_model_config
 from tencentpretrain.convert.llama_meta import meta_ffn_size, meta_params_from_model_config
 from tencentpretrain.convert.meta import convert_meta_to_tencentpretrain, convert_tencentpretrain_to_meta
@@ -65,7 +65,7 @@ def test_llama3_style_vocab_split_embedding_merges(tmp_path):
     for i in range(2):
         shard = torch.load(str(meta_dir / f"consolidated.0{i}.pth"), weights_only=True)
         shard["tok_embeddings.weight"] = embedding[i * 350:(i + 1) * 350].clone()
-        torch.save(shard, str(meta_dir / f"consolidated.0{i}.pth"))
+        save_file(shard, str(meta_dir / f"consolidated.0{i}.pth"))  # rewritten with its checksum
     convert_meta_to_tencentpretrain(str(meta_dir), str(tmp_path / "back.bin"))
     assert_same_state(model.state_dict(), load_state_dict(str(tmp_path / "back.bin")))
 
@@ -91,7 +91,7 @@ def test_replicated_norms_must_agree_and_layers_num_is_checked(tmp_path):
                                 str(tmp_path / "y.bin"), "--layers_num", "32"])
     shard = torch.load(str(meta_dir / "consolidated.01.pth"), weights_only=True)
     shard["norm.weight"] = shard["norm.weight"] + 1
-    torch.save(shard, str(meta_dir / "consolidated.01.pth"))
+    save_file(shard, str(meta_dir / "consolidated.01.pth"))  # rewritten with its checksum
     with pytest.raises(CheckpointError, match="norm.weight should be the same in every Meta shard"):
         convert_meta_to_tencentpretrain(str(meta_dir), str(tmp_path / "z.bin"))
     params = json.load(open(meta_dir / "params.json"))
@@ -108,6 +108,6 @@ def test_an_older_split_does_not_survive_a_new_export(tmp_path, capsys):
     with pytest.raises(ConfigError, match="pass --overwrite"):
         tp_to_meta_script.main(argv)
     assert tp_to_meta_script.main([*argv, "--overwrite"]) == 0
-    assert sorted(os.listdir(meta_dir)) == ["consolidated.00.pth", "params.json"]
+    assert sorted(os.listdir(meta_dir)) == ["consolidated.00.pth", "consolidated.00.pth.sha256", "params.json"]
     convert_meta_to_tencentpretrain(meta_dir, str(tmp_path / "blocks"), max_shard_bytes=50_000)
     assert_same_state(model.state_dict(), load_state_dict(str(tmp_path / "blocks")))

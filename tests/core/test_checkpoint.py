@@ -139,7 +139,7 @@ def test_save_and_load_round_trip(tmp_path, name):
     load_checkpoint(fresh, path)
     for key, tensor in model.state_dict().items():
         assert torch.equal(fresh.state_dict()[key], tensor)
-    assert [f for f in os.listdir(tmp_path) if f.endswith(".tmp")] == []
+    assert sorted(os.listdir(tmp_path)) == [name, name + ".sha256"]  # no temporaries left
 
 
 @pytest.mark.parametrize("index_name", ["tencentpretrain_model.bin.index.json", "pytorch_model.bin.index.json"])
@@ -167,7 +167,7 @@ def test_atomic_save_keeps_the_previous_file_on_failure(tmp_path):
                 f.write(b"half")
             raise RuntimeError("crash during save")
     assert torch.equal(load_state_dict(path)["a"], torch.ones(2))
-    assert os.listdir(tmp_path) == ["ckpt.bin"]
+    assert sorted(os.listdir(tmp_path)) == ["ckpt.bin", "ckpt.bin.sha256"]
 
 
 def test_corrupt_file_is_a_checkpoint_error(tmp_path):
@@ -177,3 +177,111 @@ def test_corrupt_file_is_a_checkpoint_error(tmp_path):
         load_state_dict(str(path))
     with pytest.raises(CheckpointError, match="not found"):
         load_state_dict(str(tmp_path / "nope.bin"))
+
+
+# ---------------------------------------------------------------------- checksums and non-finite values
+def _overwrite_middle(path: str, data: bytes) -> None:
+    """Overwrite ``len(data)`` bytes in the middle of ``path``, as a bad disk or a broken copy would."""
+    size = os.path.getsize(path)
+    assert size > 2 * len(data)
+    with open(path, "r+b") as f:
+        f.seek(size // 2)
+        f.write(data)
+
+
+@pytest.mark.parametrize("name", ["model.bin", "model.safetensors"])
+def test_corrupted_file_fails_its_checksum(tmp_path, name):
+    from tencentpretrain.checkpoint import sha256_file
+
+    model = build_model(tiny_llama_config(), V)
+    path = str(tmp_path / name)
+    save_checkpoint(model, path)
+    with open(path + ".sha256") as f:
+        assert f.read() == f"{sha256_file(path)}  {name}\n"  # sha256sum -c format
+    _overwrite_middle(path, bytes(16 * 1024))
+    with pytest.raises(CheckpointError, match=f"{name}: checksum mismatch"):
+        load_checkpoint(build_model(tiny_llama_config(), V), path)
+
+
+def test_corrupted_shard_fails_the_index_checksum(tmp_path):
+    model = build_model(tiny_llama_config(), V)
+    directory = str(tmp_path / "blocks")
+    names = write_sharded(model.state_dict(), directory, max_shard_bytes=40_000)
+    with open(os.path.join(directory, "tencentpretrain_model.bin.index.json")) as f:
+        assert sorted(json.load(f)["metadata"]["sha256"]) == sorted(names)
+    assert not [n for n in os.listdir(directory) if n.endswith(".sha256")]  # the index holds them
+    biggest = max(names, key=lambda n: os.path.getsize(os.path.join(directory, n)))
+    _overwrite_middle(os.path.join(directory, biggest), bytes(16 * 1024))
+    with pytest.raises(CheckpointError, match=f"{biggest}: checksum mismatch"):
+        load_state_dict(directory)
+
+
+def test_foreign_file_with_non_finite_values_names_the_tensor(tmp_path):
+    state = build_model(tiny_llama_config(), V).state_dict()
+    path = str(tmp_path / "foreign.bin")
+    torch.save(state, path)  # no checksum: a file from elsewhere
+    assert load_state_dict(path).keys() == state.keys()
+    _overwrite_middle(path, b"\xff" * 16 * 1024)  # 0xffffffff is a NaN in float32
+    bad_tensor = r"foreign.bin: tensor encoder\.\S+ has \d+ non-finite \(NaN or infinite\) values"
+    with pytest.raises(CheckpointError, match=bad_tensor):
+        load_state_dict(path)
+
+
+def test_a_changed_file_with_a_stale_checksum_is_refused(tmp_path):
+    path = str(tmp_path / "model.bin")
+    save_file({"a": torch.ones(2)}, path)
+    torch.save({"a": torch.zeros(2)}, path)  # rewritten by other means: the sidecar no longer matches
+    with pytest.raises(CheckpointError, match="delete model.bin.sha256"):
+        load_state_dict(path)
+
+
+def test_vocabulary_hint_only_when_the_rows_differ():
+    from tencentpretrain.checkpoint import check_state_dict
+
+    key = "embedding.word.embedding.weight"
+    with pytest.raises(CheckpointError) as info:
+        check_state_dict({key: torch.Size([700, 64])}, {key: torch.zeros(700, 32)}, source="x.bin",
+                         vocabulary_keys=(key,))
+    assert "vocabulary rows" not in str(info.value) and "(700, 32) vs model (700, 64)" in str(info.value)
+    with pytest.raises(CheckpointError, match="the checkpoint has 800 vocabulary rows, the model 700"):
+        check_state_dict({key: torch.Size([700, 64])}, {key: torch.zeros(800, 64)}, source="x.bin",
+                         vocabulary_keys=(key,))
+
+
+FULL_DISK = """
+import resource, signal, sys, torch
+from tencentpretrain.checkpoint import save_file
+from tencentpretrain.errors import CheckpointError
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG, as on a full disk
+resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+try:
+    save_file({"w": torch.zeros(1_000_000)}, sys.argv[1])
+except CheckpointError as e:
+    print(e)
+"""
+
+
+@pytest.mark.slow  # a subprocess with a file-size limit
+@pytest.mark.parametrize("name", ["model.bin", "model.safetensors"])
+def test_a_failed_write_names_the_file_and_the_disk(tmp_path, name):
+    import subprocess
+    import sys
+
+    path = str(tmp_path / name)
+    proc = subprocess.run([sys.executable, "-c", FULL_DISK, path], capture_output=True, text=True, check=True)
+    assert proc.stdout.startswith(f"{path}: could not write the checkpoint (")
+    assert "is the disk full" in proc.stdout
+    assert os.listdir(tmp_path) == []  # no temporary, no checksum, no partial file
+
+
+def test_unreadable_safetensors_errors_name_the_file(tmp_path):
+    from tencentpretrain.convert.stream import iter_tensors, list_keys
+
+    path = str(tmp_path / "model.safetensors")
+    save_file({"a": torch.ones(4)}, path)
+    os.remove(path + ".sha256")
+    with open(path, "r+b") as f:
+        f.truncate(20)
+    for read in (load_state_dict, list_keys, lambda p: list(iter_tensors(p))):
+        with pytest.raises(CheckpointError, match="model.safetensors"):
+            read(path)

@@ -176,3 +176,31 @@ def test_shipped_sample_data_preprocesses_cleanly(tmp_path, spm_path, corpus, pr
                         data_processor=processor, seq_length=512)
     counts = build_dataset(config, TokenizerConfig(spm_model_path=spm_path))["counts"]
     assert counts["skipped"] == {} and counts["documents"] == counts["lines"] > 0
+
+
+def test_refuses_to_replace_a_file(build, tmp_path, corpus_writer, spm_path):
+    """--dataset_path naming a regular file (here the corpus itself) is refused, and the file is untouched."""
+    corpus = corpus_writer(tmp_path / "corpus.txt", ["一", "二"])
+    before = corpus.read_bytes()
+    config = DataConfig(corpus_path=str(corpus), dataset_path=str(corpus), seq_length=16)
+    with pytest.raises(DataError, match=r"corpus.txt: is a file, not a dataset directory.*refusing to overwrite"):
+        build_dataset(config, TokenizerConfig(spm_model_path=spm_path))
+    assert corpus.read_bytes() == before
+    legacy = tmp_path / "dataset.pt"
+    legacy.write_bytes(b"\x80\x04pickle")
+    with pytest.raises(DataError, match="convert_original_dataset.py"):
+        build(["一"], name="dataset.pt")
+    assert legacy.read_bytes() == b"\x80\x04pickle"
+
+
+def test_removes_staging_directories_a_killed_run_left(build, tmp_path):
+    import subprocess
+
+    proc = subprocess.Popen(["true"])
+    proc.wait()  # its pid is now free: the run that used it is gone
+    stale = [tmp_path / f".ds.pt.staging-a1.tmp-{proc.pid}", tmp_path / f".ds.pt.old-b2.tmp-{proc.pid}"]
+    live = tmp_path / f".ds.pt.staging-c3.tmp-{os.getppid()}"  # a running process's staging directory is kept
+    for path in (*stale, live):
+        (path / "shards").mkdir(parents=True)
+    build(["一"], name="ds.pt")
+    assert [p for p in stale if p.exists()] == [] and live.exists()

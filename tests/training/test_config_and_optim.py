@@ -33,7 +33,7 @@ ORIGINAL_FLAGS = {
 NEW_FLAGS = {
     "precision", "max_grad_norm", "weight_decay", "adam_beta1", "adam_beta2", "adam_epsilon", "bias_correction",
     "decay", "gradient_checkpointing", "eval_dataset_path", "eval_steps", "eval_batches", "seq_length",
-    "lora_target_modules", "tensorboard_dir", "train_only", "original_vocab_size",
+    "lora_target_modules", "tensorboard_dir", "train_only", "original_vocab_size", "skip_nonfinite_steps",
 }
 
 

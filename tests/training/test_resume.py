@@ -102,6 +102,9 @@ def test_sigkill_during_checkpoint_write_resumes_from_previous(uninterrupted, ti
     assert proc.returncode == -9, proc.stderr[-2000:]
     assert not os.path.exists(f"{killed_out}-8") and ckpt.is_complete(f"{killed_out}-4")
     assert ckpt.latest_checkpoint(killed_out) == f"{killed_out}-4"
+    leftovers = lambda: sorted(f for f in os.listdir(tmp_path) if ".tmp" in f or ".partial" in f)  # noqa: E731
+    assert "out.bin-8.state.tmp" in leftovers() and any(f.startswith(".out.bin-8.partial.") for f in leftovers())
     resumed = main([*args, "--resume_from_checkpoint", "auto"])
     assert resumed.losses == full.losses[4:]
     assert_same_weights(killed_out, out)
+    assert leftovers() == []  # the resumed run cleaned up after the killed one
