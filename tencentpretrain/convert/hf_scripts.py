@@ -4,8 +4,8 @@
     tencentpretrain_to_hf_main("bert", argv)   # TencentPretrain checkpoint -> HF directory
 
 ``model_type=None`` makes the generic scripts: the family comes from config.json (import) or ``--model_type``
-(export). Flags are the union of the original scripts' flags; family-only ones (``--type`` of LLaMA) are
-accepted everywhere and ignored where they mean nothing.
+(export). Every family script takes the union of the original scripts' flags (they mean the same for every
+family), except LLaMA's ``--type``, which only the LLaMA and the generic scripts take.
 """
 
 from __future__ import annotations
@@ -42,8 +42,9 @@ def hf_to_tencentpretrain_main(model_type: str | None, argv: Sequence[str] | Non
     parser.add_argument("--config_output_path", "--output_config_path", dest="config_output_path",
                         help="where to write the TencentPretrain JSON config (default: beside the output)")
     parser.add_argument("--block_size", type=float, default=10.0, help="GB per block for a directory output")
-    parser.add_argument("--type", choices=list(LEGACY_LLAMA_TYPES),
-                        help="LLaMA only, accepted for compatibility; sizes come from config.json")
+    if model_type in ("llama", None):  # the original LLaMA script's flag; no other family had one
+        parser.add_argument("--type", choices=list(LEGACY_LLAMA_TYPES),
+                            help="LLaMA only, accepted for compatibility; sizes come from config.json")
     cli.add_dtype_arg(parser)
     _add_overwrite_arg(parser)
 
@@ -53,7 +54,7 @@ def hf_to_tencentpretrain_main(model_type: str | None, argv: Sequence[str] | Non
             max_shard_bytes=int(args.block_size * 1e9), config_path=args.config_output_path, family=model_type,
             overwrite=args.overwrite,
         )
-        if args.type and LEGACY_LLAMA_TYPES[args.type] != (config.layers_num, config.hidden_size):
+        if getattr(args, "type", None) and LEGACY_LLAMA_TYPES[args.type] != (config.layers_num, config.hidden_size):
             logging.getLogger(__name__).warning(
                 "--type %s ignored: config.json describes %d layers of width %d", args.type, config.layers_num,
                 config.hidden_size)
