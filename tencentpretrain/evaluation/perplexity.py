@@ -31,6 +31,7 @@ from torch import nn
 
 from tencentpretrain.errors import ConfigError, DataError
 from tencentpretrain.evaluation.common import json_line, nonblank_lines, progress, warn_if_beyond_context
+from tencentpretrain.models.capabilities import produces_vocabulary_logits
 
 logger = logging.getLogger(__name__)
 
@@ -157,7 +158,8 @@ def batch_loss_sum(
 ) -> tuple[torch.Tensor, int]:
     """Summed token negative log-likelihood (nats, float32 scalar tensor) over ``loss_mask`` and the number
     of scored tokens, from the model's target that produces vocabulary logits (``Target.vocabulary_target``:
-    next tokens for ``lm``, masked tokens for ``mlm``).
+    next tokens for ``lm``, masked tokens for ``mlm``). A model with no such target (a ViT classifier) gives its
+    own loss summed over the batch's examples, and the number of examples.
 
     src, seg: (B, T); tgt, loss_mask: (B, T) (B, T' with a decoder), ``tgt`` may be the {target: labels} dict
     of a multi-target batch; ``loss_mask`` defaults to ``seg > 0`` (the decoder's ``tgt_seg > 0``).
@@ -167,6 +169,8 @@ def batch_loss_sum(
     """
     core = _core(model)
     device = next(core.parameters()).device
+    if not any(produces_vocabulary_logits(n) for n in core.target.names):
+        return _example_loss_sum(core, src, tgt, seg, loss_mask, device)
     name = core.target.vocabulary_target()
     labels_all = (tgt[name] if isinstance(tgt, dict) else tgt).to(device)
     decoder_inputs = {k: v.to(device) for k, v in decoder_inputs.items()}
@@ -180,6 +184,23 @@ def batch_loss_sum(
     return total, int(labels.shape[0])
 
 
+def _example_loss_sum(
+    core: nn.Module,
+    src: torch.Tensor,
+    tgt: torch.Tensor | dict[str, torch.Tensor],
+    seg: torch.Tensor,
+    loss_mask: torch.Tensor | None,
+    device: torch.device,
+) -> tuple[torch.Tensor, int]:
+    """A model without a vocabulary target (an image classifier): its own loss, a mean over the batch's examples,
+    times their number, so the sums over batches divided by the count give the mean classification loss."""
+    labels = {k: v.to(device) for k, v in tgt.items()} if isinstance(tgt, dict) else tgt.to(device)
+    mask = None if loss_mask is None else loss_mask.to(device)
+    out = core(src.to(device), labels, seg.to(device), mask)
+    examples = int(src.shape[0])
+    return out.loss.float() * examples, examples
+
+
 @torch.no_grad()
 def evaluate_dataset_loss(model: nn.Module, batches: Iterable[Any]) -> tuple[float, int]:
     """Total token loss (nats) and scored-token count over ``batches``: the one implementation behind
@@ -187,8 +208,9 @@ def evaluate_dataset_loss(model: nn.Module, batches: Iterable[Any]) -> tuple[flo
 
     Each batch has ``src``, ``tgt``, ``seg`` and optionally ``loss_mask`` and ``model_kwargs()`` (the data
     loader's ``Batch`` or ``Seq2SeqBatch``, a ``WindowBatch``, or any object with those attributes); positions
-    where ``loss_mask`` (default ``seg > 0``) is True are scored (see ``batch_loss_sum``). The model (or its DDP / DeepSpeed wrapper) is put in eval mode for the call and
-    restored after. Mean loss = ``loss_sum / tokens``; perplexity = ``exp`` of it. Sums are accumulated on the
+    where ``loss_mask`` (default ``seg > 0``) is True are scored (see ``batch_loss_sum``; a classifier without a
+    vocabulary target counts examples instead). The model (or its DDP / DeepSpeed wrapper) is put in eval mode for
+    the call and restored after. Mean loss = ``loss_sum / tokens``; perplexity = ``exp`` of it. Sums are accumulated on the
     device and read once at the end (one host sync). The numbers are this process's: under data parallelism,
     all-reduce both (sum) across ranks before dividing.
     """

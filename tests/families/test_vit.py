@@ -82,3 +82,28 @@ def test_original_config_keys_and_cls_training(tmp_path):
     load_checkpoint(again, str(path))
     with torch.no_grad():
         torch.testing.assert_close(again(images, labels, seg).loss, model(images, labels, seg).loss)
+
+
+def test_evaluate_dataset_loss_of_a_classifier_is_its_mean_classification_loss():
+    """The trainer's --eval_dataset_path evaluation of a model without a vocabulary target (ViT): the summed
+    cross-entropy of its class logits over the examples, and the number of examples."""
+    from types import SimpleNamespace
+
+    import torch.nn.functional as F
+
+    from tencentpretrain.evaluation.perplexity import evaluate_dataset_loss
+
+    config = load_model_config(f"{REPO_ROOT}/models/vit/base-16-224_config.json").replace(
+        emb_size=32, hidden_size=32, feedforward_size=64, heads_num=4, layers_num=2, dropout=0.0, image_height=16,
+        image_width=16, patch_size=4, max_seq_length=17, labels_num=3,
+    )
+    model = build_model(config, vocab_size=1).eval()
+    g = torch.Generator().manual_seed(1)
+    batches = [SimpleNamespace(src=torch.randn(n, 3, 16, 16, generator=g), tgt=torch.randint(0, 3, (n,), generator=g),
+                               seg=torch.ones(n, 17, dtype=torch.long)) for n in (5, 3)]
+    loss_sum, examples = evaluate_dataset_loss(model, batches)
+    with torch.no_grad():
+        class_logits = [model.target.cls.logits(model.target_inputs(b.src, b.seg)[0]) for b in batches]  # (n, 3)
+        expected = sum(F.cross_entropy(logits, b.tgt, reduction="sum") for logits, b in zip(class_logits, batches))
+    assert examples == 8
+    assert loss_sum == pytest.approx(float(expected), rel=1e-5)
