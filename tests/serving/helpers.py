@@ -1,9 +1,13 @@
-"""Running the app in tests: a real uvicorn server on a free 127.0.0.1 port, in a thread."""
+"""Running the app in tests: a real uvicorn server on a free 127.0.0.1 port, in a thread; or the real
+``inference/llama_server.py`` in a process of its own."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -85,3 +89,21 @@ def factory_until(marker: str):
     if os.path.exists(marker):
         raise FileNotFoundError(f"no such checkpoint: {marker}")
     return tiny_model_and_tokenizer()
+
+
+def launch_llama_server(tmp_path, *flags: str) -> tuple[subprocess.Popen, str]:
+    """(process, url) of ``inference/llama_server.py`` serving a tiny saved model on a free port, with ``flags``
+    added; the caller waits for it to come up and stops it."""
+    from tencentpretrain.checkpoint import save_checkpoint
+    from tencentpretrain.config import save_model_config
+    from tests.generation.scripted import SPM_PATH, tiny_model, tiny_tokenizer
+    from tests.helpers import REPO_ROOT, tiny_llama_config
+
+    save_checkpoint(tiny_model(tiny_tokenizer().vocab_size), str(tmp_path / "model.bin"))
+    save_model_config(tiny_llama_config(), tmp_path / "config.json")
+    port = free_port()
+    cmd = [sys.executable, os.path.join(REPO_ROOT, "inference", "llama_server.py"),
+           "--load_model_path", str(tmp_path / "model.bin"), "--config_path", str(tmp_path / "config.json"),
+           "--spm_model_path", SPM_PATH, "--port", str(port), "--seq_length", "512", *flags]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return proc, f"http://127.0.0.1:{port}"

@@ -8,25 +8,19 @@ import functools
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import httpx
 import pytest
 import torch
 
-from tencentpretrain.checkpoint import save_checkpoint
-from tencentpretrain.config import save_model_config
 from tencentpretrain.generation import GenerationConfig, SamplingParams, generate
 from tencentpretrain.generation.generate import encode_prompt
 from tencentpretrain.serving.engine_process import EngineProcess, RestartPolicy
-from tests.generation.scripted import SPM_PATH, tiny_model, tiny_tokenizer
-from tests.helpers import REPO_ROOT, tiny_llama_config
 from tests.serving.helpers import (
     factory_until,
     failing_factory,
-    free_port,
+    launch_llama_server,
     make_process_app,
     running,
     tiny_model_and_tokenizer,
@@ -215,15 +209,7 @@ def test_seventy_concurrent_long_prompts_are_served_or_told_to_wait():
 @pytest.mark.slow
 def test_sigterm_while_the_engine_restarts_exits_cleanly(tmp_path):
     """inference/llama_server.py: the engine is killed, and the server gets SIGTERM while a new one loads."""
-    tok = tiny_tokenizer()
-    save_checkpoint(tiny_model(tok.vocab_size), str(tmp_path / "model.bin"))
-    save_model_config(tiny_llama_config(), tmp_path / "config.json")
-    port = free_port()
-    cmd = [sys.executable, os.path.join(REPO_ROOT, "inference", "llama_server.py"),
-           "--load_model_path", str(tmp_path / "model.bin"), "--config_path", str(tmp_path / "config.json"),
-           "--spm_model_path", SPM_PATH, "--port", str(port), "--seq_length", "512", "--threads", "1"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
+    proc, url = launch_llama_server(tmp_path, "--threads", "1")
     try:
         deadline = time.time() + 60
         while True:

@@ -18,6 +18,7 @@ from tencentpretrain.models.model import Model
 from tests.generation.scripted import tiny_tokenizer
 from tests.helpers import tiny_llama_config
 from tests.serving.helpers import make_app, running
+from tests.strict_deps import strict
 
 pytestmark = pytest.mark.slow
 
@@ -53,7 +54,7 @@ def _require_browser():
     if missing:
         reason = ("browser test needs " + ", ".join(missing)
                   + ": apt-get install -y chromium chromium-driver")
-        if os.environ.get("CI") == "true":
+        if strict():  # CI: a missing test dependency is a failure (tests/strict_deps.py)
             pytest.fail("under CI " + reason)
         pytest.skip(reason)
 

@@ -3,23 +3,17 @@
 from __future__ import annotations
 
 import concurrent.futures
-import os
 import signal
-import subprocess
-import sys
 import time
 
 import httpx
 import pytest
 
-from tencentpretrain.checkpoint import save_checkpoint
-from tencentpretrain.config import save_model_config
 from tencentpretrain.generation import GenerationConfig, SamplingParams, generate
 from tencentpretrain.generation.chat import chat_prompt_ids
 from tencentpretrain.tokenizers.templates import get_template
-from tests.generation.scripted import CHINESE_WITH_BYTES, SPM_PATH, scripted_model, tiny_model, tiny_tokenizer
-from tests.helpers import REPO_ROOT, tiny_llama_config
-from tests.serving.helpers import free_port, make_app, running
+from tests.generation.scripted import CHINESE_WITH_BYTES, scripted_model, tiny_model, tiny_tokenizer
+from tests.serving.helpers import launch_llama_server, make_app, running
 
 openai = pytest.importorskip("openai")
 
@@ -79,16 +73,7 @@ def test_client_disconnect_frees_its_row():
 
 @pytest.mark.slow
 def test_server_entry_point_drains_on_sigterm(tmp_path):
-    tok = tiny_tokenizer()
-    config = tiny_llama_config()
-    save_checkpoint(tiny_model(tok.vocab_size), str(tmp_path / "model.bin"))
-    save_model_config(config, tmp_path / "config.json")
-    port = free_port()
-    cmd = [sys.executable, os.path.join(REPO_ROOT, "inference", "llama_server.py"),
-           "--load_model_path", str(tmp_path / "model.bin"), "--config_path", str(tmp_path / "config.json"),
-           "--spm_model_path", SPM_PATH, "--port", str(port), "--seq_length", "512", "--temperature", "0"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
+    proc, url = launch_llama_server(tmp_path, "--temperature", "0")
     try:
         for _ in range(300):
             try:
