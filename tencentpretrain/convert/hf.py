@@ -24,7 +24,7 @@ from tencentpretrain.atomic import staged_directory, write_json
 from tencentpretrain.checkpoint import config_path_beside, is_directory_output, iter_state_dict
 from tencentpretrain.config import ModelConfig, save_model_config
 from tencentpretrain.convert.families import family_of, get_family, read_hf_config
-from tencentpretrain.convert.hf_family import HfFamily, check_exportable
+from tencentpretrain.convert.hf_family import HF_CONFIG, HfFamily, HfHead, check_exportable
 from tencentpretrain.convert.stream import (
     HF_SAFETENSORS,
     TENCENTPRETRAIN_BLOCKS,
@@ -33,19 +33,21 @@ from tencentpretrain.convert.stream import (
     expected_shapes,
     iter_tensors,
     list_keys,
+    staged_output,
 )
-from tencentpretrain.convert.weight_map import ImportPlan, check_complete
+from tencentpretrain.convert.weight_map import ImportPlan, WeightMap, check_complete
 from tencentpretrain.errors import CheckpointError, ConfigError
 from tencentpretrain.models.capabilities import word_embedding_key
 from tencentpretrain.vocab.check import EMBEDDING_KEY, check_vocab_sizes
 
 logger = logging.getLogger(__name__)
 
+BACKBONE_PREFIXES = ("embedding.", "encoder.")  # a fine-tuning model's keys besides its head
 HF_DTYPE_NAMES = {torch.float32: "float32", torch.float16: "float16", torch.bfloat16: "bfloat16"}
 GENERATION_IDS = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id")
 
 __all__ = ["HfExportOptions", "convert_hf_to_tencentpretrain", "convert_tencentpretrain_to_hf", "embedding_rows",
-           "hf_import_plan", "iter_hf_state", "read_hf_config"]
+           "hf_import_plan", "hf_task_head", "iter_hf_state", "model_shapes", "read_hf_config"]
 
 
 # ---------------------------------------------------------------------------------------------- HF -> TencentPretrain
@@ -58,18 +60,78 @@ def _family_for(hf: dict, source: str, expected: str | None) -> HfFamily:
     return family
 
 
-def hf_import_plan(input_dir: str, family: str | None = None) -> tuple[HfFamily, ModelConfig, ImportPlan]:
+def _head_for(family: HfFamily, hf: dict, source: str, expected: str | None) -> HfHead | None:
+    """The task head of an HF config.json dict: the one its ``architectures`` names, which must be ``expected``
+    when given (a config.json without ``architectures`` is taken to hold ``expected``)."""
+    found = family.head_of(hf)
+    if expected is None:
+        return found
+    wanted = family.head(expected)
+    architectures = hf.get("architectures") or []
+    if architectures and found is not wanted:
+        raise ConfigError(f"{source} holds an HF {architectures[0]} (config.json architectures), not "
+                          f"{wanted.architecture}; use the converter of that class")
+    return wanted
+
+
+def _hf_labels(hf: dict) -> int:
+    """The label count of an HF config.json dict: ``id2label`` (what save_pretrained writes), or num_labels."""
+    return len(hf.get("id2label") or {}) or int(hf.get("num_labels", 2))
+
+
+def model_shapes(config: ModelConfig, head: HfHead | None = None,
+                 vocab_size: int | None = None) -> dict[str, torch.Size]:
+    """key -> shape of the TencentPretrain model of ``config``: the pretraining model, or with a task ``head`` the
+    fine-tuning model (its embedding and encoder, then the head's layers for ``config.labels_num`` labels)."""
+    shapes = expected_shapes(config, vocab_size)
+    if head is None:
+        return shapes
+    backbone = {key: shape for key, shape in shapes.items() if key.startswith(BACKBONE_PREFIXES)}
+    return {**backbone, **head.shapes(config.hidden_size, config.labels_num)}
+
+
+def _weight_map(family: HfFamily, head: HfHead | None, config: ModelConfig, hf: dict) -> WeightMap:
+    if head is None:
+        return family.weight_map(config, hf)
+    return head.weight_map(family.backbone_map(hf))
+
+
+def hf_import_plan(input_dir: str, family: str | None = None,
+                   head: str | None = None) -> tuple[HfFamily, ModelConfig, ImportPlan]:
     """(family, ModelConfig, checked import plan) of an HF directory, from its config.json and key names alone.
 
     Every key is accounted for (unknown ones raise, listed) and every key the TencentPretrain model needs is
     produced, before any tensor is read. ``family``: the model_type the caller expects (None: any registered).
+    ``head``: the task head (HF class name) the caller expects; None takes the one config.json's
+    ``architectures`` names, if any (the plan then makes the keys of the fine-tuning model, and the config
+    holds the label count). ``input_dir`` may also be one weight file with the config.json beside it.
     """
-    hf = read_hf_config(input_dir)
-    fam = _family_for(hf, input_dir, family)
-    config = fam.config_from_hf(hf)
-    plan = fam.weight_map(config, hf).import_plan(list_keys(input_dir), source=input_dir)
-    check_complete(plan.internal_keys(), expected_shapes(config), what=f"{input_dir} -> TencentPretrain")
+    fam, _, config, plan = _import_plan(input_dir, family, head)
     return fam, config, plan
+
+
+def _import_plan(input_dir: str, family: str | None,
+                 head: str | None) -> tuple[HfFamily, HfHead | None, ModelConfig, ImportPlan]:
+    hf = read_hf_config(_config_dir(input_dir))
+    fam = _family_for(hf, input_dir, family)
+    task_head = _head_for(fam, hf, input_dir, head)
+    config = fam.config_from_hf(hf)
+    if task_head is not None:
+        config = config.replace(labels_num=_hf_labels(hf) if task_head.has_labels else None)
+    plan = _weight_map(fam, task_head, config, hf).import_plan(list_keys(input_dir), source=input_dir)
+    check_complete(plan.internal_keys(), model_shapes(config, task_head), what=f"{input_dir} -> TencentPretrain")
+    return fam, task_head, config, plan
+
+
+def _config_dir(input_path: str) -> str:
+    """Where the config.json of an HF directory, or of one weight file in it, is."""
+    return input_path if os.path.isdir(input_path) else os.path.dirname(input_path) or "."
+
+
+def hf_task_head(path: str) -> HfHead | None:
+    """The task head of the HF directory at ``path`` (None for a pretraining or generative class)."""
+    hf = read_hf_config(path)
+    return family_of(hf, path).head_of(hf)
 
 
 def convert_hf_to_tencentpretrain(
@@ -80,18 +142,30 @@ def convert_hf_to_tencentpretrain(
     max_shard_bytes: int = 10 * 10**9,
     config_path: str | None = None,
     family: str | None = None,
+    head: str | None = None,
+    layers_num: int | None = None,
     overwrite: bool = False,
-) -> ModelConfig:
+) -> ModelConfig | None:
     """Convert the HF model in ``input_dir`` (any registered family) to a TencentPretrain checkpoint.
 
     ``output_path`` ending in ``.bin``/``.safetensors`` is one file; anything else is a directory of
     TencentPretrain blocks with an index (written through a staging directory; a non-empty one is refused
     unless ``overwrite``). The JSON config is written to ``config_path`` (default: beside the output, see
-    ``config_path_beside``). ``family``: refuse any other model_type. Returns the config.
+    ``config_path_beside``). ``family``: refuse any other model_type. ``head``: the task head (HF class name,
+    e.g. ``BertForSequenceClassification``) to expect. ``layers_num``: checked against the input's layers.
+
+    With a task ``head``, ``input_dir`` may be a bare HF state-dict file (what the original converters read):
+    with no config.json beside it, the keys are checked against ``layers_num`` layers (default: as many as
+    present), no JSON config is written and None is returned. Otherwise returns the config.
     """
-    fam, config, plan = hf_import_plan(input_dir, family)
-    shapes = expected_shapes(config)
-    _check_hf_vocab(input_dir, config)
+    if os.path.isfile(input_dir) and not os.path.isfile(os.path.join(_config_dir(input_dir), HF_CONFIG)):
+        _convert_bare_state_file(input_dir, output_path, family, head, layers_num, dtype, max_shard_bytes, overwrite)
+        return None
+    fam, task_head, config, plan = _import_plan(input_dir, family, head)
+    if layers_num is not None and layers_num != config.layers_num:
+        raise ConfigError(f"--layers_num {layers_num}, but {input_dir} has {config.layers_num} layers")
+    shapes = model_shapes(config, task_head)
+    _check_hf_vocab(_config_dir(input_dir), config)
     if not is_directory_output(output_path):
         writer = _write_internal(input_dir, output_path, plan, shapes, dtype, max_shard_bytes)
         save_model_config(config, config_path or config_path_beside(output_path))
@@ -107,14 +181,38 @@ def convert_hf_to_tencentpretrain(
     return config
 
 
-def _write_internal(input_dir: str, output_path: str, plan: ImportPlan, shapes: dict[str, torch.Size],
+def _convert_bare_state_file(path: str, output_path: str, family: str | None, head: str | None,
+                             layers_num: int | None, dtype: torch.dtype | None, max_shard_bytes: int,
+                             overwrite: bool) -> None:
+    """A bare HF state dict of a task head (no config.json): keys checked, no JSON config written."""
+    if family is None or head is None:
+        raise ConfigError(f"{path}: no {HF_CONFIG} beside it; give the HF model directory (a bare state dict is "
+                          "read only by the task-head converters, e.g. convert_bert_text_classification_...)")
+    fam = get_family(family)
+    task_head = fam.head(head)
+    weight_map = task_head.weight_map(fam.backbone_map({}))
+    plan = weight_map.import_plan(list_keys(path), source=path)
+    layers = layers_num if layers_num is not None else (plan.layers[-1] + 1 if plan.layers else 0)
+    check_complete(plan.internal_keys(), weight_map.internal_keys_for_layers(layers),
+                   what=f"{path} -> TencentPretrain ({layers} layers)")
+    with staged_output(output_path, overwrite=overwrite) as target:
+        writer = _write_internal(path, target, plan, None, dtype, max_shard_bytes)
+    logger.warning("%s has no %s beside it: no TencentPretrain config was written; fine-tune with the config of "
+                   "the pretrained model (--config_path), as with the original", path, HF_CONFIG)
+    logger.info("wrote %s from a bare HF %s state dict (%d tensors)", output_path, task_head.architecture,
+                len(writer.keys))
+
+
+def _write_internal(input_dir: str, output_path: str, plan: ImportPlan, shapes: dict[str, torch.Size] | None,
                     dtype: torch.dtype | None, max_shard_bytes: int) -> StateWriter:
+    """Convert and write; ``shapes`` (None: unknown, a bare state dict) checks every tensor."""
     writer = StateWriter(output_path, sharded=is_directory_output(output_path), layout=TENCENTPRETRAIN_BLOCKS,
-                         max_shard_bytes=max_shard_bytes, key_order=list(shapes))
+                         max_shard_bytes=max_shard_bytes, key_order=list(shapes or ()))
     for file, key, tensor in iter_tensors(input_dir):
         for internal, converted in plan.convert(key, tensor).items():
             converted = cast(converted, dtype)
-            _check_shape(internal, converted, shapes, file)
+            if shapes is not None:
+                _check_shape(internal, converted, shapes, file)
             writer.add(internal, converted)
         del tensor
     writer.close()
@@ -125,11 +223,13 @@ def iter_hf_state(path: str, config: ModelConfig | None = None) -> Iterator[tupl
     """Yield (file, state_dict with TencentPretrain keys) per shard of the HF directory at ``path``.
 
     ``config`` (the run's) must describe the same architecture as the directory's config.json where the weight
-    map depends on it (head counts); None takes the directory's own.
+    map depends on it (head counts); None takes the directory's own. A directory of a task head (config.json's
+    ``architectures``: ``BertForSequenceClassification``...) gives the keys of the fine-tuning model.
     """
     hf = read_hf_config(path)
     fam = family_of(hf, path)
-    plan = fam.weight_map(config or fam.config_from_hf(hf), hf).import_plan(list_keys(path), source=path)
+    weight_map = _weight_map(fam, fam.head_of(hf), config or fam.config_from_hf(hf), hf)
+    plan = weight_map.import_plan(list_keys(path), source=path)
     for file, shard in iter_state_dict(path):
         out: dict[str, torch.Tensor] = {}
         for key in list(shard):
@@ -169,6 +269,7 @@ class HfExportOptions:
     max_shard_bytes: int = 5 * 10**9
     allow_vocab_padding: bool = False  # accept a tokenizer smaller than the embedding
     family: str = "llama"  # the HF model_type to write
+    head: str | None = None  # the HF class of a fine-tuned task head ("BertForSequenceClassification"...)
     overwrite: bool = False  # replace a non-empty output directory whole
 
 
@@ -182,6 +283,7 @@ def convert_tencentpretrain_to_hf(
     whole; a non-empty ``output_dir`` is refused unless ``options.overwrite``.
     """
     family = get_family(options.family)
+    head = family.head(options.head) if options.head else None
     keys = list_keys(input_path)
     word_key = word_embedding_key(config)
     has_word = word_key is not None and word_key in keys
@@ -190,10 +292,14 @@ def convert_tencentpretrain_to_hf(
     if has_word:
         check_vocab_sizes(tokenizer=sp.get_piece_size() if sp else None, embedding=rows, config=config.vocab_size,
                           source=input_path, allow_padding=options.allow_vocab_padding)
-    shapes = expected_shapes(config, rows)
+    if head is not None:
+        config = config.replace(labels_num=_checkpoint_labels(input_path, keys, head, config))
+    shapes = model_shapes(config, head, rows)
     check_complete(keys, shapes, what=f"{input_path} (for the config given)")
-    hf = check_exportable(family, config, rows)
-    plan = family.weight_map(config, hf).export_plan(keys, source=input_path, drop_ties=True)
+    hf = check_exportable(family, config, rows, backbone_only=head is not None)
+    if head is not None:
+        hf = _head_hf_config(hf, head, config.labels_num)
+    plan = _weight_map(family, head, config, hf).export_plan(keys, source=input_path, drop_ties=True)
     with staged_directory(output_dir, overwrite=options.overwrite) as staging:
         writer = StateWriter(staging, sharded=True, layout=HF_SAFETENSORS, max_shard_bytes=options.max_shard_bytes)
         dtype_seen = None
@@ -207,7 +313,31 @@ def convert_tencentpretrain_to_hf(
         plan.finish()
         writer.close()
         _write_hf_metadata(staging, family, hf, config, options, dtype_seen)
-    logger.info("wrote HF %s model to %s", family.name, output_dir)
+    logger.info("wrote HF %s model to %s", head.architecture if head else family.name, output_dir)
+
+
+def _checkpoint_labels(path: str, keys: dict[str, str], head: HfHead, config: ModelConfig) -> int | None:
+    """The label count of a fine-tuned checkpoint: the rows of its head's output layer (the fine-tuning scripts
+    take it from the training data, so the JSON config need not hold it); None for a fixed-width head."""
+    if head.labels_key is None:
+        return None
+    if head.labels_key not in keys:
+        others = sorted(k for k in keys if not k.startswith(BACKBONE_PREFIXES))
+        raise CheckpointError(f"{path}: no {head.labels_key}: not a fine-tuned model of {head.architecture}'s task "
+                              f"(keys besides the encoder: {', '.join(others[:10]) or 'none'})")
+    labels = embedding_rows(path, keys, head.labels_key)
+    if config.labels_num not in (None, labels):
+        logger.warning("%s: the config says labels_num %d, the checkpoint's %s has %d rows; exporting %d labels",
+                       path, config.labels_num, head.labels_key, labels, labels)
+    return labels
+
+
+def _head_hf_config(hf: dict, head: HfHead, labels_num: int | None) -> dict:
+    """The config.json of a task head: its class, and its label names (``num_labels`` is their count)."""
+    labels = head.outputs(labels_num)
+    return {**hf, "architectures": [head.architecture],
+            "id2label": {str(i): f"LABEL_{i}" for i in range(labels)},
+            "label2id": {f"LABEL_{i}": i for i in range(labels)}}
 
 
 def embedding_rows(path: str, keys: dict[str, str], key: str = EMBEDDING_KEY) -> int:

@@ -3,7 +3,9 @@
 A family is one file in ``tencentpretrain/convert/families/`` that defines ``FAMILY = HfFamily(...)``: the HF
 ``model_type`` it handles, how an HF ``config.json`` becomes a ModelConfig and back, and its declarative
 ``WeightMap`` (rules, aliases, fused tensors, ties). The shard-by-shard driver (``tencentpretrain.convert.hf``)
-and ``load_model`` work from that alone.
+and ``load_model`` work from that alone. A family may also declare fine-tuned task heads (``HfHead``: HF's
+``BertForSequenceClassification`` ...) on its encoder, whose keys are those of the fine-tuning models
+(``tencentpretrain.finetune``): the pretrained embedding and encoder plus the original's ``output_layer*``.
 
 Conversion is strict both ways: every source key must be consumed (the weight map raises on leftovers) and
 every key the target model expects must be produced (``check_complete``). An export is refused when the HF
@@ -19,11 +21,72 @@ from dataclasses import dataclass
 import torch
 
 from tencentpretrain.config import ModelConfig
-from tencentpretrain.convert.weight_map import WeightMap, check_complete
+from tencentpretrain.convert.weight_map import Rule, WeightMap, check_complete
 from tencentpretrain.errors import ConfigError
 
 StateDict = dict[str, torch.Tensor]
 HF_CONFIG = "config.json"
+
+
+LABELS = "labels"  # HeadLinear.out_features: as many outputs as the task has labels
+HIDDEN = "hidden"  # HeadLinear.out_features: hidden_size outputs
+
+
+@dataclass(frozen=True)
+class HeadLinear:
+    """One linear layer (weight + bias) of a task head: its HF module, ours, and its output width."""
+
+    external: str  # HF module name, e.g. "classifier"
+    internal: str  # TencentPretrain module name, e.g. "output_layer_2"
+    out_features: int | str  # LABELS, HIDDEN or a fixed width (extractive QA: 2, start and end)
+
+
+@dataclass(frozen=True)
+class HfHead:
+    """A fine-tuned task head on a family's encoder: the HF class (config.json ``architectures``) and its layers.
+
+    Its TencentPretrain checkpoint holds the family's ``embedding.*`` / ``encoder.*`` keys plus the head's
+    layers, exactly the state keys of the fine-tuning model of the task (the original's ``run_classifier.py``,
+    ``run_ner.py``, ``run_cmrc.py``).
+    """
+
+    architecture: str  # "BertForSequenceClassification"
+    layers: tuple[HeadLinear, ...]
+
+    def rules(self) -> list[Rule]:
+        return [Rule(f"{layer.external}.{p}", f"{layer.internal}.{p}")
+                for layer in self.layers for p in ("weight", "bias")]
+
+    @property
+    def has_labels(self) -> bool:
+        """Whether the head's width depends on the task's label count (not extractive QA's fixed 2)."""
+        return any(layer.out_features == LABELS for layer in self.layers)
+
+    @property
+    def labels_key(self) -> str | None:
+        """The TencentPretrain weight whose rows are the labels (None when the head has a fixed width)."""
+        return next((f"{layer.internal}.weight" for layer in self.layers if layer.out_features == LABELS), None)
+
+    def outputs(self, labels_num: int | None) -> int:
+        """The width of the head's last layer: HF's ``num_labels``."""
+        last = self.layers[-1].out_features
+        return labels_num if last == LABELS else last
+
+    def shapes(self, hidden_size: int, labels_num: int | None) -> dict[str, torch.Size]:
+        """key -> shape of the head's TencentPretrain tensors."""
+        if self.has_labels and not labels_num:
+            raise ConfigError(f"{self.architecture} needs the number of labels (labels_num)")
+        out: dict[str, torch.Size] = {}
+        for layer in self.layers:
+            width = {LABELS: labels_num, HIDDEN: hidden_size}.get(layer.out_features, layer.out_features)
+            out[f"{layer.internal}.weight"] = torch.Size((width, hidden_size))
+            out[f"{layer.internal}.bias"] = torch.Size((width,))
+        return out
+
+    def weight_map(self, backbone: WeightMap) -> WeightMap:
+        """The family's embedding + encoder map with this head's layers."""
+        return WeightMap(f"{backbone.name} {self.architecture}", [*backbone.rules, *self.rules()],
+                         backbone.ignored_external, fused=backbone.fused, ties=backbone.ties)
 
 
 @dataclass(frozen=True)
@@ -36,6 +99,22 @@ class HfFamily:
     hf_config: Callable[[ModelConfig, int], dict]  # (ModelConfig, vocabulary rows) -> config.json dict
     weight_map: Callable[[ModelConfig, dict], WeightMap]  # (ModelConfig, config.json dict) -> the map
     generation_config: bool = False  # a generative family: the export writes generation_config.json
+    heads: tuple[HfHead, ...] = ()  # fine-tuned task heads on the encoder (needs backbone_map)
+    backbone_map: Callable[[dict], WeightMap] | None = None  # config.json dict -> embedding + encoder map
+
+    def head(self, architecture: str) -> HfHead:
+        """The head of the HF class ``architecture``; a ConfigError listing the family's heads otherwise."""
+        for head in self.heads:
+            if head.architecture == architecture:
+                return head
+        known = ", ".join(h.architecture for h in self.heads) or "none"
+        raise ConfigError(f"HF {self.name} has no task head {architecture!r}; known: {known}")
+
+    def head_of(self, hf: dict) -> HfHead | None:
+        """The task head named by a config.json dict's ``architectures`` (None: a pretraining class)."""
+        names = {h.architecture for h in self.heads}
+        found = [a for a in hf.get("architectures") or [] if a in names]
+        return self.head(found[0]) if found else None
 
 
 # Fields that do not change what an exported model computes: training-only ones, the vocabulary (checked against
@@ -67,11 +146,16 @@ def computed_fields(config: ModelConfig) -> dict:
     return values
 
 
-def check_exportable(family: HfFamily, config: ModelConfig, vocab_size: int) -> dict:
+# What a fine-tuned model's config says about its pretraining targets: nothing its task head computes.
+_TARGET_FIELDS = ("target", "pooling", "labels_num")
+
+
+def check_exportable(family: HfFamily, config: ModelConfig, vocab_size: int, *, backbone_only: bool = False) -> dict:
     """The HF config.json dict of ``config``, or a ConfigError when the HF class cannot compute the same function.
 
     The test is a round trip: config -> config.json -> config must give back every computed field; what is lost
     on the way (a LayerNorm variant, an activation, a bias switch the HF class does not have) is listed.
+    ``backbone_only``: only the embedding and encoder matter (a task head replaces the targets).
     """
     try:
         hf = family.hf_config(config, vocab_size)
@@ -80,6 +164,10 @@ def check_exportable(family: HfFamily, config: ModelConfig, vocab_size: int) -> 
                           f"{family.model_type}") from None
     back = family.config_from_hf(hf)
     ours, theirs = computed_fields(config), computed_fields(back)
+    if backbone_only:
+        for name in _TARGET_FIELDS:
+            ours.pop(name, None)
+            theirs.pop(name, None)
     lost = [f"{name}={ours[name]!r} (HF {family.name} computes {theirs.get(name)!r})"
             for name in ours if ours[name] != theirs.get(name)]
     if lost:

@@ -6,6 +6,10 @@
 ``model_type=None`` makes the generic scripts: the family comes from config.json (import) or ``--model_type``
 (export). Every family script takes the union of the original scripts' flags (they mean the same for every
 family), except LLaMA's ``--type``, which only the LLaMA and the generic scripts take.
+
+``head="BertForSequenceClassification"`` (...) makes the converters of a fine-tuned task head (the original's
+``convert_bert_text_classification_*``...): the same flags, plus the original's ``--layers_num``, and on import
+a bare HF state dict (``pytorch_model.bin``) is accepted as well as a directory.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import logging
 from collections.abc import Sequence
 
 from tencentpretrain.convert import cli
+from tencentpretrain.errors import ConfigError
 
 # --type of the original LLaMA script: sizes it hard-coded, now only compared with config.json.
 LEGACY_LLAMA_TYPES = {"7B": (32, 4096), "13B": (40, 5120), "33B": (60, 6656), "65B": (80, 8192), "70B": (80, 8192)}
@@ -30,13 +35,22 @@ def _family_names() -> list[str]:
     return sorted(registry())
 
 
+def _add_layers_num_arg(parser, what: str) -> None:
+    parser.add_argument("--layers_num", type=int,
+                        help=f"the original's flag; optional, checked against the layers {what}")
+
+
 def hf_to_tencentpretrain_main(model_type: str | None, argv: Sequence[str] | None = None,
-                               doc: str | None = None) -> int:
-    """CLI: an HF directory of ``model_type`` (None: any registered family) -> a TencentPretrain checkpoint."""
+                               doc: str | None = None, head: str | None = None) -> int:
+    """CLI: an HF directory of ``model_type`` (None: any registered family) -> a TencentPretrain checkpoint.
+    ``head``: the HF class of a fine-tuned task head (then a bare state-dict file is accepted too)."""
     from tencentpretrain.convert.hf import convert_hf_to_tencentpretrain
 
     parser = cli.new_parser(doc)
-    parser.add_argument("--input_model_path", required=True, help="HF model directory (config.json + weights)")
+    input_help = "HF model directory (config.json + weights)"
+    if head is not None:
+        input_help += ", or a bare state dict (pytorch_model.bin: then no JSON config is written)"
+    parser.add_argument("--input_model_path", required=True, help=input_help)
     parser.add_argument("--output_model_path", required=True,
                         help="x.bin / x.safetensors, or a directory for TencentPretrain blocks + index")
     parser.add_argument("--config_output_path", "--output_config_path", dest="config_output_path",
@@ -45,6 +59,8 @@ def hf_to_tencentpretrain_main(model_type: str | None, argv: Sequence[str] | Non
     if model_type in ("llama", None):  # the original LLaMA script's flag; no other family had one
         parser.add_argument("--type", choices=list(LEGACY_LLAMA_TYPES),
                             help="LLaMA only, accepted for compatibility; sizes come from config.json")
+    if head is not None:
+        _add_layers_num_arg(parser, "found in the input (a bare state dict: the layers it must hold)")
     cli.add_dtype_arg(parser)
     _add_overwrite_arg(parser)
 
@@ -52,9 +68,10 @@ def hf_to_tencentpretrain_main(model_type: str | None, argv: Sequence[str] | Non
         config = convert_hf_to_tencentpretrain(
             args.input_model_path, args.output_model_path, dtype=cli.dtype_from_flag(args.dtype),
             max_shard_bytes=int(args.block_size * 1e9), config_path=args.config_output_path, family=model_type,
-            overwrite=args.overwrite,
+            head=head, layers_num=getattr(args, "layers_num", None), overwrite=args.overwrite,
         )
-        if getattr(args, "type", None) and LEGACY_LLAMA_TYPES[args.type] != (config.layers_num, config.hidden_size):
+        legacy_type = getattr(args, "type", None)
+        if config and legacy_type and LEGACY_LLAMA_TYPES[legacy_type] != (config.layers_num, config.hidden_size):
             logging.getLogger(__name__).warning(
                 "--type %s ignored: config.json describes %d layers of width %d", args.type, config.layers_num,
                 config.hidden_size)
@@ -63,8 +80,9 @@ def hf_to_tencentpretrain_main(model_type: str | None, argv: Sequence[str] | Non
 
 
 def tencentpretrain_to_hf_main(model_type: str | None, argv: Sequence[str] | None = None,
-                               doc: str | None = None) -> int:
-    """CLI: a TencentPretrain checkpoint -> an HF directory of ``model_type`` (None: ``--model_type``)."""
+                               doc: str | None = None, head: str | None = None) -> int:
+    """CLI: a TencentPretrain checkpoint -> an HF directory of ``model_type`` (None: ``--model_type``).
+    ``head``: the HF class of a fine-tuned task head to write."""
     from tencentpretrain.convert.hf import HfExportOptions, convert_tencentpretrain_to_hf
 
     parser = cli.new_parser(doc)
@@ -78,17 +96,21 @@ def tencentpretrain_to_hf_main(model_type: str | None, argv: Sequence[str] | Non
     parser.add_argument("--allow_vocab_padding", action="store_true",
                         help="accept an embedding with more rows than the tokenizer has pieces")
     cli.add_template_arg(parser)
+    if head is not None:
+        _add_layers_num_arg(parser, "of the config")
     cli.add_dtype_arg(parser)
     _add_overwrite_arg(parser)
 
     def body(args) -> None:
+        config = cli.model_config_for(args.config_path, args.input_model_path)
+        if getattr(args, "layers_num", None) not in (None, config.layers_num):
+            raise ConfigError(f"--layers_num {args.layers_num}, but the config has {config.layers_num} layers")
         options = HfExportOptions(
             spm_model_path=args.spm_model_path, chat_template=cli.chat_template_from_flag(args.prompt_template),
             dtype=cli.dtype_from_flag(args.dtype), max_shard_bytes=cli.size_from_flag(args.max_shard_size),
-            allow_vocab_padding=args.allow_vocab_padding, family=model_type or args.model_type,
+            allow_vocab_padding=args.allow_vocab_padding, family=model_type or args.model_type, head=head,
             overwrite=args.overwrite,
         )
-        config = cli.model_config_for(args.config_path, args.input_model_path)
         convert_tencentpretrain_to_hf(args.input_model_path, args.output_model_path, config, options)
 
     return cli.run(parser, argv, body)

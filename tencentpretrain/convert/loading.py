@@ -36,8 +36,13 @@ def is_hf_directory(path: str) -> bool:
 def load_hf_model(path: str, *, dtype: torch.dtype = torch.float32) -> Model:
     """The model of an HF directory of any registered family (safetensors or .bin, single or sharded), converted
     shard by shard through the family's weight map."""
-    from tencentpretrain.convert.hf import hf_import_plan, iter_hf_state
+    from tencentpretrain.convert.hf import hf_import_plan, hf_task_head, iter_hf_state
 
+    head = hf_task_head(path)
+    if head is not None:
+        raise ConfigError(f"{path} holds a fine-tuned {head.architecture}, not a pretrained model: use it with "
+                          "the fine-tuning scripts (finetune/, --pretrained_model_path), or convert it with its "
+                          "task-head converter in scripts/")
     _, config, _ = hf_import_plan(path)  # checks every key before a tensor is read
     state: dict[str, torch.Tensor] = {}
     for _, shard in iter_hf_state(path, config):

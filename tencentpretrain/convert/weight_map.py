@@ -164,6 +164,14 @@ class WeightMap:
         self._raise_leftovers(leftovers, f"TencentPretrain keys with no {self.name} equivalent", source)
         return ExportPlan(steps)
 
+    def internal_keys_for_layers(self, layers_num: int) -> set[str]:
+        """The TencentPretrain keys the rules and fused tensors name for layers ``0 .. layers_num - 1`` (not the
+        ties): the complete key set of a model with that many layers, for a checkpoint that comes without a
+        config to build the model from."""
+        patterns = [r.internal for r in self.rules] + [p for f in self.fused for p in f.internals]
+        layers = [str(i) for i in range(layers_num)]
+        return {_layer(p, i) for p in patterns for i in (layers if "{}" in p else [""])}
+
     @staticmethod
     def _match(table: list[tuple[re.Pattern, object]], key: str) -> tuple[object, str] | None:
         for pattern, rule in table:
@@ -188,6 +196,7 @@ class ImportPlan:
 
     def __init__(self, steps: dict[str, tuple[Rule | Fused, str]], ties: Iterable[Tie]) -> None:
         self._steps = steps
+        self.layers = sorted({int(layer) for _, layer in steps.values() if layer})  # layer indices seen
         self.outputs: dict[str, list[str]] = {
             key: [_layer(p, layer) for p in (rule.internals if isinstance(rule, Fused) else (rule.internal,))]
             for key, (rule, layer) in steps.items()
@@ -222,6 +231,7 @@ class ExportPlan:
 
     def __init__(self, steps: dict[str, tuple[Rule | tuple[Fused, int], str]]) -> None:
         self._steps = steps
+        self.layers = sorted({int(layer) for _, layer in steps.values() if layer})  # layer indices seen
         self.outputs: dict[str, list[str]] = {}
         for key, (rule, layer) in steps.items():
             names = (rule[0].external,) if isinstance(rule, tuple) else (rule.external, *rule.aliases)

@@ -6,6 +6,11 @@ HF's LayerNorm is the standard one, so converted configs select ``layernorm: "st
 ``BertForPreTraining`` adds the ``sp`` target (pooler + next-sentence head).
 HF's MLM head stores its bias twice (``cls.predictions.bias`` and the decoder's: an alias) and may leave the
 decoder weight out of the file when it is tied to the word embeddings (a tie).
+
+Fine-tuned task heads (``HEADS``) keep the encoder and replace the pretraining heads with the original's
+fine-tuning keys: ``BertForSequenceClassification`` (pooler -> ``output_layer_1``, ``classifier`` ->
+``output_layer_2``: run_classifier.py), ``BertForTokenClassification`` (``classifier`` -> ``output_layer``:
+run_ner.py) and ``BertForQuestionAnswering`` (``qa_outputs`` -> ``output_layer``, start and end: run_cmrc.py).
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from __future__ import annotations
 import torch
 
 from tencentpretrain.config import ModelConfig
-from tencentpretrain.convert.hf_family import HfFamily
+from tencentpretrain.convert.hf_family import HIDDEN, LABELS, HeadLinear, HfFamily, HfHead
 from tencentpretrain.convert.weight_map import Rule, Tie, WeightMap
 from tencentpretrain.errors import ConfigError
 
@@ -28,7 +33,8 @@ def _drop_padding_segment(w: torch.Tensor) -> torch.Tensor:  # (3, H) -> (2, H)
     return w[1:].contiguous()
 
 
-def bert_hf_weight_map(config: ModelConfig, hf: dict | None = None) -> WeightMap:
+def _backbone_rules() -> list[Rule]:
+    """The embedding and encoder: what every BERT model, pretrained or fine-tuned, holds."""
     layer, tp = "bert.encoder.layer.{}", "encoder.transformer.{}"
     rules = [
         Rule("bert.embeddings.word_embeddings.weight", "embedding.word.embedding.weight"),
@@ -48,6 +54,18 @@ def bert_hf_weight_map(config: ModelConfig, hf: dict | None = None) -> WeightMap
             Rule(f"{layer}.intermediate.dense.{p}", f"{tp}.feed_forward.linear_1.{p}"),
             Rule(f"{layer}.output.dense.{p}", f"{tp}.feed_forward.linear_2.{p}"),
             Rule(f"{layer}.output.LayerNorm.{p}", f"{tp}.layer_norm_2.{q}"),
+        ]
+    return rules
+
+
+# position_ids: a recomputable buffer older transformers versions saved.
+IGNORED = [r"\.position_ids$"]
+
+
+def bert_hf_weight_map(config: ModelConfig, hf: dict | None = None) -> WeightMap:
+    rules = _backbone_rules()
+    for p, q in (("weight", "gamma"), ("bias", "beta")):
+        rules += [
             Rule(f"cls.predictions.transform.dense.{p}", f"target.mlm.linear_1.{p}"),
             Rule(f"cls.predictions.transform.LayerNorm.{p}", f"target.mlm.layer_norm.{q}"),
         ]
@@ -63,8 +81,20 @@ def bert_hf_weight_map(config: ModelConfig, hf: dict | None = None) -> WeightMap
     ties = []
     if (hf or {}).get("tie_word_embeddings", True):  # save_pretrained leaves the tied decoder weight out
         ties.append(Tie("target.mlm.linear_2.weight", "embedding.word.embedding.weight"))
-    # position_ids: a recomputable buffer older transformers versions saved.
-    return WeightMap("HuggingFace BERT", rules, ignored_external=[r"\.position_ids$"], ties=ties)
+    return WeightMap("HuggingFace BERT", rules, ignored_external=IGNORED, ties=ties)
+
+
+def bert_backbone_weight_map(hf: dict | None = None) -> WeightMap:
+    """The embedding + encoder map the task heads extend."""
+    return WeightMap("HuggingFace BERT", _backbone_rules(), ignored_external=IGNORED)
+
+
+HEADS = (
+    HfHead("BertForSequenceClassification", (HeadLinear("bert.pooler.dense", "output_layer_1", HIDDEN),
+                                             HeadLinear("classifier", "output_layer_2", LABELS))),
+    HfHead("BertForTokenClassification", (HeadLinear("classifier", "output_layer", LABELS),)),
+    HfHead("BertForQuestionAnswering", (HeadLinear("qa_outputs", "output_layer", 2),)),
+)
 
 
 def model_config_from_hf(hf: dict) -> ModelConfig:
@@ -109,4 +139,6 @@ FAMILY = HfFamily(
     config_from_hf=model_config_from_hf,
     hf_config=hf_config_from_model_config,
     weight_map=bert_hf_weight_map,
+    heads=HEADS,
+    backbone_map=bert_backbone_weight_map,
 )
