@@ -41,6 +41,7 @@ def atomic_path(path: str | os.PathLike, *, cleanup: bool = True) -> Iterator[st
         remove_stale_temporaries(directory, f".{os.path.basename(path)}.")
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=f".tmp-{os.getpid()}", dir=directory)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; the output gets the usual permissions
     try:
         yield tmp
         _fsync(tmp)

@@ -41,7 +41,7 @@ class _ParserBuilt(BaseException):
 def entry_points() -> list[str]:
     """Every user-facing entry point: repository-relative script paths and ``-m`` module names."""
     scripts = ["preprocess.py", "pretrain.py"]
-    for folder in ("scripts", "inference"):
+    for folder in ("scripts", "inference", "finetune"):
         scripts += sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, folder, "*.py")))
     return scripts + list(PACKAGE_MAINS)
 

@@ -30,6 +30,20 @@ def test_write_json_text_and_bytes(tmp_path):
     assert leftovers(tmp_path) == leftovers(tmp_path / "sub") == []
 
 
+def test_written_files_get_the_permissions_of_an_ordinary_file(tmp_path):
+    """mkstemp makes its temporary private (0600); a checkpoint or prediction file must be readable by the group
+    and others as any file the user creates (umask 022 -> 0644), e.g. on a shared cluster."""
+    old = os.umask(0o022)
+    try:
+        write_text(tmp_path / "a.txt", "x")
+        with atomic_path(tmp_path / "b.bin") as tmp:
+            open(tmp, "wb").close()
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "b.bin").stat().st_mode & 0o777 == 0o644
+
+
 def test_a_failed_write_keeps_the_old_file_and_leaves_nothing(tmp_path):
     path = tmp_path / "state.json"
     write_json(path, {"step": 1})

@@ -1,0 +1,40 @@
+"""The original's evaluation reports: confusion matrix, per-label precision/recall/F1 and accuracy."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+EPS = 1e-9
+
+
+def confusion_matrix(pred: torch.Tensor, gold: torch.Tensor, labels_num: int) -> torch.Tensor:
+    """(labels_num, labels_num) counts; row = predicted label, column = gold label (the original's layout)."""
+    flat = pred.long() * labels_num + gold.long()
+    return torch.bincount(flat, minlength=labels_num * labels_num).view(labels_num, labels_num)
+
+
+def precision_recall_f1(confusion: torch.Tensor) -> list[tuple[float, float, float]]:
+    """(precision, recall, f1) of each label, with the original's epsilon (an absent label scores 0)."""
+    scores = []
+    for i in range(confusion.shape[0]):
+        correct = confusion[i, i].item()
+        p = correct / (confusion[i, :].sum().item() + EPS)
+        r = correct / (confusion[:, i].sum().item() + EPS)
+        scores.append((p, r, 2 * p * r / (p + r + EPS)))
+    return scores
+
+
+def log_classification_report(logger: logging.Logger, confusion: torch.Tensor) -> float:
+    """Log the original's report (matrix, ``Label i: p, r, f1`` lines, ``Acc. (Correct/Total)``); returns the
+    accuracy."""
+    correct, total = int(confusion.trace().item()), int(confusion.sum().item())
+    logger.info("Confusion matrix:")
+    logger.info("%s", confusion)
+    logger.info("Report precision, recall, and f1:")
+    for i, (p, r, f1) in enumerate(precision_recall_f1(confusion)):
+        logger.info("Label %d: %.3f, %.3f, %.3f", i, p, r, f1)
+    accuracy = correct / total if total else 0.0
+    logger.info("Acc. (Correct/Total): %.4f (%d/%d) ", accuracy, correct, total)
+    return accuracy

@@ -1,0 +1,105 @@
+"""The model a task fine-tunes: the pretrained embedding and encoder under the original's keys, plus a head.
+
+``TaskModel`` holds ``embedding`` and ``encoder`` exactly as the pretraining ``Model`` does, so their state keys
+(``embedding.word.embedding.weight``, ``encoder.transformer.0...``) are those of a pretrained checkpoint and of a
+model fine-tuned by the original; a task adds its head under the original's names (``output_layer_1``, ...).
+A task model never holds the pretraining targets.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from tencentpretrain.checkpoint import StateDict, load_state_dict, load_state_into
+from tencentpretrain.config import ModelConfig
+from tencentpretrain.convert.loading import iter_pretrained_state
+from tencentpretrain.errors import CheckpointError
+from tencentpretrain.models.model import Embedding, init_module_
+from tencentpretrain.registry import ENCODERS
+
+logger = logging.getLogger(__name__)
+
+BACKBONE_PREFIXES = ("embedding.", "encoder.")
+_LIST_LIMIT = 8
+
+
+class TaskOutput(NamedTuple):
+    """What a task model's forward returns: the loss (None without labels) and its predictions' logits."""
+
+    loss: torch.Tensor | None
+    logits: torch.Tensor
+
+
+class TaskModel(nn.Module):
+    """Embedding + encoder of ``config``; subclasses add the task head and ``forward(batch) -> TaskOutput``."""
+
+    def __init__(self, config: ModelConfig, vocab_size: int) -> None:
+        super().__init__()
+        self.config = config
+        self.embedding = Embedding(config, vocab_size, config.embedding)
+        self.encoder = ENCODERS.get(config.encoder)(config)
+
+    def encode(self, src: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
+        """Hidden states (B, T, H) of ``src`` (B, T); ``seg`` (B, T) holds segment ids, 0 = padding. Padding
+        never changes a real token's state, so a batch padded to its longest input equals one padded further."""
+        positions = self.embedding.default_positions(src)
+        return self.encoder(self.embedding(src, seg, positions), seg, positions=positions, honor_padding=True)
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """Initialise everything for training from scratch (no --pretrained_model_path)."""
+        for name, module in self.named_modules():
+            init_module_(name, module)
+
+
+def load_pretrained_weights(model: TaskModel, path: str) -> None:
+    """Initialise ``model`` from a pretrained (or fine-tuned) checkpoint, as the original did, but checked.
+
+    The backbone (every ``embedding.*`` / ``encoder.*`` key) must be in the checkpoint with the right shapes; a
+    head key found there is loaded too (fine-tuning a fine-tuned model), else the head keeps its fresh
+    initialisation. The checkpoint's other keys (the pretraining targets) are logged and not used.
+    """
+    state: StateDict = {}
+    for _, shard in iter_pretrained_state(path, model.config):
+        state.update(shard)
+    expected = model.state_dict()
+    missing_backbone = [k for k in expected if k.startswith(BACKBONE_PREFIXES) and k not in state]
+    if missing_backbone:
+        raise CheckpointError(
+            f"{path}: the pretrained model lacks {len(missing_backbone)} weight(s) of the encoder this config "
+            f"builds ({_listing(missing_backbone)}); check that --config_path describes the pretrained model")
+    unused = sorted(k for k in state if k not in expected)
+    fresh = sorted(k for k in expected if k not in state)
+    if unused:
+        logger.info("%s: not used by the task model: %s", path, _listing(unused))
+    if fresh:
+        logger.info("newly initialised (not in %s): %s", path, _listing(fresh))
+    load_state_into(model, {k: v for k, v in state.items() if k in expected}, source=path,
+                    allow_missing=tuple(fresh))
+
+
+def load_finetuned_weights(model: TaskModel, path: str) -> None:
+    """Load a fine-tuned model (ours or the original's) strictly: exactly the keys and shapes of ``model``."""
+    load_state_into(model, load_state_dict(path), source=path)
+
+
+def build_task_model(model_class: type[TaskModel], config: ModelConfig, vocab_size: int,
+                     pretrained_model_path: str | None, **head_args) -> TaskModel:
+    """A task model with the original's initialisation: the pretrained weights where given (the head keeps
+    PyTorch's default initialisation, as in the original), else everything initialised from scratch."""
+    model = model_class(config, vocab_size, **head_args)
+    if pretrained_model_path:
+        load_pretrained_weights(model, pretrained_model_path)
+    else:
+        model.init_weights()
+    return model
+
+
+def _listing(keys: list[str]) -> str:
+    shown = ", ".join(keys[:_LIST_LIMIT])
+    return shown + (f" ... and {len(keys) - _LIST_LIMIT} more" if len(keys) > _LIST_LIMIT else "")
+
