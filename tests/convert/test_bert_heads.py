@@ -235,3 +235,32 @@ def test_an_export_needs_the_head_and_a_config_hf_bert_computes(tmp_path, script
     assert code == 2 and "--layers_num 12, but the config has 2 layers" in err
     assert not os.path.exists(tmp_path / "x")
     del hf
+
+
+# ---------------------------------------------------------------------------------------------- our fine-tuning models
+def test_hf_sequence_classifier_and_our_classifier_give_the_same_logits(tmp_path):
+    """The converted checkpoint in finetune/run_classifier.py's model computes what BertForSequenceClassification
+    does, padded batches included (HF's attention_mask = our segment 0); so does the HF directory itself given as
+    the pretrained model."""
+    from tencentpretrain.finetune.classifier import Classifier
+    from tencentpretrain.finetune.model import build_task_model, load_finetuned_weights
+
+    hf = _hf_head("text_classification", str(tmp_path / "hf"))
+    cls_hf_to_tp.main(["--input_model_path", str(tmp_path / "hf"), "--output_model_path", str(tmp_path / "cls.bin")])
+    config = load_model_config(str(tmp_path / "cls_config.json"))
+    ids, types = torch.randint(1, VOCAB, (3, 13)), torch.randint(0, 2, (3, 13))
+    mask = torch.ones_like(ids)
+    mask[1, 9:], mask[2, 4:] = 0, 0  # two padded inputs
+    with torch.no_grad():
+        theirs = hf(input_ids=ids, token_type_ids=types, attention_mask=mask).logits  # (3, 5)
+    batch = {"src": ids * mask, "seg": (types + 1) * mask}  # TencentPretrain: segments 1, 2; 0 = padding
+
+    ours = Classifier(config, VOCAB, labels_num=config.labels_num).eval()
+    load_finetuned_weights(ours, str(tmp_path / "cls.bin"))
+    from_hf_dir = build_task_model(Classifier, config, VOCAB, str(tmp_path / "hf"), labels_num=5).eval()
+    for model in (ours, from_hf_dir):
+        with torch.no_grad():
+            logits = model(batch).logits
+        assert logits.shape == theirs.shape
+        assert (logits - theirs).abs().max() < 1e-4  # fp32; the two attention kernels sum in other orders
+        assert torch.equal(logits.argmax(-1), theirs.argmax(-1))
