@@ -128,6 +128,15 @@ def _config_dir(input_path: str) -> str:
     return input_path if os.path.isdir(input_path) else os.path.dirname(input_path) or "."
 
 
+def _has_hf_config(directory: str) -> bool:
+    """Whether ``directory`` holds an HF config.json (one with a model_type: not a TencentPretrain JSON config)."""
+    path = os.path.join(directory, HF_CONFIG)
+    try:
+        return os.path.isfile(path) and "model_type" in read_hf_config(directory)
+    except ConfigError:
+        return False
+
+
 def hf_task_head(path: str) -> HfHead | None:
     """The task head of the HF directory at ``path`` (None for a pretraining or generative class)."""
     hf = read_hf_config(path)
@@ -155,10 +164,13 @@ def convert_hf_to_tencentpretrain(
     e.g. ``BertForSequenceClassification``) to expect. ``layers_num``: checked against the input's layers.
 
     With a task ``head``, ``input_dir`` may be a bare HF state-dict file (what the original converters read):
-    with no config.json beside it, the keys are checked against ``layers_num`` layers (default: as many as
+    with no HF config.json beside it, the keys are checked against ``layers_num`` layers (default: as many as
     present), no JSON config is written and None is returned. Otherwise returns the config.
     """
-    if os.path.isfile(input_dir) and not os.path.isfile(os.path.join(_config_dir(input_dir), HF_CONFIG)):
+    if os.path.isfile(input_dir) and not _has_hf_config(_config_dir(input_dir)):
+        if config_path is not None:
+            raise ConfigError(f"{input_dir} has no HF {HF_CONFIG} beside it, so there is no config to write to "
+                              f"{config_path}; give the HF model directory, or leave the config path out")
         _convert_bare_state_file(input_dir, output_path, family, head, layers_num, dtype, max_shard_bytes, overwrite)
         return None
     fam, task_head, config, plan = _import_plan(input_dir, family, head)

@@ -139,6 +139,17 @@ def test_a_bare_state_dict_converts_as_the_original_read_it(tmp_path, task, capl
         assert torch.equal(from_bare[key], tensor), key
     assert not os.path.exists(tmp_path / "from_bare_config.json")
     assert "no TencentPretrain config was written" in caplog.text
+    # A TencentPretrain JSON config beside it is not an HF config.json: still a bare state dict.
+    ours_config = load_model_config(str(tmp_path / "from_dir_config.json"))
+    save_model_config(ours_config, str(tmp_path / "bare" / "config.json"))
+    assert hf_to_tp.main(["--input_model_path", str(tmp_path / "bare" / "pytorch_model.bin"),
+                          "--output_model_path", str(tmp_path / "again.bin")]) == 0
+    assert torch.equal(load_state_dict(str(tmp_path / "again.bin"))["embedding.word.embedding.weight"],
+                       from_dir["embedding.word.embedding.weight"])
+    with pytest.raises(ConfigError, match="no HF config.json beside it, so there is no config to write"):
+        hf_to_tp.main(["--input_model_path", str(tmp_path / "bare" / "pytorch_model.bin"), "--output_model_path",
+                       str(tmp_path / "x.bin"), "--output_config_path", str(tmp_path / "x.json")])
+    assert not os.path.exists(tmp_path / "x.bin")
     # A weight file inside an HF directory is read with the directory's config.json.
     weights = sorted(f for f in os.listdir(tmp_path / "hf") if f.endswith(".safetensors"))
     with pytest.raises(CheckpointError, match="not produced"):  # one shard of several: incomplete
