@@ -305,6 +305,7 @@ def convert_tencentpretrain_to_hf(
         check_vocab_sizes(tokenizer=sp.get_piece_size() if sp else None, embedding=rows, config=config.vocab_size,
                           source=input_path, allow_padding=options.allow_vocab_padding)
     if head is not None:
+        head.check_exportable(config)
         config = config.replace(labels_num=_checkpoint_labels(input_path, keys, head, config))
     shapes = model_shapes(config, head, rows)
     check_complete(keys, shapes, what=f"{input_path} (for the config given)")

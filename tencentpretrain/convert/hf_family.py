@@ -52,6 +52,14 @@ class HfHead:
 
     architecture: str  # "BertForSequenceClassification"
     layers: tuple[HeadLinear, ...]
+    pooling: str | None = None  # the sentence representation the HF class computes (None: a per-token head)
+
+    def check_exportable(self, config: ModelConfig) -> None:
+        """Refuse a config whose head computes something else than the HF class (another ``pooling``)."""
+        if self.pooling is not None and config.pooling != self.pooling:
+            raise ConfigError(f"HF {self.architecture} pools the {self.pooling!r} position, the config pools "
+                              f"{config.pooling!r}: the exported model would compute something else; only a model "
+                              f"fine-tuned with --pooling {self.pooling} can be exported as {self.architecture}")
 
     def rules(self) -> list[Rule]:
         return [Rule(f"{layer.external}.{p}", f"{layer.internal}.{p}")

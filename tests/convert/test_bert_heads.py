@@ -241,6 +241,10 @@ def test_an_export_needs_the_head_and_a_config_hf_bert_computes(tmp_path, script
                                                  str(tmp_path / "normal.json"), "--output_model_path",
                                                  str(tmp_path / "x")])
     assert code == 2 and "layernorm='normal'" in err
+    # HF's pooler reads the [CLS] position only: a classifier fine-tuned with --pooling mean is not exportable.
+    with pytest.raises(ConfigError, match="pools the 'first' position, the config pools 'mean'"):
+        convert_tencentpretrain_to_hf(ours, str(tmp_path / "x"), config.replace(pooling="mean"),
+                                      HfExportOptions(family="bert", head="BertForSequenceClassification"))
     code, err = script_error(cls_tp_to_hf.main, ["--input_model_path", ours, "--output_model_path",
                                                  str(tmp_path / "x"), "--layers_num", "12"])
     assert code == 2 and "--layers_num 12, but the config has 2 layers" in err
@@ -275,3 +279,18 @@ def test_hf_sequence_classifier_and_our_classifier_give_the_same_logits(tmp_path
         assert logits.shape == theirs.shape
         assert (logits - theirs).abs().max() < 1e-4  # fp32; the two attention kernels sum in other orders
         assert torch.equal(logits.argmax(-1), theirs.argmax(-1))
+
+
+def test_a_crf_tagger_has_no_hf_token_classification_equivalent(tmp_path):
+    """run_ner.py --crf_target adds a CRF (crf.* keys) that BertForTokenClassification lacks: refused, named."""
+    _hf_head("token_classification", str(tmp_path / "hf"))
+    ner_hf_to_tp.main(["--input_model_path", str(tmp_path / "hf"), "--output_model_path", str(tmp_path / "ner.bin")])
+    state = load_state_dict(str(tmp_path / "ner.bin"))
+    state.update({"crf.start_transitions": torch.zeros(5), "crf.end_transitions": torch.zeros(5),
+                  "crf.transitions": torch.zeros(5, 5)})
+    save_file(state, str(tmp_path / "crf.bin"))
+    with pytest.raises(CheckpointError, match=r"not expected \(3\): crf.end_transitions, crf.start_transitions"):
+        convert_tencentpretrain_to_hf(str(tmp_path / "crf.bin"), str(tmp_path / "x"),
+                                      load_model_config(str(tmp_path / "ner_config.json")),
+                                      HfExportOptions(family="bert", head="BertForTokenClassification"))
+    assert not os.path.exists(tmp_path / "x")

@@ -91,7 +91,7 @@ def bert_backbone_weight_map(hf: dict | None = None) -> WeightMap:
 
 HEADS = (
     HfHead("BertForSequenceClassification", (HeadLinear("bert.pooler.dense", "output_layer_1", HIDDEN),
-                                             HeadLinear("classifier", "output_layer_2", LABELS))),
+                                             HeadLinear("classifier", "output_layer_2", LABELS)), pooling="first"),
     HfHead("BertForTokenClassification", (HeadLinear("classifier", "output_layer", LABELS),)),
     HfHead("BertForQuestionAnswering", (HeadLinear("qa_outputs", "output_layer", 2),)),
 )
