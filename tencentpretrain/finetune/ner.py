@@ -66,7 +66,7 @@ class NerLabels:
         """Read and check ``--label2id_path``: tags mapped to the ids 0..n-1, with an ``O`` tag."""
         mapping = read_json(path)
         if not isinstance(mapping, dict) or not mapping:
-            raise DataError(f"{path}: label2id is a JSON object mapping each tag to its id, e.g. "
+            raise DataError(f"{path}: expected a JSON object mapping each tag to its id, e.g. "
                             '{"O": 0, "B-PER": 1, "I-PER": 2}')
         if any(not isinstance(v, int) or isinstance(v, bool) for v in mapping.values()):
             raise DataError(f"{path}: every id must be an integer, got {mapping}")
@@ -146,6 +146,8 @@ def read_ner(path: str, tokenizer: Tokenizer, labels: NerLabels, seq_length: int
              with_labels: bool = True) -> list[Example]:
     """Examples of a NER TSV: ``src`` (token ids), ``seg`` (1s) and, read with labels, ``tags`` (tag ids)."""
     rows = read_tsv(path, ("text_a", "label") if with_labels else ("text_a",))
+    if not with_labels:
+        _refuse_blank_lines(path, rows)
     examples = []
     for row in rows:
         tokens = _tokens(row)
@@ -155,6 +157,17 @@ def read_ner(path: str, tokenizer: Tokenizer, labels: NerLabels, seq_length: int
             example["tags"] = _tag_ids(row, labels, len(tokens))[:seq_length]
         examples.append(example)
     return examples
+
+
+def _refuse_blank_lines(path: str, rows: Sequence[TsvRow]) -> None:
+    """Prediction line i is input line i, so an input line cannot be skipped: a blank line among the rows (which
+    ``read_tsv`` skips) is an error; blank lines at the end are harmless."""
+    expected = 2
+    for row in rows:
+        if row.line != expected:
+            raise DataError(f"{path}, line {expected}: the line is empty; each line holds a sentence to tag (the "
+                            "prediction file has one line per input line)")
+        expected += 1
 
 
 def _tokens(row: TsvRow) -> list[str]:
