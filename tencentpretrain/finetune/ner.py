@@ -60,6 +60,7 @@ class NerLabels:
     """The tags of a label2id file plus ``[PAD]`` (the last id), and the ids the evaluation needs."""
 
     label_to_id: dict[str, int]  # the file's tags, then [PAD]
+    path: str  # the label2id file, for messages
 
     @classmethod
     def load(cls, path: str) -> NerLabels:
@@ -76,7 +77,7 @@ class NerLabels:
             raise DataError(f"{path}: {PAD_LABEL!r} is reserved (it is added as the label of padding); remove it")
         if OUTSIDE_LABEL not in mapping:
             raise DataError(f"{path}: there is no {OUTSIDE_LABEL!r} tag; the evaluation ends entities at it")
-        return cls({**mapping, PAD_LABEL: len(mapping)})
+        return cls({**mapping, PAD_LABEL: len(mapping)}, path)
 
     def __len__(self) -> int:
         return len(self.label_to_id)
@@ -132,13 +133,12 @@ class NerTagger(TaskModel):
     @torch.no_grad()
     def tag(self, batch: dict[str, torch.Tensor]) -> list[list[int]]:
         """The predicted tag ids of each sequence's real tokens (Viterbi with a CRF, else the argmax)."""
-        logits = self(batch).logits
+        logits = self({"src": batch["src"], "seg": batch["seg"]}).logits  # no loss to compute
         mask = batch["seg"] > 0
-        lengths = mask.sum(dim=1).tolist()
         if self.crf is not None:
             return self.crf.decode(logits, mask)
         best = logits.argmax(dim=-1).tolist()
-        return [row[:n] for row, n in zip(best, lengths)]
+        return [row[:n] for row, n in zip(best, mask.sum(dim=1).tolist())]
 
 
 # ---------------------------------------------------------------------- data
@@ -187,7 +187,7 @@ def _tag_ids(row: TsvRow, labels: NerLabels, tokens_num: int) -> list[int]:
     ids = []
     for position, tag in enumerate(tags, start=1):
         if tag not in known:
-            raise row.error(f"the tag {tag!r} (token {position}) is not in the label2id file, which has "
+            raise row.error(f"the tag {tag!r} (token {position}) is not in {labels.path}, which has "
                             f"{', '.join(known)}")
         ids.append(known[tag])
     return ids
@@ -330,5 +330,4 @@ def write_tag_predictions(path: str, model: NerTagger, examples: Sequence[Exampl
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         f.write(PREDICTION_HEADER + "\n")
         for _, predicted in predict_tags(model, examples, batch_size, collate):
-            for tags in predicted:
-                f.write("".join(names[t] + " " for t in tags) + "\n")
+            f.writelines("".join(names[t] + " " for t in tags) + "\n" for tags in predicted)
