@@ -245,6 +245,17 @@ def test_tokens_are_the_space_separated_fields_cut_to_seq_length(vocab_path, tmp
     assert example["seg"] == [1, 1, 1, 1] and example["tags"] == [1, 2, 0, 0]  # no [CLS]: token i is position i
 
 
+def test_a_sentence_longer_than_the_position_table_is_named(ner_files, vocab_path, bert_config_path, tmp_path):
+    long = _write(tmp_path / "long.tsv", "text_a\tlabel\n好 美\tB-PER I-PER\n" + " ".join(["这"] * 70) + "\t"
+                  + " ".join(["O"] * 70) + "\n")
+    assert json.loads(Path(bert_config_path).read_text())["max_seq_length"] == 64
+    with pytest.raises(DataError, match=r"long.tsv, line 3: 70 tokens, more than the model's 64 positions"):
+        ner.finetune_main(_train_args({**ner_files, "train": str(long)}, vocab_path, bert_config_path,
+                                      tmp_path / "m.bin", "--epochs_num", "1"))
+    assert len(read_ner(str(long), build_tokenizer("bert", vocab_path=vocab_path), NerLabels.load(
+        ner_files["label2id"]), 64, max_positions=64)[1]["src"]) == 64  # cut to --seq_length 64, it fits
+
+
 def _write(path: Path, text: str) -> Path:
     path.write_text(text, encoding="utf-8")
     return path
