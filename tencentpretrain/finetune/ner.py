@@ -143,43 +143,18 @@ class NerTagger(TaskModel):
 
 # ---------------------------------------------------------------------- data
 def read_ner(path: str, tokenizer: Tokenizer, labels: NerLabels, seq_length: int, *,
-             with_labels: bool = True, max_positions: int | None = None) -> list[Example]:
-    """Examples of a NER TSV: ``src`` (token ids), ``seg`` (1s) and, read with labels, ``tags`` (tag ids).
-
-    ``max_positions``: the model's learned positions (see ``position_limit``); a sentence that is longer after
-    the cut to ``seq_length`` is refused, naming its line.
-    """
+             with_labels: bool = True) -> list[Example]:
+    """Examples of a NER TSV: ``src`` (token ids), ``seg`` (1s) and, read with labels, ``tags`` (tag ids)."""
     rows = read_tsv(path, ("text_a", "label") if with_labels else ("text_a",))
-    if not with_labels:
-        _refuse_blank_lines(path, rows)
     examples = []
     for row in rows:
         tokens = _tokens(row)
-        if max_positions is not None and min(len(tokens), seq_length) > max_positions:
-            raise row.error(f"{len(tokens)} tokens, more than the model's {max_positions} positions "
-                            f"(max_seq_length); pass --seq_length {max_positions} to cut such sentences")
         example: Example = {"src": [tokenizer.piece_to_id(t) for t in tokens][:seq_length],
                             "seg": [1] * min(len(tokens), seq_length)}
         if with_labels:
             example["tags"] = _tag_ids(row, labels, len(tokens))[:seq_length]
         examples.append(example)
     return examples
-
-
-def position_limit(config: ModelConfig) -> int | None:
-    """How many positions the model's learned position table has (None without one)."""
-    return config.max_seq_length if "pos" in config.embedding else None
-
-
-def _refuse_blank_lines(path: str, rows: Sequence[TsvRow]) -> None:
-    """Prediction line i is input line i, so an input line cannot be skipped: a blank line among the rows (which
-    ``read_tsv`` skips) is an error; blank lines at the end are harmless."""
-    expected = 2
-    for row in rows:
-        if row.line != expected:
-            raise DataError(f"{path}, line {expected}: the line is empty; each line holds a sentence to tag (the "
-                            "prediction file has one line per input line)")
-        expected += 1
 
 
 def _tokens(row: TsvRow) -> list[str]:
@@ -308,8 +283,7 @@ def finetune_ner(run: ParsedRun) -> None:
                                  crf_target=run.args.crf_target)
 
         def read(path: str) -> list[Example]:
-            return read_ner(path, run.tokenizer, labels, options.seq_length,
-                            max_positions=position_limit(run.model_config))
+            return read_ner(path, run.tokenizer, labels, options.seq_length)
 
         collate = collate_for(run.tokenizer, labels)
         fit(model, read(options.train_path), lambda: read(options.dev_path),
@@ -327,8 +301,7 @@ def infer_main(argv: Sequence[str] | None = None) -> None:
                       crf_target=run.args.crf_target)
     load_finetuned_weights(model, options.load_model_path)
     model.to(default_device())
-    examples = read_ner(options.test_path, run.tokenizer, labels, options.seq_length, with_labels=False,
-                        max_positions=position_limit(run.model_config))
+    examples = read_ner(options.test_path, run.tokenizer, labels, options.seq_length, with_labels=False)
     if not examples:
         raise DataError(f"{options.test_path}: no examples to predict")
     logger.info("The number of prediction instances: %d", len(examples))

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from tencentpretrain.checkpoint import load_state_dict
 from tencentpretrain.config import load_model_config
-from tencentpretrain.errors import CheckpointError, DataError
+from tencentpretrain.errors import CheckpointError, ConfigError, DataError
 from tencentpretrain.finetune import ner
 from tencentpretrain.finetune.ner import EntityCounts, NerLabels, NerTagger, collate_for, entity_spans, read_ner
 from tencentpretrain.tokenizers import build_tokenizer
@@ -245,15 +245,13 @@ def test_tokens_are_the_space_separated_fields_cut_to_seq_length(vocab_path, tmp
     assert example["seg"] == [1, 1, 1, 1] and example["tags"] == [1, 2, 0, 0]  # no [CLS]: token i is position i
 
 
-def test_a_sentence_longer_than_the_position_table_is_named(ner_files, vocab_path, bert_config_path, tmp_path):
-    long = _write(tmp_path / "long.tsv", "text_a\tlabel\n好 美\tB-PER I-PER\n" + " ".join(["这"] * 70) + "\t"
-                  + " ".join(["O"] * 70) + "\n")
-    assert json.loads(Path(bert_config_path).read_text())["max_seq_length"] == 64
-    with pytest.raises(DataError, match=r"long.tsv, line 3: 70 tokens, more than the model's 64 positions"):
-        ner.finetune_main(_train_args({**ner_files, "train": str(long)}, vocab_path, bert_config_path,
-                                      tmp_path / "m.bin", "--epochs_num", "1"))
-    assert len(read_ner(str(long), build_tokenizer("bert", vocab_path=vocab_path), NerLabels.load(
-        ner_files["label2id"]), 64, max_positions=64)[1]["src"]) == 64  # cut to --seq_length 64, it fits
+def test_a_seq_length_beyond_the_position_table_is_refused_at_start(ner_files, vocab_path, bert_config_path,
+                                                                     tmp_path):
+    assert json.loads(Path(bert_config_path).read_text())["max_seq_length"] == 128
+    with pytest.raises(ConfigError, match=r"--seq_length 130 is longer than the model's 128 learned positions"):
+        ner.finetune_main(_train_args(ner_files, vocab_path, bert_config_path, tmp_path / "m.bin",
+                                      "--seq_length", "130"))
+    assert not (tmp_path / "m.bin").exists()
 
 
 def _write(path: Path, text: str) -> Path:
@@ -287,7 +285,7 @@ def test_infer_refuses_an_empty_line_and_writes_nothing(ner_files, vocab_path, b
     infer = ["--vocab_path", vocab_path, "--config_path", bert_config_path, "--load_model_path",
              str(tmp_path / "ner.bin"), "--prediction_path", str(prediction), "--label2id_path", ner_files["label2id"]]
     # a blank line would shift every later prediction onto the wrong input line
-    for text, message in (("text_a\n好 美\n \n这\n", "line 3: the line is empty"),
+    for text, message in (("text_a\n好 美\n \n这\n", "line 3: blank line"),
                           ("text_a\tlabel\n好 美\tO O\n\t O\n", "line 3: text_a is empty")):
         test = _write(tmp_path / "test.tsv", text)
         with pytest.raises(DataError, match="test.tsv, " + message):
