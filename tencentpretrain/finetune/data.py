@@ -53,7 +53,8 @@ def read_tsv(path: str, required: Sequence[str]) -> list[TsvRow]:
     """The data lines of a TSV file whose first line is a header naming its columns.
 
     ``required`` columns must be in the header (a file without one would otherwise lose its first example
-    silently, or be read with the wrong columns). Blank lines are skipped.
+    silently, or be read with the wrong columns). Blank lines at the end are ignored; one between examples is an
+    error (skipping it would put every later prediction on the wrong line of a prediction file).
     """
     try:
         with open(path, encoding="utf-8") as f:
@@ -70,10 +71,12 @@ def read_tsv(path: str, required: Sequence[str]) -> list[TsvRow]:
         raise DataError(
             f"{path}, line 1: the header {columns!r} lacks the column(s) {absent}; the first line of a task TSV "
             f"names its tab-separated columns, e.g. {chr(9).join(required)!r}")
+    while len(lines) > 1 and not lines[-1].strip():
+        lines.pop()
     rows = []
     for number, line in enumerate(lines[1:], start=2):
         if not line.strip():
-            continue
+            raise DataError(f"{path}, line {number}: blank line; a task TSV has one example per line (remove it)")
         values = line.split("\t")
         rows.append(TsvRow(path, number, dict(zip(columns, values))))
     return rows

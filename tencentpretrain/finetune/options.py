@@ -127,4 +127,14 @@ def parse_run(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None
     for key, value in (config_overrides(args) if config_overrides else {}).items():
         setattr(args, key, value)
     tokenizer = build_tokenizer(tokenizer_config_from_args(args))
-    return ParsedRun(args, model_config_from_args(args), tokenizer)
+    model_config = model_config_from_args(args)
+    check_seq_length(getattr(args, "seq_length", None), model_config)
+    return ParsedRun(args, model_config, tokenizer)
+
+
+def check_seq_length(seq_length: int | None, config: ModelConfig) -> None:
+    """A model with learned positions (the ``pos`` embedding) cannot read inputs longer than its table."""
+    if seq_length and "pos" in config.embedding and seq_length > config.max_seq_length:
+        raise ConfigError(f"--seq_length {seq_length} is longer than the model's {config.max_seq_length} learned "
+                          "positions (max_seq_length of the config): pass --seq_length "
+                          f"{config.max_seq_length} or less")

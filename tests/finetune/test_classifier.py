@@ -86,6 +86,17 @@ def test_a_tsv_without_header_is_refused_with_file_and_line(sentiment_files, voc
     assert not out.exists()
 
 
+def test_a_blank_line_between_examples_is_refused_and_trailing_ones_are_not(tmp_path):
+    from tencentpretrain.finetune.data import read_tsv
+
+    path = tmp_path / "a.tsv"
+    path.write_text("label\ttext_a\n1\t好\n\n0\t差\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"a.tsv, line 3: blank line"):
+        read_tsv(str(path), ("label", "text_a"))
+    path.write_text("label\ttext_a\n1\t好\n0\t差\n\n\n", encoding="utf-8")
+    assert [row.line for row in read_tsv(str(path), ("label", "text_a"))] == [2, 3]
+
+
 def test_a_label_outside_labels_num_names_the_file_and_line(sentiment_files, vocab_path, bert_config_path, tmp_path):
     dev = tmp_path / "dev.tsv"
     rows = open(sentiment_files["dev"], encoding="utf-8").read().splitlines()
