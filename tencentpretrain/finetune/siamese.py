@@ -37,18 +37,27 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tencentpretrain.cli import dataclass_from_args
 from tencentpretrain.checkpoint import StateDict, load_state_into
+from tencentpretrain.cli import dataclass_from_args
 from tencentpretrain.config import ModelConfig, parse_args_with_config, split_config_keys
 from tencentpretrain.convert.loading import iter_pretrained_state
 from tencentpretrain.errors import CheckpointError, ConfigError, DataError
-from tencentpretrain.finetune.classifier import add_classifier_infer_flags, count_labels, evaluate_classifier, \
-    write_class_predictions
+from tencentpretrain.finetune.classifier import (
+    add_classifier_infer_flags,
+    count_labels,
+    evaluate_classifier,
+    write_class_predictions,
+)
 from tencentpretrain.finetune.data import Example, SpecialIds, encode_pair, pad_batch, parse_label, read_tsv
 from tencentpretrain.finetune.loop import fit, log_file, set_seed
 from tencentpretrain.finetune.model import TaskOutput, load_finetuned_weights
-from tencentpretrain.finetune.options import FinetuneOptimConfig, FinetuneOptions, InferOptions, finetune_parser, \
-    infer_parser
+from tencentpretrain.finetune.options import (
+    FinetuneOptimConfig,
+    FinetuneOptions,
+    InferOptions,
+    finetune_parser,
+    infer_parser,
+)
 from tencentpretrain.layers.pooling import pool
 from tencentpretrain.layers.standard_layer_norm import affine_layernorm_name
 from tencentpretrain.models.model import Embedding, init_module_

@@ -82,8 +82,8 @@ def _original_keys(layers: int, tie_layout: bool = True) -> list[str]:
 
 def _model(config_path: str, vocab_path: str, argv=()) -> siamese.SiameseClassifier:
     parser = siamese.finetune_parser(None, adversarial=False)
-    args, config, tokenizer = siamese.parse_siamese(parser, ["--config_path", config_path, "--vocab_path", vocab_path,
-                                                             "--train_path", "x", "--dev_path", "y", *argv])
+    _, config, tokenizer = siamese.parse_siamese(parser, ["--config_path", config_path, "--vocab_path", vocab_path,
+                                                          "--train_path", "x", "--dev_path", "y", *argv])
     return siamese.SiameseClassifier(config, tokenizer.vocab_size, labels_num=2)
 
 
