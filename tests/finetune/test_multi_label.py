@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from tencentpretrain.checkpoint import load_state_dict
+from tencentpretrain.checkpoint import load_state_dict, save_checkpoint
+from tencentpretrain.config import load_model_config
 from tencentpretrain.errors import CheckpointError, DataError
 from tencentpretrain.finetune import multi_label
+from tencentpretrain.tokenizers import build_tokenizer
 from tests.finetune.conftest import FILLER, NEGATIVE, POSITIVE
 
 # label i is present when the text holds a character of GROUPS[i]
@@ -107,11 +109,12 @@ def test_a_bad_label_names_the_file_and_line(multi_label_files, vocab_path, bert
     assert not out.exists()
 
 
-@pytest.mark.slow
 def test_inference_with_another_labels_num_is_refused_and_writes_nothing(multi_label_files, vocab_path,
                                                                          bert_config_path, tmp_path):
     out = tmp_path / "m.bin"
-    multi_label.finetune_main(_train_args(multi_label_files, vocab_path, bert_config_path, out, "--epochs_num", "1"))
+    tokenizer = build_tokenizer("bert", vocab_path=vocab_path)
+    model = multi_label.MultilabelClassifier(load_model_config(bert_config_path), tokenizer.vocab_size, labels_num=3)
+    save_checkpoint(model, str(out))
     prediction = tmp_path / "prediction.tsv"
     with pytest.raises(CheckpointError, match="output_layer_2"):
         multi_label.infer_main(["--vocab_path", vocab_path, "--config_path", bert_config_path, "--test_path",

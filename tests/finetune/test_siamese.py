@@ -171,3 +171,17 @@ def test_a_file_without_text_b_is_refused_with_file_and_line(pair_files, vocab_p
         siamese.finetune_main(_train_args({**pair_files, "train": str(train)}, vocab_path, dual_config(tmp_path),
                                           out, "--labels_num", "2"))
     assert not out.exists()
+
+
+def test_inference_of_a_file_without_text_b_writes_nothing(tmp_path, vocab_path):
+    config_path = dual_config(tmp_path)
+    model = _model(config_path, vocab_path)
+    save_checkpoint(model, str(tmp_path / "m.bin"))
+    test = tmp_path / "single.tsv"
+    test.write_text("text_a\n好\n", encoding="utf-8")
+    prediction = tmp_path / "prediction.tsv"
+    with pytest.raises(DataError, match=r"single.tsv, line 1: the header \['text_a'\] lacks the column\(s\) \['text_b'\]"):
+        siamese.infer_main(["--vocab_path", vocab_path, "--config_path", config_path, "--test_path", str(test),
+                            "--load_model_path", str(tmp_path / "m.bin"), "--prediction_path", str(prediction),
+                            "--labels_num", "2"])
+    assert not list(tmp_path.glob("prediction.tsv*"))
