@@ -12,6 +12,7 @@ the best answer word. Answer words must each be one token of the vocabulary.
 
 Data: the classification TSV (``label<TAB>text_a[<TAB>text_b]``), labels being the keys of ``answer_words``.
 Report: the original's ``Acc. (Correct/Total)`` line (with the confusion matrix and per-label lines).
+``--epochs_num 0`` is the original's zero-shot run: the test set is scored with the pretrained MLM head.
 Predictions: ``label`` [``logits``] [``prob``] over the answer words; the label is the answer's index among the
 answer words in vocabulary-id order (the original's output; for the shipped prompts it is the label itself).
 """
@@ -32,13 +33,14 @@ from tencentpretrain.config import ModelConfig
 from tencentpretrain.errors import ConfigError, DataError
 from tencentpretrain.finetune.classifier import add_classifier_infer_flags, write_class_predictions
 from tencentpretrain.finetune.data import Example, SpecialIds, TsvRow, pad_batch, read_json, read_tsv
-from tencentpretrain.finetune.loop import fit, log_file, predict, set_seed
+from tencentpretrain.finetune.loop import default_device, fit, log_file, predict, set_seed
 from tencentpretrain.finetune.metrics import confusion_matrix, log_classification_report
 from tencentpretrain.finetune.model import TaskModel, TaskOutput, build_task_model, load_finetuned_weights
 from tencentpretrain.finetune.options import (
     FinetuneOptimConfig,
     FinetuneOptions,
     InferOptions,
+    ParsedRun,
     finetune_parser,
     infer_parser,
     parse_run,
@@ -227,8 +229,11 @@ def add_prompt_infer_flags(parser: argparse.ArgumentParser) -> None:
 def finetune_main(argv: Sequence[str] | None = None) -> None:
     """``finetune/run_classifier_prompt.py``."""
     run = parse_run(finetune_parser(__doc__, add_prompt_flags, adversarial=False), argv)
-    options: FinetuneOptions = run.options(FinetuneOptions)
     prompt = load_prompt(run.args.prompt_path, run.args.prompt_id, run.tokenizer)
+    if run.args.epochs_num == 0:
+        zero_shot(run, prompt)
+        return
+    options: FinetuneOptions = run.options(FinetuneOptions)
     with log_file(options.log_path):
         set_seed(options.seed)
         model = build_task_model(ClozeTest, run.model_config, run.tokenizer.vocab_size,
@@ -257,3 +262,18 @@ def infer_main(argv: Sequence[str] | None = None) -> None:
     logger.info("The number of prediction instances: %d", len(examples))
     write_class_predictions(options.prediction_path, model, examples, options.batch_size, collate_for(run.tokenizer),
                             logits=run.args.output_logits, prob=run.args.output_prob)
+
+
+def zero_shot(run: ParsedRun, prompt: Prompt) -> None:
+    """``--epochs_num 0``: score the test set with the pretrained model's own MLM head, as the original did
+    (nothing is trained or saved)."""
+    args = run.args
+    if not args.pretrained_model_path or not args.test_path:
+        raise ConfigError("--epochs_num 0 (zero-shot) scores --test_path with --pretrained_model_path; give both")
+    with log_file(args.log_path):
+        model = build_task_model(ClozeTest, run.model_config, run.tokenizer.vocab_size, args.pretrained_model_path,
+                                 answer_ids=prompt.answer_order)
+        model.to(default_device())
+        logger.info("Test set evaluation.")
+        examples = read_prompt_examples(args.test_path, run.tokenizer, args.seq_length, prompt)
+        evaluate_prompt(model, examples, args.batch_size, collate_for(run.tokenizer))

@@ -140,3 +140,25 @@ def test_inference_refuses_a_mask_cut_off_by_seq_length_and_writes_nothing(vocab
                           "--load_model_path", str(out), "--prediction_path", str(prediction), "--prompt_path",
                           prompts_path, "--prompt_id", "pair", "--seq_length", "6"])
     assert not list(tmp_path.glob("prediction.tsv*"))
+
+
+def test_epochs_num_0_scores_the_test_set_with_the_pretrained_mlm_head(sentiment_files, vocab_path, bert_config_path,
+                                                                       prompts_path, tokenizer, tmp_path, caplog):
+    config = load_model_config(bert_config_path)
+    torch.manual_seed(3)
+    pretrained = build_model(config, tokenizer.vocab_size)
+    save_checkpoint(pretrained, str(tmp_path / "bert.bin"))
+    out = tmp_path / "never.bin"
+    caplog.set_level("INFO")
+    cloze.finetune_main(_train_args(sentiment_files, vocab_path, bert_config_path, prompts_path, out,
+                                    "--epochs_num", "0", "--pretrained_model_path", str(tmp_path / "bert.bin")))
+    [reported] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Acc.")]
+    prompt = cloze.load_prompt(prompts_path, "sentiment", tokenizer)
+    model = build_task_model(cloze.ClozeTest, config, tokenizer.vocab_size, str(tmp_path / "bert.bin"),
+                             answer_ids=prompt.answer_order).eval()
+    examples = cloze.read_prompt_examples(sentiment_files["test"], tokenizer, 128, prompt)
+    with torch.no_grad():
+        logits = model(cloze.collate_for(tokenizer)(examples)).logits
+    correct = sum(int(p) == e["label"] for p, e in zip(logits.argmax(-1), examples))
+    assert reported.split()[3] == f"({correct}/{len(examples)})"
+    assert not out.exists()  # nothing trained, nothing saved
