@@ -92,3 +92,21 @@ def test_a_dev_set_without_labels_is_refused_with_file_and_line(vocab_path, bert
                               str(train), "--dev_path", str(dev), "--output_model_path", str(out), "--epochs_num", "1",
                               "--batch_size", "8"])
     assert not out.exists()
+
+
+@pytest.mark.slow
+def test_unsupervised_pairs_differ_by_dropout_and_the_contrastive_loss_falls(vocab_path, bert_config_path, tmp_path,
+                                                                            caplog):
+    rng = random.Random(61)
+    train = tmp_path / "train.tsv"
+    train.write_text("text_a\n" + "\n".join(sentiment_sentence(rng, rng.randint(0, 1)) for _ in range(256)) + "\n",
+                     encoding="utf-8")
+    dev = write_pairs(tmp_path / "dev.tsv", 40, 62, same_only=False)
+    caplog.set_level("INFO")
+    simcse.finetune_main(["--vocab_path", vocab_path, "--config_path", bert_config_path, "--train_path", str(train),
+                          "--dev_path", str(dev), "--output_model_path", str(tmp_path / "m.bin"), "--epochs_num",
+                          "2", "--batch_size", "32", "--learning_rate", "1e-3", "--report_steps", "4",
+                          "--dropout", "0.1", "--pooling", "mean"])
+    losses = [float(r.getMessage().split()[-1]) for r in caplog.records if "Avg loss" in r.getMessage()]
+    assert len(losses) == 4  # 8 steps per epoch, reported every 4
+    assert losses[-1] < 0.5 * losses[0], losses  # each text becomes told apart from the batch (1.50 -> 0.04 when written)
