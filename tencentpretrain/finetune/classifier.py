@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import argparse
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -71,11 +72,15 @@ def count_labels(path: str) -> int:
 
 
 def read_classification(path: str, tokenizer: Tokenizer, seq_length: int, *, labels_num: int | None,
-                        with_labels: bool = True, soft_targets: bool = False) -> list[Example]:
+                        with_labels: bool = True, soft_targets: bool = False,
+                        label_of: Callable[[TsvRow], Any] | None = None, required: Sequence[str] = (),
+                        extra: Callable[[TsvRow], Example] | None = None) -> list[Example]:
     """Examples of a classification TSV: ``src``, ``seg``, and ``label`` (and ``soft_label``) when read with
-    labels."""
+    labels. Variants of the task change the label (``label_of(row)``, default an integer class id below
+    ``labels_num``), require more columns (``required``) and add fields to each example (``extra(row)``)."""
     specials = SpecialIds.of(tokenizer)
-    required = ("label", "text_a") if with_labels else ("text_a",)
+    label_of = label_of or (lambda row: parse_label(row, labels_num))
+    required = (("label", "text_a") if with_labels else ("text_a",)) + tuple(required)
     rows = read_tsv(path, required)
     use_soft = soft_targets and rows and "logits" in rows[0].fields
     examples = []
@@ -84,7 +89,9 @@ def read_classification(path: str, tokenizer: Tokenizer, seq_length: int, *, lab
         src, seg = encode_pair(tokenizer, specials, row.get("text_a"), text_b, seq_length)
         example: Example = {"src": src, "seg": seg}
         if with_labels:
-            example["label"] = parse_label(row, labels_num)
+            example["label"] = label_of(row)
+        if extra is not None:
+            example.update(extra(row))
         if use_soft:
             example["soft_label"] = _soft_label(row, labels_num)
         examples.append(example)

@@ -1,8 +1,10 @@
-"""The original's evaluation reports: confusion matrix, per-label precision/recall/F1 and accuracy."""
+"""The original's evaluation reports: confusion matrix, per-label precision/recall/F1 and accuracy; Pearson/Spearman
+correlations."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import torch
 
@@ -38,3 +40,34 @@ def log_classification_report(logger: logging.Logger, confusion: torch.Tensor) -
     accuracy = correct / total if total else 0.0
     logger.info("Acc. (Correct/Total): %.4f (%d/%d) ", accuracy, correct, total)
     return accuracy
+
+
+# ---------------------------------------------------------------------- correlations (regression, SimCSE)
+def pearson(x: Sequence[float], y: Sequence[float]) -> float:
+    """Pearson's correlation of two equally long sequences; NaN when either is constant (as scipy)."""
+    if len(x) != len(y) or len(x) < 2:
+        raise ValueError(f"correlation needs two sequences of the same length >= 2, got {len(x)} and {len(y)}")
+    a, b = torch.tensor(x, dtype=torch.float64), torch.tensor(y, dtype=torch.float64)
+    a, b = a - a.mean(), b - b.mean()
+    denominator = (a.square().sum() * b.square().sum()).sqrt()
+    return float("nan") if denominator == 0 else float((a * b).sum() / denominator)
+
+
+def average_ranks(values: Sequence[float]) -> list[float]:
+    """1-based ranks, tied values sharing the mean of their ranks (what Spearman's correlation ranks by)."""
+    order = sorted(range(len(values)), key=values.__getitem__)
+    ranks = [0.0] * len(values)
+    start = 0
+    while start < len(order):
+        end = start
+        while end + 1 < len(order) and values[order[end + 1]] == values[order[start]]:
+            end += 1
+        for i in order[start:end + 1]:
+            ranks[i] = (start + end) / 2 + 1
+        start = end + 1
+    return ranks
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    """Spearman's rank correlation (Pearson's of the average ranks); NaN when either is constant."""
+    return pearson(average_ranks(x), average_ranks(y))

@@ -61,11 +61,14 @@ def load_pretrained_weights(model: TaskModel, path: str) -> None:
 
     The backbone (every ``embedding.*`` / ``encoder.*`` key) must be in the checkpoint with the right shapes; a
     head key found there is loaded too (fine-tuning a fine-tuned model), else the head keeps its fresh
-    initialisation. The checkpoint's other keys (the pretraining targets) are logged and not used.
+    initialisation. The checkpoint's other keys (the pretraining targets) are logged and not used. A task model
+    whose head reuses pretrained weights under other names renames them in ``adapt_pretrained_state(state)``.
     """
     state: StateDict = {}
     for _, shard in iter_pretrained_state(path, model.config):
         state.update(shard)
+    if hasattr(model, "adapt_pretrained_state"):  # a head stored under other names (e.g. target.mlm.*)
+        state = model.adapt_pretrained_state(state)
     expected = model.state_dict()
     missing_backbone = [k for k in expected if k.startswith(BACKBONE_PREFIXES) and k not in state]
     if missing_backbone:
