@@ -38,7 +38,6 @@ from tencentpretrain.finetune.data import Example, SpecialIds, pad_batch, read_j
 from tencentpretrain.finetune.loop import fit, log_file, predict, set_seed
 from tencentpretrain.finetune.model import TaskModel, TaskOutput, build_task_model, load_finetuned_weights
 from tencentpretrain.finetune.options import (
-    AdversarialOptions,
     FinetuneOptimConfig,
     FinetuneOptions,
     InferOptions,
@@ -396,7 +395,7 @@ def _check_flags(args: argparse.Namespace) -> None:
 
 def finetune_main(argv: Sequence[str] | None = None) -> None:
     """``finetune/run_cmrc.py``."""
-    run = parse_run(finetune_parser(__doc__, add_cmrc_flags), argv)
+    run = parse_run(finetune_parser(__doc__, add_cmrc_flags, adversarial=False), argv)  # as the original: no adv
     _check_flags(run.args)
     finetune_cmrc(run)
 
@@ -419,7 +418,7 @@ def finetune_cmrc(run: ParsedRun) -> None:
         fit(model, read(options.train_path, train=True), lambda: read(options.dev_path),
             (lambda: read(options.test_path)) if options.test_path else None, collate=collate,
             evaluate=lambda m, ex: evaluate_cmrc(m, ex, options.batch_size, collate, args.max_answer_length),
-            options=options, optim=run.options(FinetuneOptimConfig), adv=run.options(AdversarialOptions))
+            options=options, optim=run.options(FinetuneOptimConfig))
 
 
 def infer_main(argv: Sequence[str] | None = None) -> None:
