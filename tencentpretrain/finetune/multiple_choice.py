@@ -210,8 +210,8 @@ def c3_infer_main(argv: Sequence[str] | None = None) -> None:
     pad_id = SpecialIds.of(run.tokenizer).pad
     with atomic_path(options.prediction_path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         for chunk, logits in predict(model, examples, options.batch_size, lambda ex: collate_choices(ex, pad_id)):
-            for example, label in zip(chunk, logits.argmax(-1).tolist()):
-                f.write(json.dumps({"id": example["id"], "label": label}) + "\n")
+            labels = logits.argmax(-1).tolist()
+            f.writelines(json.dumps({"id": e["id"], "label": label}) + "\n" for e, label in zip(chunk, labels))
 
 
 # ---------------------------------------------------------------------- ChID

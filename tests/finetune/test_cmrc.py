@@ -127,7 +127,7 @@ def test_windows_encode_question_and_context_padded_to_seq_length(vocab_path):
     tokenizer = build_tokenizer("char", vocab_path=vocab_path)
     q = Question("x", "很好", "我们 觉得这个酒店好", ("好",), 9)
     [example] = build_windows([q], tokenizer, 16, 4, with_targets=True, path="f")
-    ids = {c: tokenizer.piece_to_id(c) for c in "[CLS] [SEP] [PAD]".split() + list("很好我们觉得这个酒店")}
+    ids = {c: tokenizer.piece_to_id(c) for c in ["[CLS]", "[SEP]", "[PAD]"] + list("很好我们觉得这个酒店")}
     unk = tokenizer.piece_to_id("[UNK]")
     assert example["src"] == [ids["[CLS]"], ids["很"], ids["好"], ids["[SEP]"], ids["我"], ids["们"], unk,
                               *(ids[c] for c in "觉得这个酒店好"), ids["[SEP]"], ids["[PAD]"]]
@@ -211,8 +211,9 @@ def test_an_answer_start_that_misses_its_text_names_the_file_and_question(vocab_
     qa["answers"][0]["answer_start"] += 1
     files["train"].write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
     out = tmp_path / "m.bin"
-    with pytest.raises(DataError, match=rf"train.json, question train_3: answer_start {qa['answers'][0]['answer_start']}"
-                                        r" does not point at the answer .*the text occurs at"):
+    start = qa["answers"][0]["answer_start"]
+    with pytest.raises(DataError, match=rf"train.json, question train_3: answer_start {start} does not point at the "
+                                        r"answer .*the text occurs at"):
         cmrc.finetune_main(_args(files, vocab_path, bert_config_path, out, "--epochs_num", "1"))
     assert not out.exists() and not list(tmp_path.glob("m.bin*"))
 

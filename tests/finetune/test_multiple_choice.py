@@ -54,10 +54,10 @@ def write_c3(path: Path, n: int, seed: int, *, with_answer: bool = True) -> Path
     return path
 
 
-def test_c3_inputs_are_choice_question_document_with_no_answer_filling(vocab_path):
+def test_c3_inputs_are_choice_question_document_with_no_answer_filling(vocab_path, tmp_path):
     tokenizer = build_tokenizer("bert", vocab_path=vocab_path)
-    ids = {c: tokenizer.piece_to_id(c) for c in "[CLS] [SEP] [UNK]".split() + list("好差我们这个酒店")}
-    path = Path(vocab_path).parent / "c3.json"
+    ids = {c: tokenizer.piece_to_id(c) for c in ["[CLS]", "[SEP]", "[UNK]"] + list("好差我们这个酒店")}
+    path = tmp_path / "c3.json"
     path.write_text(json.dumps([[["这个", "酒店"], [{"question": "我们", "choice": ["差", "好", "好"],
                                                     "answer": "好"}], "d0"]], ensure_ascii=False), encoding="utf-8")
     [example] = read_c3(str(path), tokenizer, 64, 4)
