@@ -408,9 +408,11 @@ def chid_infer_main(argv: Sequence[str] | None = None) -> None:
     if not examples:
         raise DataError(f"{options.test_path}: no blanks (#idiom000000#) to fill")
     tags = [e["blank"].tag for e in examples]
-    duplicate = next((t for i, t in enumerate(tags) if t in tags[:i]), None) if len(set(tags)) < len(tags) else None
-    if duplicate is not None:
-        raise DataError(f"{options.test_path}: the blank {duplicate} occurs twice; predictions are keyed by blank")
+    seen: set[str] = set()
+    for tag in tags:
+        if tag in seen:
+            raise DataError(f"{options.test_path}: the blank {tag} occurs twice; predictions are keyed by blank")
+        seen.add(tag)
     model = MultipleChoice(run.model_config, run.tokenizer.vocab_size, segmented=False)
     load_finetuned_weights(model, options.load_model_path)
     logger.info("The number of prediction instances: %d", len(examples))

@@ -84,6 +84,9 @@ def test_c3_answers_must_be_choices_and_choices_must_fit(vocab_path, tmp_path):
     with pytest.raises(DataError, match="document 0, question 0: 2 choices, more than --max_choices_num 1"):
         read_c3(str(path), tokenizer, 32, 1)
     assert [e["id"] for e in read_c3(str(path), tokenizer, 32, 4, with_labels=False)] == [None, None]
+    unanswered = write_c3(tmp_path / "test.json", 2, 3, with_answer=False)
+    with pytest.raises(DataError, match="test.json, document 0, question 0: no 'answer'"):
+        read_c3(str(unanswered), tokenizer, 32, 4)
 
 
 @pytest.mark.slow
@@ -281,3 +284,18 @@ def test_unsegmented_inputs_attend_to_padding_as_the_original(vocab_path, bert_c
             long_seg = torch.nn.functional.pad(torch.full_like(src, seg_value), (0, 4))
             long = model({"src": padded, "seg": long_seg}).logits
             assert (not torch.allclose(short, long, atol=1e-6)) == changes
+
+
+def test_chid_inference_refuses_a_blank_twice_and_writes_nothing(vocab_path, bert_config_path, tmp_path):
+    tokenizer = build_tokenizer("char", vocab_path=vocab_path)
+    model = MultipleChoice(load_model_config(bert_config_path), tokenizer.vocab_size, segmented=False)
+    save_checkpoint(model, str(tmp_path / "m.bin"))
+    path = write_chid(tmp_path / "test.json", None, 3, 1)
+    lines = path.read_text(encoding="utf-8").splitlines()
+    path.write_text("\n".join([*lines, lines[1]]) + "\n", encoding="utf-8")
+    prediction = tmp_path / "prediction.json"
+    with pytest.raises(DataError, match=r"test.json: the blank #idiom000001# occurs twice"):
+        mc.chid_infer_main(["--vocab_path", vocab_path, "--config_path", bert_config_path, "--test_path", str(path),
+                            "--load_model_path", str(tmp_path / "m.bin"), "--prediction_path", str(prediction),
+                            "--seq_length", "32", "--max_choices_num", "4"])
+    assert not list(tmp_path.glob("prediction.json*"))
