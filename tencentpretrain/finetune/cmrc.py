@@ -116,6 +116,8 @@ def read_cmrc(path: str, *, check_spans: bool, need_answers: bool = True) -> lis
         for p, paragraph in enumerate(_field(path, f"article {a}", article, "paragraphs", list)):
             where = f"article {a}, paragraph {p}"
             context = _field(path, where, paragraph, "context", str)
+            if not context:
+                raise DataError(f"{path}, {where}: the context is empty; there is nothing to answer from")
             for qa in _field(path, where, paragraph, "qas", list):
                 question = _read_question(path, where, context, qa, check_spans, need_answers)
                 if need_answers and not check_spans and not _span_matches(context, question):

@@ -241,6 +241,9 @@ def test_malformed_files_are_refused_with_what_is_wrong(tmp_path, vocab_path):
     with pytest.raises(DataError, match="bad.json, question q1: no answers"):
         read_cmrc(str(bad), check_spans=False)
     assert read_cmrc(str(bad), check_spans=False, need_answers=False)[0].answers == ()
+    bad.write_text(json.dumps({"data": [{"paragraphs": [{"context": "", "qas": []}]}]}), encoding="utf-8")
+    with pytest.raises(DataError, match="bad.json, article 0, paragraph 0: the context is empty"):
+        read_cmrc(str(bad), check_spans=False, need_answers=False)
     long_question = Question("q9", "很" * 30, "甲乙", ("甲",), 0)
     with pytest.raises(DataError, match="f, question q9: the question has 30 characters"):
         build_windows([long_question], build_tokenizer("char", vocab_path=vocab_path), 32, 8, with_targets=True,
