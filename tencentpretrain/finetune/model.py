@@ -24,6 +24,9 @@ from tencentpretrain.registry import ENCODERS
 logger = logging.getLogger(__name__)
 
 BACKBONE_PREFIXES = ("embedding.", "encoder.")
+# Keys the original's modules did not have and whose zero value computes what the original computed: its patch
+# embedding (ViT) had no projection bias. A checkpoint of the original lacks them; they are loaded as zeros.
+ZERO_WHEN_ABSENT = ("embedding.patch.projection.bias",)
 _LIST_LIMIT = 8
 
 
@@ -67,6 +70,7 @@ def load_pretrained_weights(model: TaskModel, path: str) -> None:
     for _, shard in iter_pretrained_state(path, model.config):
         state.update(shard)
     expected = model.state_dict()
+    _zero_fill_absent(expected, state, path)
     missing_backbone = [k for k in expected if k.startswith(BACKBONE_PREFIXES) and k not in state]
     if missing_backbone:
         raise CheckpointError(
@@ -83,8 +87,18 @@ def load_pretrained_weights(model: TaskModel, path: str) -> None:
 
 
 def load_finetuned_weights(model: TaskModel, path: str) -> None:
-    """Load a fine-tuned model (ours or the original's) strictly: exactly the keys and shapes of ``model``."""
-    load_state_into(model, load_state_dict(path), source=path)
+    """Load a fine-tuned model (ours or the original's) strictly: exactly the keys and shapes of ``model``
+    (a key of ``ZERO_WHEN_ABSENT`` that an original checkpoint lacks is zero)."""
+    state = load_state_dict(path)
+    _zero_fill_absent(model.state_dict(), state, path)
+    load_state_into(model, state, source=path)
+
+
+def _zero_fill_absent(expected: StateDict, state: StateDict, path: str) -> None:
+    for key in ZERO_WHEN_ABSENT:
+        if key in expected and key not in state:
+            logger.info("%s: no %s (the original's layout); it is zero", path, key)
+            state[key] = torch.zeros_like(expected[key])
 
 
 def build_task_model(model_class: type[TaskModel], config: ModelConfig, vocab_size: int,
