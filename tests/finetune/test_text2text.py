@@ -12,8 +12,9 @@ import torch
 
 from tencentpretrain.checkpoint import load_state_dict
 from tencentpretrain.config import load_model_config
-from tencentpretrain.errors import ConfigError, DataError
+from tencentpretrain.errors import CheckpointError, ConfigError, DataError
 from tencentpretrain.finetune import text2text
+from tencentpretrain.finetune.model import build_task_model, load_finetuned_weights
 from tencentpretrain.finetune.text2text import Text2text, collate_for, read_text2text
 from tencentpretrain.tokenizers import build_tokenizer
 from tests.finetune.conftest import FILLER
@@ -155,3 +156,35 @@ def test_a_line_without_label_is_named_and_infer_leaves_no_partial_file(tmp_path
     text2text.infer_main([*args, "--test_path", str(good)])
     assert prediction.read_text(encoding="utf-8").splitlines()[0] == "label"
     assert len(prediction.read_text(encoding="utf-8").splitlines()) == 4
+
+
+def test_the_originals_layer_copies_of_the_relative_bias_are_what_loads(tmp_path, vocab_path, t5_config_path):
+    """The original (since Nov 2023) computes with one relative position bias shared by its encoder layers and
+    saved under each of them; its ``encoder.relative_pos_emb`` is unused. Both loaders take the layers' copy."""
+    tokenizer = build_tokenizer("bert", vocab_path=vocab_path)
+    config = load_model_config(t5_config_path)
+    torch.manual_seed(0)
+    model = Text2text(config, tokenizer.vocab_size).eval()
+    model.init_weights()
+    key = "encoder.relative_pos_emb.relative_attention_bias.weight"
+    shared = torch.randn_like(model.state_dict()[key])
+    original = {**model.state_dict(), key: torch.randn_like(shared)}  # the unused one
+    original.update({f"encoder.transformer.{i}.relative_pos_emb.relative_attention_bias.weight": shared
+                     for i in range(config.layers_num)})
+    torch.save(original, tmp_path / "original.bin")
+    with torch.no_grad():
+        model.encoder.relative_pos_emb.relative_attention_bias.weight.copy_(shared)
+    batch = collate_for(tokenizer)(read_text2text(str(write_reverse_tsv(tmp_path / "a.tsv", 4, 1)), tokenizer, 8, 6))
+
+    loaded = Text2text(config, tokenizer.vocab_size).eval()
+    load_finetuned_weights(loaded, str(tmp_path / "original.bin"))
+    pretrained = build_task_model(Text2text, config, tokenizer.vocab_size, str(tmp_path / "original.bin")).eval()
+    with torch.no_grad():
+        expected = model(batch).logits
+        torch.testing.assert_close(loaded(batch).logits, expected)
+        torch.testing.assert_close(pretrained(batch).logits, expected)
+
+    original["encoder.transformer.1.relative_pos_emb.relative_attention_bias.weight"] = torch.zeros_like(shared)
+    torch.save(original, tmp_path / "inconsistent.bin")
+    with pytest.raises(CheckpointError, match="relative position biases differ"):
+        load_finetuned_weights(Text2text(config, tokenizer.vocab_size), str(tmp_path / "inconsistent.bin"))
