@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import runpy
 from pathlib import Path
 
 import pytest
@@ -188,3 +189,35 @@ def test_the_originals_layer_copies_of_the_relative_bias_are_what_loads(tmp_path
     torch.save(original, tmp_path / "inconsistent.bin")
     with pytest.raises(CheckpointError, match="relative position biases differ"):
         load_finetuned_weights(Text2text(config, tokenizer.vocab_size), str(tmp_path / "inconsistent.bin"))
+
+
+@pytest.mark.slow
+def test_an_hf_t5_is_the_pretrained_model_as_a_directory_or_converted(tmp_path, vocab_path):
+    transformers = pytest.importorskip("transformers")
+    tokenizer = build_tokenizer("bert", vocab_path=vocab_path)
+    hf_config = transformers.T5Config(vocab_size=tokenizer.vocab_size, d_model=32, d_kv=8, d_ff=48, num_layers=2,
+                                      num_heads=4, feed_forward_proj="relu", relative_attention_num_buckets=8,
+                                      decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+    torch.manual_seed(3)
+    hf = transformers.T5ForConditionalGeneration(hf_config).eval()
+    hf.save_pretrained(tmp_path / "hf_t5")
+    converted = tmp_path / "t5.bin"
+    runpy.run_path(f"{REPO_ROOT}/scripts/convert_t5_from_huggingface_to_tencentpretrain.py", run_name="not_main")[
+        "main"](["--input_model_path", str(tmp_path / "hf_t5"), "--output_model_path", str(converted)])
+    config_path = str(tmp_path / "t5_config.json")
+    batch = collate_for(tokenizer)(read_text2text(str(write_reverse_tsv(tmp_path / "a.tsv", 5, 2)), tokenizer, 8, 6))
+    with torch.no_grad():
+        expected = hf(input_ids=batch["src"], attention_mask=batch["seg"], decoder_input_ids=batch["tgt_in"]).logits
+    real = batch["tgt_seg"] > 0
+    for pretrained in (str(tmp_path / "hf_t5"), str(converted)):
+        model = build_task_model(Text2text, load_model_config(config_path), tokenizer.vocab_size, pretrained).eval()
+        with torch.no_grad():
+            torch.testing.assert_close(model(batch).logits[real], expected[real], atol=3e-5, rtol=1e-4)
+
+    files = {name: str(write_reverse_tsv(tmp_path / f"{name}.tsv", 16, seed)) for name, seed in (("train", 1),
+                                                                                                 ("dev", 2))}
+    out = tmp_path / "finetuned.bin"
+    text2text.finetune_main(["--vocab_path", vocab_path, "--config_path", config_path, "--pretrained_model_path",
+                             str(tmp_path / "hf_t5"), "--train_path", files["train"], "--dev_path", files["dev"],
+                             "--output_model_path", str(out), "--epochs_num", "1", "--batch_size", "8"])
+    assert set(load_state_dict(str(out))) == set(model.state_dict())
