@@ -9,6 +9,7 @@ A task model never holds the pretraining targets.
 from __future__ import annotations
 
 import logging
+import re
 from typing import NamedTuple
 
 import torch
@@ -24,6 +25,13 @@ from tencentpretrain.registry import ENCODERS
 logger = logging.getLogger(__name__)
 
 BACKBONE_PREFIXES = ("embedding.", "encoder.")
+# Keys the original's modules did not have and whose zero value computes what the original computed: its patch
+# embedding (ViT) had no projection bias. A checkpoint of the original lacks them; they are loaded as zeros.
+ZERO_WHEN_ABSENT = ("embedding.patch.projection.bias",)
+# Since its encoder refactor (Nov 2023) the original's encoder layers apply one relative position bias that they
+# share, saved under every layer, while its ``encoder.relative_pos_emb`` is built but never used.
+LAYER_RELATIVE_BIAS = re.compile(r"^encoder\.transformer\.(\d+\.)?relative_pos_emb\.relative_attention_bias\.weight$")
+ENCODER_RELATIVE_BIAS = "encoder.relative_pos_emb.relative_attention_bias.weight"
 _LIST_LIMIT = 8
 
 
@@ -70,6 +78,7 @@ def load_pretrained_weights(model: TaskModel, path: str) -> None:
     if hasattr(model, "adapt_pretrained_state"):  # a head stored under other names (e.g. target.mlm.*)
         state = model.adapt_pretrained_state(state)
     expected = model.state_dict()
+    _adapt_original_layout(expected, state, path)
     missing_backbone = [k for k in expected if k.startswith(BACKBONE_PREFIXES) and k not in state]
     if missing_backbone:
         raise CheckpointError(
@@ -86,8 +95,31 @@ def load_pretrained_weights(model: TaskModel, path: str) -> None:
 
 
 def load_finetuned_weights(model: TaskModel, path: str) -> None:
-    """Load a fine-tuned model (ours or the original's) strictly: exactly the keys and shapes of ``model``."""
-    load_state_into(model, load_state_dict(path), source=path)
+    """Load a fine-tuned model (ours or the original's) strictly: exactly the keys and shapes of ``model``
+    (a key of ``ZERO_WHEN_ABSENT`` that an original checkpoint lacks is zero)."""
+    state = load_state_dict(path)
+    _adapt_original_layout(model.state_dict(), state, path)
+    load_state_into(model, state, source=path)
+
+
+def _adapt_original_layout(expected: StateDict, state: StateDict, path: str) -> None:
+    """Rewrite (in place) what the original saved differently from what it computed with: the layers' shared
+    relative position bias becomes ``encoder.relative_pos_emb``; absent ``ZERO_WHEN_ABSENT`` keys are zeros."""
+    layer_keys = [k for k in state if LAYER_RELATIVE_BIAS.match(k)]
+    if layer_keys and ENCODER_RELATIVE_BIAS in expected:
+        shared = state[layer_keys[0]]
+        if any(not torch.equal(state[k], shared) for k in layer_keys[1:]):
+            raise CheckpointError(f"{path}: the encoder layers' relative position biases differ; the original "
+                                  "shares one between all layers")
+        for key in layer_keys:
+            del state[key]
+        logger.info("%s: the relative position bias the encoder layers share is loaded as %s (the original "
+                    "computed with the layers' copy and left that key unused)", path, ENCODER_RELATIVE_BIAS)
+        state[ENCODER_RELATIVE_BIAS] = shared
+    for key in ZERO_WHEN_ABSENT:
+        if key in expected and key not in state:
+            logger.info("%s: no %s (the original's layout); it is zero", path, key)
+            state[key] = torch.zeros_like(expected[key])
 
 
 def build_task_model(model_class: type[TaskModel], config: ModelConfig, vocab_size: int,
