@@ -1,5 +1,5 @@
-"""Classification through DeepSpeed: ``finetune/run_classifier_deepspeed.py``, ``finetune/run_classifier_mt_deepspeed.py``
-and their ``inference/*_deepspeed_infer.py``.
+"""Classification through DeepSpeed: ``finetune/run_classifier_deepspeed.py``,
+``finetune/run_classifier_mt_deepspeed.py`` and their ``inference/*_deepspeed_infer.py``.
 
 Launch with ``deepspeed --num_gpus N finetune/run_classifier_deepspeed.py --world_size N ...`` (or ``torchrun``;
 one process needs no launcher). The data, heads, report lines and outputs are those of ``run_classifier.py`` /
@@ -36,7 +36,7 @@ from tencentpretrain.finetune import classifier as single
 from tencentpretrain.finetune import classifier_mt as multi
 from tencentpretrain.finetune.data import Example
 from tencentpretrain.finetune.loop import Evaluate, fit, log_file, predict, set_seed, to_device, training_steps
-from tencentpretrain.finetune.model import TaskModel, load_finetuned_weights
+from tencentpretrain.finetune.model import TaskModel, build_task_model, load_finetuned_weights
 from tencentpretrain.finetune.options import (
     FinetuneOptimConfig,
     FinetuneOptions,
@@ -108,8 +108,6 @@ def build_model(model_class: type[TaskModel], run: ParsedRun, cfg: dict[str, Any
     ds_options: DeepSpeedOptions = dataclass_from_args(DeepSpeedOptions, run.args)
     pretrained = run.args.pretrained_model_path
     if not ds_options.enable_zero3:
-        from tencentpretrain.finetune.model import build_task_model
-
         model = build_task_model(model_class, run.model_config, run.tokenizer.vocab_size, pretrained, **head_args)
     else:
         with glue.zero3_init(cfg):

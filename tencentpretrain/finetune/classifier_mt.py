@@ -111,7 +111,7 @@ def add_mt_flags(parser: argparse.ArgumentParser) -> None:
 
 def make_optional(parser: argparse.ArgumentParser, *names: str) -> None:
     """Drop ``required`` from the flags ``names`` (the shared parser requires --train_path and --dev_path)."""
-    for action in parser._actions:  # noqa: SLF001 - argparse has no public way to relax a required flag
+    for action in parser._actions:  # argparse has no public way to relax a required flag
         if action.dest in names:
             action.required = False
 
@@ -155,7 +155,10 @@ def finetune_main(argv: Sequence[str] | None = None) -> None:
             return [{**e, "task": task} for e in examples]
 
         train = [e for task, (path, _) in enumerate(files) for e in read(task, path)]
-        dev = lambda: [e for task, (_, path) in enumerate(files) for e in read(task, path)]  # noqa: E731
+
+        def dev() -> list[Example]:
+            return [e for task, (_, path) in enumerate(files) for e in read(task, path)]
+
         fit(model, train, dev, None, collate=collate,
             evaluate=task_evaluator(files, labels_num_list, options.batch_size, collate), options=options,
             optim=run.options(FinetuneOptimConfig), adv=run.options(AdversarialOptions), keep="last",

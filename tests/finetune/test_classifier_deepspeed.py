@@ -17,9 +17,10 @@ from tests.finetune.test_classifier_mt import make_tasks
 from tests.helpers import REPO_ROOT
 
 pytest.importorskip("deepspeed")
-pytestmark = pytest.mark.slow
 
 CPU_CONFIG = os.path.join(REPO_ROOT, "models", "deepspeed_cpu_config.json")
+ZERO2 = ("--deepspeed_config", CPU_CONFIG)
+ZERO3 = ("--deepspeed_config", os.path.join(REPO_ROOT, "models", "deepspeed_zero3_cpu_config.json"), "--enable_zero3")
 
 
 def launch(script: str, args: list[str], processes: int) -> None:
@@ -66,9 +67,11 @@ def assert_same_predictions(a: Path, b: Path, atol: float) -> None:
         assert [float(v) for v in logits_x.split()] == pytest.approx([float(v) for v in logits_y.split()], abs=atol)
 
 
-@pytest.mark.parametrize("processes", [1, 2])
+@pytest.mark.slow
+@pytest.mark.parametrize("processes, ds_args", [(1, ZERO2), (2, ZERO2), (2, ZERO3)], ids=["1-zero2", "2-zero2",
+                                                                                            "2-zero3"])
 def test_follows_the_plain_trajectory_and_its_model_predicts_the_same(sentiment_files, vocab_path, bert_config_path,
-                                                                      tmp_path, processes, caplog):
+                                                                      tmp_path, processes, ds_args, caplog):
     caplog.set_level("INFO")  # the --log_path copy of the in-process run gets INFO records
     plain_log = tmp_path / "plain.log"
     classifier.finetune_main(common_args(sentiment_files, vocab_path, bert_config_path, tmp_path / "plain.bin",
@@ -77,7 +80,7 @@ def test_follows_the_plain_trajectory_and_its_model_predicts_the_same(sentiment_
     ds_out, ds_log = tmp_path / "ds.bin", tmp_path / "ds.log"
     launch("finetune/run_classifier_deepspeed.py",
            [*common_args(sentiment_files, vocab_path, bert_config_path, ds_out, ds_log, 16 // processes),
-            "--deepspeed_config", CPU_CONFIG, "--test_path", sentiment_files["test"]], processes)
+            *ds_args, "--test_path", sentiment_files["test"]], processes)
     plain, ds = accuracies(plain_log), accuracies(ds_log)
     assert len(ds) == 5 and len(plain) == 4  # 4 dev evaluations (+ the test set for DeepSpeed)
     assert ds[:4] == pytest.approx(plain, abs=0.034), (plain, ds)  # within 2 of 60 dev examples
@@ -98,6 +101,7 @@ def test_follows_the_plain_trajectory_and_its_model_predicts_the_same(sentiment_
     assert sum(p == g for p, g in zip(predicted, gold)) / len(gold) == pytest.approx(ds[-1], abs=1e-4)
 
 
+@pytest.mark.slow
 def test_multitask_learns_both_tasks_on_two_processes(vocab_path, bert_config_path, tmp_path):
     from tencentpretrain.finetune import classifier_mt
 
@@ -126,3 +130,40 @@ def test_multitask_learns_both_tasks_on_two_processes(vocab_path, bert_config_pa
         assert x.split("\t")[0] == y.split("\t")[0]  # "a|b": both tasks' labels
         probs = [[float(v) for v in row.split("\t")[1].replace("|", " ").split()] for row in (x, y)]
         assert probs[0] == pytest.approx(probs[1], abs=1.5e-4)  # 4 decimals
+
+
+def test_engine_config_takes_the_run_and_refuses_fp16_on_cpu():
+    import torch
+
+    from tencentpretrain.errors import ConfigError
+    from tencentpretrain.finetune.classifier_deepspeed import engine_config, share_bounds
+    from tencentpretrain.training.deepspeed_glue import read_deepspeed_json
+    from tencentpretrain.training.parallel import DistEnv
+
+    env = DistEnv(0, 0, 2, torch.device("cpu"), "gloo")
+    original = os.path.join(REPO_ROOT, "models", "deepspeed_config.json")  # the original's: fp16, an Adam block
+    with pytest.raises(ConfigError, match="deepspeed_config.json enables fp16, which DeepSpeed cannot run on the CPU"):
+        engine_config(read_deepspeed_json(original), micro_batch=8, env=env, max_grad_norm=0.0, zero3=False,
+                      config_path=original)
+    cfg = engine_config(read_deepspeed_json(CPU_CONFIG), micro_batch=8, env=env, max_grad_norm=1.0, zero3=False,
+                        config_path=CPU_CONFIG)
+    assert (cfg["train_micro_batch_size_per_gpu"], cfg["train_batch_size"], cfg["gradient_clipping"]) == (8, 16, 1.0)
+    assert "optimizer" not in cfg and "scheduler" not in cfg
+    with pytest.raises(ConfigError, match="--enable_zero3 but .* sets ZeRO stage 2"):
+        engine_config(read_deepspeed_json(CPU_CONFIG), micro_batch=8, env=env, max_grad_norm=0.0, zero3=True,
+                      config_path=CPU_CONFIG)
+    # shares of a step: consecutive, sizes differ by at most one, every example once
+    for count, world in ((16, 2), (15, 2), (1, 2), (10, 3)):
+        bounds = [share_bounds(count, r, world) for r in range(world)]
+        assert [i for a, b in bounds for i in range(a, b)] == list(range(count))
+
+
+def test_a_world_size_without_a_launcher_is_refused(sentiment_files, vocab_path, bert_config_path, tmp_path):
+    from tencentpretrain.errors import ConfigError
+    from tencentpretrain.finetune import classifier_deepspeed
+
+    out = tmp_path / "m.bin"
+    with pytest.raises(ConfigError, match="--world_size 2 but this is a single process started without a launcher"):
+        classifier_deepspeed.finetune_main([*common_args(sentiment_files, vocab_path, bert_config_path, out,
+                                                         tmp_path / "log", 8), "--world_size", "2"])
+    assert not out.exists()
