@@ -167,3 +167,27 @@ def test_a_world_size_without_a_launcher_is_refused(sentiment_files, vocab_path,
         classifier_deepspeed.finetune_main([*common_args(sentiment_files, vocab_path, bert_config_path, out,
                                                          tmp_path / "log", 8), "--world_size", "2"])
     assert not out.exists()
+
+
+@pytest.mark.slow
+def test_bf16_learns_and_saves_the_fp32_master_weights(sentiment_files, vocab_path, bert_config_path, tmp_path):
+    import json
+
+    import torch
+
+    from tencentpretrain.checkpoint import load_state_dict
+
+    config = json.loads(Path(CPU_CONFIG).read_text())
+    config["bf16"] = {"enabled": True}
+    bf16_config = tmp_path / "bf16.json"
+    bf16_config.write_text(json.dumps(config))
+    out, log = tmp_path / "bf16.bin", tmp_path / "bf16.log"
+    launch("finetune/run_classifier_deepspeed.py",
+           [*common_args(sentiment_files, vocab_path, bert_config_path, out, log, 8), "--deepspeed_config",
+            str(bf16_config)], 2)
+    assert "DeepSpeed precision: bf16" in log.read_text()
+    assert max(accuracies(log)) >= 0.9, accuracies(log)
+    state = load_state_dict(str(out))
+    assert {v.dtype for v in state.values()} == {torch.float32}
+    weight = state["output_layer_1.weight"]
+    assert (weight != weight.bfloat16().float()).float().mean() > 0.9  # the optimizer's fp32 copy, not bf16 values
