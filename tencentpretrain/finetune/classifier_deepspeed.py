@@ -114,7 +114,8 @@ def build_model(model_class: type[TaskModel], run: ParsedRun, cfg: dict[str, Any
             model = model_class(run.model_config, run.tokenizer.vocab_size, **head_args)
         if pretrained:
             head = tuple(k for k in model.state_dict() if not k.startswith(("embedding.", "encoder.")))
-            glue.load_pretrained_zero3(model, pretrained, env, allow_missing=head)
+            # a pretrained checkpoint's heads (target.*) are not part of a task model
+            glue.load_pretrained_zero3(model, pretrained, env, allow_missing=head, allow_unexpected=("target.",))
         else:
             glue.init_weights_zero3(model, env, std=INIT_STD, deep_init_layers=None)
     if ds_options.deepspeed_checkpoint_activations:

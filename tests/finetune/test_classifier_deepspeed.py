@@ -67,20 +67,38 @@ def assert_same_predictions(a: Path, b: Path, atol: float) -> None:
         assert [float(v) for v in logits_x.split()] == pytest.approx([float(v) for v in logits_y.split()], abs=atol)
 
 
+def pretrained_checkpoint(vocab_path: str, config_path: str, path: Path) -> list[str]:
+    """A pretrained model (with its pretraining heads, target.*) and the flag that loads it."""
+    import torch
+
+    from tencentpretrain.checkpoint import save_checkpoint
+    from tencentpretrain.config import load_model_config
+    from tencentpretrain.models.model import build_model
+    from tencentpretrain.tokenizers import build_tokenizer
+
+    torch.manual_seed(3)
+    model = build_model(load_model_config(config_path), build_tokenizer("bert", vocab_path=vocab_path).vocab_size)
+    save_checkpoint(model, str(path))
+    return ["--pretrained_model_path", str(path)]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("processes, ds_args", [(1, ZERO2), (2, ZERO2), (2, ZERO3)], ids=["1-zero2", "2-zero2",
-                                                                                            "2-zero3"])
+@pytest.mark.parametrize("processes, ds_args, pretrained", [(1, ZERO2, False), (2, ZERO2, False), (2, ZERO3, False),
+                                                             (2, ZERO3, True)],
+                         ids=["1-zero2", "2-zero2", "2-zero3", "2-zero3-pretrained"])
 def test_follows_the_plain_trajectory_and_its_model_predicts_the_same(sentiment_files, vocab_path, bert_config_path,
-                                                                      tmp_path, processes, ds_args, caplog):
+                                                                      tmp_path, processes, ds_args, pretrained,
+                                                                      caplog):
     caplog.set_level("INFO")  # the --log_path copy of the in-process run gets INFO records
     plain_log = tmp_path / "plain.log"
-    classifier.finetune_main(common_args(sentiment_files, vocab_path, bert_config_path, tmp_path / "plain.bin",
-                                         plain_log, 16))
+    start = pretrained_checkpoint(vocab_path, bert_config_path, tmp_path / "pre.bin") if pretrained else []
+    classifier.finetune_main([*common_args(sentiment_files, vocab_path, bert_config_path, tmp_path / "plain.bin",
+                                           plain_log, 16), *start])
     # N processes with --batch_size B take the steps of one process with --batch_size N*B
     ds_out, ds_log = tmp_path / "ds.bin", tmp_path / "ds.log"
     launch("finetune/run_classifier_deepspeed.py",
            [*common_args(sentiment_files, vocab_path, bert_config_path, ds_out, ds_log, 16 // processes),
-            *ds_args, "--test_path", sentiment_files["test"]], processes)
+            *ds_args, *start, "--test_path", sentiment_files["test"]], processes)
     plain, ds = accuracies(plain_log), accuracies(ds_log)
     assert len(ds) == 5 and len(plain) == 4  # 4 dev evaluations (+ the test set for DeepSpeed)
     assert ds[:4] == pytest.approx(plain, abs=0.034), (plain, ds)  # within 2 of 60 dev examples
