@@ -127,3 +127,25 @@ def test_a_task_directory_without_dev_tsv_is_named(vocab_path, bert_config_path,
         classifier_mt.finetune_main(["--vocab_path", vocab_path, "--config_path", bert_config_path,
                                      "--dataset_path_list", *tasks, "--output_model_path", str(tmp_path / "m.bin")])
     assert not (tmp_path / "m.bin").exists()
+
+
+def test_infer_refuses_a_labels_num_list_the_model_was_not_trained_with(vocab_path, bert_config_path, tmp_path):
+    from tencentpretrain.checkpoint import save_checkpoint
+    from tencentpretrain.config import load_model_config
+    from tencentpretrain.errors import CheckpointError
+    from tencentpretrain.tokenizers import build_tokenizer
+
+    vocab_size = build_tokenizer("bert", vocab_path=vocab_path).vocab_size
+    model = classifier_mt.MultitaskClassifier(load_model_config(bert_config_path), vocab_size, labels_num_list=[2, 3])
+    save_checkpoint(model, str(tmp_path / "mt.bin"))
+    test = write_sentiment_tsv(tmp_path / "test.tsv", 5, 1, with_label=False)
+    prediction = tmp_path / "prediction.tsv"
+    args = ["--vocab_path", vocab_path, "--config_path", bert_config_path, "--test_path", str(test),
+            "--load_model_path", str(tmp_path / "mt.bin"), "--prediction_path", str(prediction)]
+    with pytest.raises(CheckpointError, match="output_layers_2.1"):
+        classifier_mt.infer_main([*args, "--labels_num_list", "2", "2"])
+    with pytest.raises(CheckpointError, match="output_layers_1.2"):
+        classifier_mt.infer_main([*args, "--labels_num_list", "2", "3", "2"])
+    assert not list(tmp_path.glob("prediction.tsv*"))
+    classifier_mt.infer_main([*args, "--labels_num_list", "2", "3"])
+    assert len(prediction.read_text(encoding="utf-8").splitlines()) == 6
