@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
@@ -113,13 +113,24 @@ def collate_for(tokenizer: Tokenizer):
     return lambda examples: pad_batch(examples, {"src": pad_id})
 
 
-def evaluate_classifier(model: Classifier, examples: Sequence[Example], batch_size: int, collate) -> float:
-    """Accuracy of ``model`` on labelled ``examples``, with the original's report."""
-    confusion = torch.zeros(model.labels_num, model.labels_num, dtype=torch.long)
+def evaluate_classifier(model: TaskModel, examples: Sequence[Example], batch_size: int, collate, *,
+                        labels_num: int | None = None) -> float:
+    """Accuracy of ``model`` on labelled ``examples``, with the original's report. ``labels_num`` defaults to
+    the model's (a multi-task model names the one of the task it is evaluated on)."""
+    return log_classification_report(logger, classifier_confusion(model, examples, batch_size, collate,
+                                                                  labels_num=labels_num))
+
+
+def classifier_confusion(model: TaskModel, examples: Sequence[Example], batch_size: int, collate, *,
+                         labels_num: int | None = None) -> torch.Tensor:
+    """The (labels_num, labels_num) confusion matrix (rows: predicted, columns: gold) of ``model`` on
+    ``examples``."""
+    labels_num = labels_num or model.labels_num
+    confusion = torch.zeros(labels_num, labels_num, dtype=torch.long)
     for chunk, logits in predict(model, examples, batch_size, collate):
         gold = torch.tensor([e["label"] for e in chunk])
-        confusion += confusion_matrix(logits.argmax(-1), gold, model.labels_num)
-    return log_classification_report(logger, confusion)
+        confusion += confusion_matrix(logits.argmax(-1), gold, labels_num)
+    return confusion
 
 
 # ---------------------------------------------------------------------- scripts
@@ -185,10 +196,18 @@ def write_class_predictions(path: str, model: TaskModel, examples: Sequence[Exam
                             *, logits: bool, prob: bool) -> None:
     """The original's prediction TSV: ``label`` [``logits``] [``prob``], one line per example; written
     atomically, so a failure leaves no partial file."""
+    write_class_prediction_lines(path, (batch_logits for _, batch_logits in predict(model, examples, batch_size,
+                                                                                   collate)),
+                                 logits=logits, prob=prob)
+
+
+def write_class_prediction_lines(path: str, logits_batches: Iterable[torch.Tensor], *, logits: bool,
+                                 prob: bool) -> None:
+    """The prediction TSV of ``logits_batches`` ((B, labels_num) each, in example order), written atomically."""
     header = ["label"] + ["logits"] * logits + ["prob"] * prob
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         f.write("\t".join(header) + "\n")
-        for _, batch_logits in predict(model, examples, batch_size, collate):
+        for batch_logits in logits_batches:
             probs = torch.softmax(batch_logits, dim=-1)
             for row_logits, row_prob in zip(batch_logits.tolist(), probs.tolist()):
                 fields = [str(max(range(len(row_logits)), key=row_logits.__getitem__))]

@@ -7,8 +7,9 @@ import contextlib
 import logging
 import math
 import random
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Literal, Protocol
 
 import numpy as np
 import torch
@@ -26,6 +27,7 @@ logger = logging.getLogger("tencentpretrain.finetune")
 
 Collate = Callable[[Sequence[Example]], dict[str, torch.Tensor]]
 Evaluate = Callable[[TaskModel, Sequence[Example]], float]  # logs its report, returns the score to maximise
+Batcher = Callable[[Sequence[Example], int, random.Random], Iterable[list[Example]]]  # (train, batch_size, rng)
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,37 @@ def train_step(model: TaskModel, batch: dict[str, torch.Tensor], optimizer: torc
     return loss.item()
 
 
+class Stepper(Protocol):
+    """How ``fit`` trains on one batch and saves the model (the default: ``LocalStepper``; DeepSpeed has its own)."""
+
+    def step(self, examples: list[Example]) -> float:
+        """One optimizer step on ``examples``; returns the loss."""
+
+    def save(self, path: str) -> None:
+        """Save the model's weights to ``path`` (atomically)."""
+
+
+class LocalStepper:
+    """One process: the task model with the fine-tuning optimizer and schedule, on ``device``."""
+
+    def __init__(self, model: TaskModel, *, collate: Collate, optim: FinetuneOptimConfig,
+                 adv: AdversarialOptions | None, steps: int, device: torch.device) -> None:
+        self.model, self.collate, self.optim, self.adv, self.device = model, collate, optim, adv, device
+        self.optimizer = build_optimizer(model, optim)
+        self.scheduler = build_scheduler(self.optimizer, optim, steps)
+
+    def step(self, examples: list[Example]) -> float:
+        return train_step(self.model, to_device(self.collate(examples), self.device), self.optimizer,
+                          self.scheduler, self.optim, self.adv)
+
+    def save(self, path: str) -> None:
+        save_checkpoint(self.model, path)
+
+
+def default_batcher(train: Sequence[Example], batch_size: int, rng: random.Random) -> Iterable[list[Example]]:
+    return batches(train, batch_size, shuffle=rng)
+
+
 @contextlib.contextmanager
 def log_file(path: str | None) -> Iterator[None]:
     """Copy the log to ``path`` (--log_path) for the duration of the run."""
@@ -98,20 +131,28 @@ def log_file(path: str | None) -> Iterator[None]:
         handler.close()
 
 
-def fit(model: TaskModel, train: Sequence[Example], dev: Callable[[], Sequence[Example]],
-        test: Callable[[], Sequence[Example]] | None, *, collate: Collate, evaluate: Evaluate,
+def fit(model: TaskModel, train: Sequence[Example], dev: Callable[[], Sequence[Example]] | None,
+        test: Callable[[], Sequence[Example]] | None, *, collate: Collate, evaluate: Evaluate | None,
         options: FinetuneOptions, optim: FinetuneOptimConfig, adv: AdversarialOptions | None = None,
-        device: torch.device | None = None) -> FitResult:
+        device: torch.device | None = None, keep: Literal["best", "last", "none"] = "best",
+        stepper: Stepper | None = None, batcher: Batcher = default_batcher, log_prefix: str = "") -> FitResult:
     """Fine-tune ``model`` for ``options.epochs_num`` epochs; keep the epoch that scores best on ``dev()`` in
     ``options.output_model_path``; then score ``test()`` with it. ``dev``/``test`` read their file when called
-    (the original re-read the dev file after every epoch)."""
+    (the original re-read the dev file after every epoch).
+
+    Variants for the other drivers: ``keep="last"`` saves the model after the last epoch (``dev`` may then be
+    None: no evaluation), ``keep="none"`` saves nothing; ``stepper`` replaces the local optimizer step (DeepSpeed),
+    ``batcher`` the shuffled batches (one task per batch), ``log_prefix`` starts the loss lines ("Fold id: 0, ").
+    """
     if not train:
         raise DataError(f"{options.train_path}: no training examples")
-    device = device or default_device()
-    model.to(device)
+    if dev is None and keep == "best":
+        raise ValueError("fit(keep='best') needs a dev set")
     steps = training_steps(len(train), options)
-    optimizer = build_optimizer(model, optim)
-    scheduler = build_scheduler(optimizer, optim, steps)
+    if stepper is None:
+        device = device or default_device()
+        model.to(device)
+        stepper = LocalStepper(model, collate=collate, optim=optim, adv=adv, steps=steps, device=device)
     shuffle = random.Random(options.seed)
     logger.info("Batch size: %d", options.batch_size)
     logger.info("The number of training instances: %d", len(train))
@@ -120,21 +161,26 @@ def fit(model: TaskModel, train: Sequence[Example], dev: Callable[[], Sequence[E
     for epoch in range(1, options.epochs_num + 1):
         model.train()
         total_loss = 0.0
-        for i, examples in enumerate(batches(train, options.batch_size, shuffle=shuffle)):
-            total_loss += train_step(model, to_device(collate(examples), device), optimizer, scheduler, optim, adv)
+        for i, examples in enumerate(batcher(train, options.batch_size, shuffle)):
+            total_loss += stepper.step(examples)
             done += 1
             if (i + 1) % options.report_steps == 0:
-                logger.info("Epoch id: %d, Training steps: %d, Avg loss: %.3f", epoch, i + 1,
+                logger.info("%sEpoch id: %d, Training steps: %d, Avg loss: %.3f", log_prefix, epoch, i + 1,
                             total_loss / options.report_steps)
                 total_loss = 0.0
-        score = evaluate(model, dev())
-        if score > best:
+        score = evaluate(model, dev()) if dev is not None else math.nan
+        if keep == "best" and score > best:
             best, best_epoch = score, epoch
-            save_checkpoint(model, options.output_model_path)
+            stepper.save(options.output_model_path)
+        elif keep != "best":
+            best, best_epoch = score, epoch
+    if keep == "last":
+        stepper.save(options.output_model_path)
     test_score = None
     if test is not None:
         logger.info("Test set evaluation.")
-        load_finetuned_weights(model, options.output_model_path)
+        if keep != "none":
+            load_finetuned_weights(model, options.output_model_path)
         test_score = evaluate(model, test())
     return FitResult(best, best_epoch, test_score, done)
 

@@ -133,7 +133,8 @@ def gathered(params: list[nn.Parameter], *, modifier_rank: int | None = 0) -> It
         yield
 
 
-def load_pretrained_zero3(model: nn.Module, path: str, env: DistEnv, *, allow_missing: tuple[str, ...] = ()) -> None:
+def load_pretrained_zero3(model: nn.Module, path: str, env: DistEnv, *, allow_missing: tuple[str, ...] = (),
+                          allow_unexpected: tuple[str, ...] = ()) -> None:
     """Fill a ZeRO-3 partitioned model from ``path`` (ours or an HF LLaMA directory) strictly, one tensor at a
     time.
 
@@ -143,7 +144,7 @@ def load_pretrained_zero3(model: nn.Module, path: str, env: DistEnv, *, allow_mi
     params = dict(model.named_parameters())
     error = None
     if env.is_main:
-        error = _check_zero3_checkpoint(path, model.config, full_shapes(model), allow_missing)
+        error = _check_zero3_checkpoint(path, model.config, full_shapes(model), allow_missing, allow_unexpected)
     error = broadcast_object(env, error)
     if error:
         raise CheckpointError(error)
@@ -165,13 +166,13 @@ def _shard_files(path: str) -> list[str]:
 
 
 def _check_zero3_checkpoint(path: str, config: ModelConfig, expected: dict[str, torch.Size],
-                            allow_missing: tuple[str, ...]) -> str | None:
+                            allow_missing: tuple[str, ...], allow_unexpected: tuple[str, ...] = ()) -> str | None:
     found: dict[str, tuple[int, ...]] = {}
     try:
         for _, shard in iter_pretrained_state(path, config):
             found.update({k: tuple(v.shape) for k, v in shard.items()})
         check_state_dict(expected, found, source=path, allow_missing=allow_missing,
-                         vocabulary_keys=vocabulary_keys(config))
+                         allow_unexpected=allow_unexpected, vocabulary_keys=vocabulary_keys(config))
     except (CheckpointError, ConfigError) as e:
         return str(e)
     return None
