@@ -49,7 +49,8 @@ SHELL_OPERATORS = {"|", "||", "&&", ";", "&", ">", ">>", "<", "<<", "2>", "2>&1"
 OUTPUT_FLAGS = ("--output_model_path", "--output_path", "--prediction_path", "--log_path", "--jsonl_path",
                 "--report_path")
 # flag -> the value executed commands use at most ("tiny settings")
-TINY_SETTINGS = {"--total_steps": 6, "--save_checkpoint_steps": 3, "--report_steps": 3, "--max_new_tokens": 8}
+TINY_SETTINGS = {"--total_steps": 6, "--save_checkpoint_steps": 3, "--report_steps": 3, "--max_new_tokens": 8,
+                 "--epochs_num": 1}
 # (document, script, flag): flags a document announces before the entry point has them
 KNOWN_PENDING_FLAGS: set[tuple[str, str, str]] = set()
 BLOCK_TIMEOUT_S = 600
