@@ -20,20 +20,27 @@ from torch import nn
 
 from tencentpretrain.atomic import atomic_path
 from tencentpretrain.config import ModelConfig
-from tencentpretrain.errors import ConfigError, DataError
-from tencentpretrain.finetune.data import Example, SpecialIds, TsvRow, encode_pair, pad_batch, parse_label, read_tsv
-from tencentpretrain.finetune.loop import fit, log_file, predict, set_seed
+from tencentpretrain.finetune.data import (
+    Example,
+    SpecialIds,
+    TsvRow,
+    encode_pair,
+    pad_batch,
+    parse_label,
+    read_tsv,
+    require_examples,
+)
+from tencentpretrain.finetune.loop import fit_on_files, log_file, predict, set_seed
 from tencentpretrain.finetune.metrics import confusion_matrix, log_classification_report
 from tencentpretrain.finetune.model import TaskModel, TaskOutput, build_task_model, load_finetuned_weights
 from tencentpretrain.finetune.options import (
-    AdversarialOptions,
-    FinetuneOptimConfig,
     FinetuneOptions,
     InferOptions,
     ParsedRun,
     finetune_parser,
     infer_parser,
     parse_run,
+    required_labels_num,
 )
 from tencentpretrain.layers.pooling import pool
 from tencentpretrain.tokenizers import Tokenizer
@@ -162,10 +169,8 @@ def finetune_classifier(run: ParsedRun) -> None:
                                        soft_targets=soft)
 
         collate = collate_for(run.tokenizer)
-        fit(model, read(options.train_path, args.soft_targets), lambda: read(options.dev_path),
-            (lambda: read(options.test_path)) if options.test_path else None, collate=collate,
-            evaluate=lambda m, ex: evaluate_classifier(m, ex, options.batch_size, collate), options=options,
-            optim=run.options(FinetuneOptimConfig), adv=run.options(AdversarialOptions))
+        fit_on_files(model, run.args, read, train=read(options.train_path, args.soft_targets), collate=collate,
+                     evaluate=lambda m, ex: evaluate_classifier(m, ex, options.batch_size, collate))
 
 
 def add_classifier_infer_flags(parser: argparse.ArgumentParser) -> None:
@@ -178,16 +183,12 @@ def infer_main(argv: Sequence[str] | None = None) -> None:
     """``inference/run_classifier_infer.py``."""
     run = parse_run(infer_parser(__doc__, add_classifier_infer_flags), argv)
     options: InferOptions = run.options(InferOptions)
-    labels_num = run.model_config.labels_num
-    if not labels_num:
-        raise ConfigError("--labels_num is required: the number of labels the model was fine-tuned with")
+    labels_num = required_labels_num(run.model_config.labels_num)
     model = Classifier(run.model_config, run.tokenizer.vocab_size, labels_num=labels_num)
     load_finetuned_weights(model, options.load_model_path)
     examples = read_classification(options.test_path, run.tokenizer, options.seq_length, labels_num=labels_num,
                                    with_labels=False)
-    if not examples:
-        raise DataError(f"{options.test_path}: no examples to predict")
-    logger.info("The number of prediction instances: %d", len(examples))
+    require_examples(options.test_path, examples)
     write_class_predictions(options.prediction_path, model, examples, options.batch_size,
                             collate_for(run.tokenizer), logits=run.args.output_logits, prob=run.args.output_prob)
 

@@ -34,7 +34,7 @@ from tencentpretrain.finetune.classifier import (
     read_classification,
 )
 from tencentpretrain.finetune.classifier_mt import make_optional
-from tencentpretrain.finetune.data import Example
+from tencentpretrain.finetune.data import Example, require_examples
 from tencentpretrain.finetune.loop import fit, log_file, predict, set_seed
 from tencentpretrain.finetune.metrics import confusion_matrix, log_classification_report, precision_recall_f1
 from tencentpretrain.finetune.model import build_task_model, load_finetuned_weights
@@ -45,6 +45,7 @@ from tencentpretrain.finetune.options import (
     finetune_parser,
     infer_parser,
     parse_run,
+    required_labels_num,
 )
 
 logger = logging.getLogger("tencentpretrain.finetune")
@@ -158,16 +159,12 @@ def infer_main(argv: Sequence[str] | None = None) -> None:
     parser = infer_parser(__doc__, add_cv_infer_flags)
     make_optional(parser, "prediction_path")
     run = parse_run(parser, argv)
-    args, labels_num = run.args, run.model_config.labels_num
-    if not labels_num:
-        raise ConfigError("--labels_num is required: the number of labels the fold models were fine-tuned with")
+    args, labels_num = run.args, required_labels_num(run.model_config.labels_num)
     if args.folds_num < 1:
         raise ConfigError(f"--folds_num must be at least 1, got {args.folds_num}")
     examples = read_classification(args.test_path, run.tokenizer, args.seq_length, labels_num=labels_num,
                                    with_labels=False)
-    if not examples:
-        raise DataError(f"{args.test_path}: no examples to predict")
-    logger.info("The number of prediction instances: %d", len(examples))
+    require_examples(args.test_path, examples)
     collate = collate_for(run.tokenizer)
     total = torch.zeros(len(examples), labels_num, dtype=torch.float64)
     model = Classifier(run.model_config, run.tokenizer.vocab_size, labels_num=labels_num)

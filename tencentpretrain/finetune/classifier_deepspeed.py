@@ -45,6 +45,7 @@ from tencentpretrain.finetune.options import (
     finetune_parser,
     infer_parser,
     parse_run,
+    required_labels_num,
 )
 from tencentpretrain.models.model import INIT_STD
 from tencentpretrain.training import deepspeed_glue as glue
@@ -288,9 +289,7 @@ def train_with_engine(run: ParsedRun, model_class: type[TaskModel], head_args: d
 def infer_main(argv: Sequence[str] | None = None) -> None:
     """``inference/run_classifier_deepspeed_infer.py``."""
     run = parse_run(infer_parser(__doc__, _with_process_flags(single.add_classifier_infer_flags)), argv)
-    labels_num = run.model_config.labels_num
-    if not labels_num:
-        raise ConfigError("--labels_num is required: the number of labels the model was fine-tuned with")
+    labels_num = required_labels_num(run.model_config.labels_num)
     model = single.Classifier(run.model_config, run.tokenizer.vocab_size, labels_num=labels_num)
 
     def write(path: str, logits_batches: list[torch.Tensor]) -> None:

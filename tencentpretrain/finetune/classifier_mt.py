@@ -26,9 +26,9 @@ from torch import nn
 
 from tencentpretrain.atomic import atomic_path
 from tencentpretrain.config import ModelConfig
-from tencentpretrain.errors import ConfigError, DataError
+from tencentpretrain.errors import ConfigError
 from tencentpretrain.finetune.classifier import collate_for, count_labels, evaluate_classifier, read_classification
-from tencentpretrain.finetune.data import Example, batches
+from tencentpretrain.finetune.data import Example, batches, require_examples
 from tencentpretrain.finetune.loop import Evaluate, fit, log_file, set_seed, to_device
 from tencentpretrain.finetune.model import TaskModel, TaskOutput, build_task_model, load_finetuned_weights
 from tencentpretrain.finetune.options import (
@@ -199,9 +199,7 @@ def infer_main(argv: Sequence[str] | None = None) -> None:
     load_finetuned_weights(model, options.load_model_path)
     examples = read_classification(options.test_path, run.tokenizer, options.seq_length, labels_num=None,
                                    with_labels=False)
-    if not examples:
-        raise DataError(f"{options.test_path}: no examples to predict")
-    logger.info("The number of prediction instances: %d", len(examples))
+    require_examples(options.test_path, examples)
     write_mt_predictions(options.prediction_path, model, examples, options.batch_size, collate_for(run.tokenizer),
                          logits=run.args.output_logits, prob=run.args.output_prob)
 

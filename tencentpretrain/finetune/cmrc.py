@@ -35,10 +35,9 @@ from tencentpretrain.atomic import atomic_path
 from tencentpretrain.config import ModelConfig
 from tencentpretrain.errors import ConfigError, DataError
 from tencentpretrain.finetune.data import Example, SpecialIds, pad_batch, read_json
-from tencentpretrain.finetune.loop import fit, log_file, predict, set_seed
+from tencentpretrain.finetune.loop import fit_on_files, log_file, predict, set_seed
 from tencentpretrain.finetune.model import TaskModel, TaskOutput, build_task_model, load_finetuned_weights
 from tencentpretrain.finetune.options import (
-    FinetuneOptimConfig,
     FinetuneOptions,
     InferOptions,
     ParsedRun,
@@ -417,10 +416,9 @@ def finetune_cmrc(run: ParsedRun) -> None:
                                  path=path)
 
         collate = collate_for(run.tokenizer)
-        fit(model, read(options.train_path, train=True), lambda: read(options.dev_path),
-            (lambda: read(options.test_path)) if options.test_path else None, collate=collate,
-            evaluate=lambda m, ex: evaluate_cmrc(m, ex, options.batch_size, collate, args.max_answer_length),
-            options=options, optim=run.options(FinetuneOptimConfig))
+        fit_on_files(model, run.args, read, train=read(options.train_path, train=True), collate=collate,
+                     evaluate=lambda m, ex: evaluate_cmrc(m, ex, options.batch_size, collate,
+                                                          args.max_answer_length))
 
 
 def infer_main(argv: Sequence[str] | None = None) -> None:

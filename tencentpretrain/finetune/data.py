@@ -10,6 +10,7 @@ masks padding, so the result is the same and the work smaller).
 from __future__ import annotations
 
 import json
+import logging
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -139,6 +140,14 @@ def encode_pair(tokenizer: Tokenizer, specials: SpecialIds, text_a: str, text_b:
         src += src_b
         seg += [2] * len(src_b)
     return src[:seq_length], seg[:seq_length]
+
+
+def require_examples(path: str, examples: list[Example]) -> list[Example]:
+    """``examples`` read from ``path`` for prediction, logged as the original did; none at all is an error."""
+    if not examples:
+        raise DataError(f"{path}: no examples to predict")
+    logging.getLogger("tencentpretrain.finetune").info("The number of prediction instances: %d", len(examples))
+    return examples
 
 
 # ---------------------------------------------------------------------- batches

@@ -24,11 +24,9 @@ from tencentpretrain.finetune.classifier import (
     read_classification,
 )
 from tencentpretrain.finetune.data import Example, TsvRow
-from tencentpretrain.finetune.loop import fit, log_file, predict, set_seed
+from tencentpretrain.finetune.loop import fit_on_files, log_file, predict, set_seed
 from tencentpretrain.finetune.model import build_task_model
 from tencentpretrain.finetune.options import (
-    AdversarialOptions,
-    FinetuneOptimConfig,
     FinetuneOptions,
     finetune_parser,
     parse_run,
@@ -129,7 +127,5 @@ def finetune_main(argv: Sequence[str] | None = None) -> None:
             return read_dbqa(path, run.tokenizer, options.seq_length, labels_num)
 
         collate = collate_for(run.tokenizer)
-        fit(model, read(options.train_path), lambda: read(options.dev_path),
-            (lambda: read(options.test_path)) if options.test_path else None, collate=collate,
-            evaluate=lambda m, ex: evaluate_dbqa(m, ex, options.batch_size, collate), options=options,
-            optim=run.options(FinetuneOptimConfig), adv=run.options(AdversarialOptions))
+        fit_on_files(model, run.args, read, collate=collate,
+                     evaluate=lambda m, ex: evaluate_dbqa(m, ex, options.batch_size, collate))

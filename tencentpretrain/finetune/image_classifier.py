@@ -30,15 +30,14 @@ from tencentpretrain.data.processors.vit import import_pillow
 from tencentpretrain.errors import ConfigError, DataError
 from tencentpretrain.finetune.classifier import Classifier, evaluate_classifier, write_class_predictions
 from tencentpretrain.finetune.data import Example, TsvRow, parse_label, read_tsv
-from tencentpretrain.finetune.loop import default_device, fit, log_file, set_seed
+from tencentpretrain.finetune.loop import default_device, fit_on_files, log_file, set_seed
 from tencentpretrain.finetune.model import build_task_model, load_finetuned_weights
 from tencentpretrain.finetune.options import (
-    AdversarialOptions,
-    FinetuneOptimConfig,
     FinetuneOptions,
     InferOptions,
     finetune_parser,
     infer_parser,
+    required_labels_num,
 )
 
 logger = logging.getLogger("tencentpretrain.finetune")
@@ -193,11 +192,8 @@ def finetune_main(argv: Sequence[str] | None = None) -> None:
 
         train = read(options.train_path)
         evaluate_collate = image_collate(images, patches_num(config))
-        fit(model, train, lambda: read(options.dev_path),
-            (lambda: read(options.test_path)) if options.test_path else None,
-            collate=image_collate(images, patches_num(config), train=True),
-            evaluate=lambda m, ex: evaluate_classifier(m, ex, options.batch_size, evaluate_collate), options=options,
-            optim=dataclass_from_args(FinetuneOptimConfig, args), adv=dataclass_from_args(AdversarialOptions, args))
+        fit_on_files(model, args, read, train=train, collate=image_collate(images, patches_num(config), train=True),
+                     evaluate=lambda m, ex: evaluate_classifier(m, ex, options.batch_size, evaluate_collate))
 
 
 def add_image_infer_flags(parser: argparse.ArgumentParser) -> None:
@@ -211,9 +207,7 @@ def infer_main(argv: Sequence[str] | None = None) -> None:
     """``inference/run_image_classifier_infer.py``."""
     args, config = parse_image_run(infer_parser(__doc__, add_image_infer_flags), argv)
     options: InferOptions = dataclass_from_args(InferOptions, args)
-    if not config.labels_num:
-        raise ConfigError("--labels_num is required: the number of labels the model was fine-tuned with")
-    model = Classifier(config, PATCH_VOCAB_SIZE, labels_num=config.labels_num)
+    model = Classifier(config, PATCH_VOCAB_SIZE, labels_num=required_labels_num(config.labels_num))
     load_finetuned_weights(model, options.load_model_path)
     model.to(default_device())
     examples = read_images(options.test_path, labels_num=config.labels_num, with_labels=False)

@@ -3,19 +3,21 @@ the best model saved, and the test set evaluated with it at the end (the origina
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import logging
 import math
 import random
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import torch
 from torch import nn
 
 from tencentpretrain.checkpoint import save_checkpoint
+from tencentpretrain.cli import dataclass_from_args
 from tencentpretrain.errors import DataError
 from tencentpretrain.finetune.adversarial import fgm_step, pgd_step
 from tencentpretrain.finetune.data import Example, batches
@@ -183,6 +185,18 @@ def fit(model: TaskModel, train: Sequence[Example], dev: Callable[[], Sequence[E
             load_finetuned_weights(model, options.output_model_path)
         test_score = evaluate(model, test())
     return FitResult(best, best_epoch, test_score, done)
+
+
+def fit_on_files(model: TaskModel, args: argparse.Namespace, read: Callable[[str], Sequence[Example]], *,
+                 collate: Collate, evaluate: Evaluate, train: Sequence[Example] | None = None,
+                 **fit_options: Any) -> FitResult:
+    """``fit`` on the files of ``--train_path`` / ``--dev_path`` / ``--test_path``, each read with ``read(path)``
+    (or the training examples given as ``train``), with the optimizer and adversarial flags of ``args``."""
+    options = dataclass_from_args(FinetuneOptions, args)
+    return fit(model, read(options.train_path) if train is None else train, lambda: read(options.dev_path),
+               (lambda: read(options.test_path)) if options.test_path else None, collate=collate,
+               evaluate=evaluate, options=options, optim=dataclass_from_args(FinetuneOptimConfig, args),
+               adv=dataclass_from_args(AdversarialOptions, args), **fit_options)
 
 
 @torch.no_grad()

@@ -18,19 +18,17 @@ import torch
 import torch.nn.functional as F
 
 from tencentpretrain.atomic import atomic_path
-from tencentpretrain.errors import ConfigError, DataError
 from tencentpretrain.finetune.classifier import Classifier, add_classifier_infer_flags, collate_for, read_classification
-from tencentpretrain.finetune.data import Example, TsvRow, read_tsv
-from tencentpretrain.finetune.loop import fit, log_file, predict, set_seed
+from tencentpretrain.finetune.data import Example, TsvRow, read_tsv, require_examples
+from tencentpretrain.finetune.loop import fit_on_files, log_file, predict, set_seed
 from tencentpretrain.finetune.model import TaskOutput, build_task_model, load_finetuned_weights
 from tencentpretrain.finetune.options import (
-    AdversarialOptions,
-    FinetuneOptimConfig,
     FinetuneOptions,
     InferOptions,
     finetune_parser,
     infer_parser,
     parse_run,
+    required_labels_num,
 )
 from tencentpretrain.tokenizers import Tokenizer
 
@@ -109,25 +107,19 @@ def finetune_main(argv: Sequence[str] | None = None) -> None:
             return read_multi_label(path, run.tokenizer, options.seq_length, labels_num)
 
         collate = collate_for(run.tokenizer)
-        fit(model, read(options.train_path), lambda: read(options.dev_path),
-            (lambda: read(options.test_path)) if options.test_path else None, collate=collate,
-            evaluate=lambda m, ex: evaluate_multi_label(m, ex, options.batch_size, collate), options=options,
-            optim=run.options(FinetuneOptimConfig), adv=run.options(AdversarialOptions))
+        fit_on_files(model, run.args, read, collate=collate,
+                     evaluate=lambda m, ex: evaluate_multi_label(m, ex, options.batch_size, collate))
 
 
 def infer_main(argv: Sequence[str] | None = None) -> None:
     """``inference/run_classifier_multi_label_infer.py``."""
     run = parse_run(infer_parser(__doc__, add_classifier_infer_flags), argv)
     options: InferOptions = run.options(InferOptions)
-    labels_num = run.model_config.labels_num
-    if not labels_num:
-        raise ConfigError("--labels_num is required: the number of labels the model was fine-tuned with")
+    labels_num = required_labels_num(run.model_config.labels_num)
     model = MultilabelClassifier(run.model_config, run.tokenizer.vocab_size, labels_num=labels_num)
     load_finetuned_weights(model, options.load_model_path)
     examples = read_multi_label(options.test_path, run.tokenizer, options.seq_length, labels_num, with_labels=False)
-    if not examples:
-        raise DataError(f"{options.test_path}: no examples to predict")
-    logger.info("The number of prediction instances: %d", len(examples))
+    require_examples(options.test_path, examples)
     write_multi_label_predictions(options.prediction_path, model, examples, options.batch_size,
                                   collate_for(run.tokenizer), logits=run.args.output_logits,
                                   prob=run.args.output_prob)

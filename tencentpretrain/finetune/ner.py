@@ -33,11 +33,10 @@ from tencentpretrain.atomic import atomic_path
 from tencentpretrain.config import ModelConfig
 from tencentpretrain.errors import DataError
 from tencentpretrain.finetune.crf import CRF
-from tencentpretrain.finetune.data import Example, TsvRow, batches, pad_batch, read_json, read_tsv
-from tencentpretrain.finetune.loop import default_device, fit, log_file, set_seed, to_device
+from tencentpretrain.finetune.data import Example, TsvRow, batches, pad_batch, read_json, read_tsv, require_examples
+from tencentpretrain.finetune.loop import default_device, fit_on_files, log_file, set_seed, to_device
 from tencentpretrain.finetune.model import TaskModel, TaskOutput, build_task_model, load_finetuned_weights
 from tencentpretrain.finetune.options import (
-    FinetuneOptimConfig,
     FinetuneOptions,
     InferOptions,
     ParsedRun,
@@ -286,10 +285,8 @@ def finetune_ner(run: ParsedRun) -> None:
             return read_ner(path, run.tokenizer, labels, options.seq_length)
 
         collate = collate_for(run.tokenizer, labels)
-        fit(model, read(options.train_path), lambda: read(options.dev_path),
-            (lambda: read(options.test_path)) if options.test_path else None, collate=collate,
-            evaluate=lambda m, ex: evaluate_ner(m, ex, labels, options.batch_size, collate), options=options,
-            optim=run.options(FinetuneOptimConfig))
+        fit_on_files(model, run.args, read, collate=collate,
+                     evaluate=lambda m, ex: evaluate_ner(m, ex, labels, options.batch_size, collate))
 
 
 def infer_main(argv: Sequence[str] | None = None) -> None:
@@ -302,9 +299,7 @@ def infer_main(argv: Sequence[str] | None = None) -> None:
     load_finetuned_weights(model, options.load_model_path)
     model.to(default_device())
     examples = read_ner(options.test_path, run.tokenizer, labels, options.seq_length, with_labels=False)
-    if not examples:
-        raise DataError(f"{options.test_path}: no examples to predict")
-    logger.info("The number of prediction instances: %d", len(examples))
+    require_examples(options.test_path, examples)
     write_tag_predictions(options.prediction_path, model, examples, labels, options.batch_size,
                           collate_for(run.tokenizer, labels))
 

@@ -132,6 +132,13 @@ def parse_run(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None
     return ParsedRun(args, model_config, tokenizer)
 
 
+def required_labels_num(labels_num: int | None) -> int:
+    """``--labels_num`` of an inference script: the model's number of labels cannot be read off the test file."""
+    if not labels_num:
+        raise ConfigError("--labels_num is required: the number of labels the model was fine-tuned with")
+    return labels_num
+
+
 def check_seq_length(seq_length: int | None, config: ModelConfig) -> None:
     """A model with learned positions (the ``pos`` embedding) cannot read inputs longer than its table."""
     if seq_length and "pos" in config.embedding and seq_length > config.max_seq_length:

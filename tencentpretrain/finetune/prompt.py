@@ -32,12 +32,11 @@ from tencentpretrain.checkpoint import StateDict
 from tencentpretrain.config import ModelConfig
 from tencentpretrain.errors import ConfigError, DataError
 from tencentpretrain.finetune.classifier import add_classifier_infer_flags, write_class_predictions
-from tencentpretrain.finetune.data import Example, SpecialIds, TsvRow, pad_batch, read_json, read_tsv
-from tencentpretrain.finetune.loop import default_device, fit, log_file, predict, set_seed
+from tencentpretrain.finetune.data import Example, SpecialIds, TsvRow, pad_batch, read_json, read_tsv, require_examples
+from tencentpretrain.finetune.loop import default_device, fit_on_files, log_file, predict, set_seed
 from tencentpretrain.finetune.metrics import confusion_matrix, log_classification_report
 from tencentpretrain.finetune.model import TaskModel, TaskOutput, build_task_model, load_finetuned_weights
 from tencentpretrain.finetune.options import (
-    FinetuneOptimConfig,
     FinetuneOptions,
     InferOptions,
     ParsedRun,
@@ -243,10 +242,8 @@ def finetune_main(argv: Sequence[str] | None = None) -> None:
             return read_prompt_examples(path, run.tokenizer, options.seq_length, prompt)
 
         collate = collate_for(run.tokenizer)
-        fit(model, read(options.train_path), lambda: read(options.dev_path),
-            (lambda: read(options.test_path)) if options.test_path else None, collate=collate,
-            evaluate=lambda m, ex: evaluate_prompt(m, ex, options.batch_size, collate), options=options,
-            optim=run.options(FinetuneOptimConfig))
+        fit_on_files(model, run.args, read, collate=collate,
+                     evaluate=lambda m, ex: evaluate_prompt(m, ex, options.batch_size, collate))
 
 
 def infer_main(argv: Sequence[str] | None = None) -> None:
@@ -257,9 +254,7 @@ def infer_main(argv: Sequence[str] | None = None) -> None:
     model = ClozeTest(run.model_config, run.tokenizer.vocab_size, answer_ids=prompt.answer_order)
     load_finetuned_weights(model, options.load_model_path)
     examples = read_prompt_examples(options.test_path, run.tokenizer, options.seq_length, prompt, with_labels=False)
-    if not examples:
-        raise DataError(f"{options.test_path}: no examples to predict")
-    logger.info("The number of prediction instances: %d", len(examples))
+    require_examples(options.test_path, examples)
     write_class_predictions(options.prediction_path, model, examples, options.batch_size, collate_for(run.tokenizer),
                             logits=run.args.output_logits, prob=run.args.output_prob)
 

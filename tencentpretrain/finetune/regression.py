@@ -19,13 +19,11 @@ import torch.nn.functional as F
 from tencentpretrain.atomic import atomic_path
 from tencentpretrain.errors import DataError
 from tencentpretrain.finetune.classifier import Classifier, collate_for, read_classification
-from tencentpretrain.finetune.data import Example, TsvRow
-from tencentpretrain.finetune.loop import fit, log_file, predict, set_seed
+from tencentpretrain.finetune.data import Example, TsvRow, require_examples
+from tencentpretrain.finetune.loop import fit_on_files, log_file, predict, set_seed
 from tencentpretrain.finetune.metrics import pearson, spearman
 from tencentpretrain.finetune.model import TaskOutput, build_task_model, load_finetuned_weights
 from tencentpretrain.finetune.options import (
-    AdversarialOptions,
-    FinetuneOptimConfig,
     FinetuneOptions,
     InferOptions,
     finetune_parser,
@@ -94,10 +92,8 @@ def finetune_main(argv: Sequence[str] | None = None) -> None:
             return read_regression(path, run.tokenizer, options.seq_length)
 
         collate = collate_for(run.tokenizer)
-        fit(model, read(options.train_path), lambda: read(options.dev_path),
-            (lambda: read(options.test_path)) if options.test_path else None, collate=collate,
-            evaluate=lambda m, ex: evaluate_regression(m, ex, options.batch_size, collate), options=options,
-            optim=run.options(FinetuneOptimConfig), adv=run.options(AdversarialOptions))
+        fit_on_files(model, run.args, read, collate=collate,
+                     evaluate=lambda m, ex: evaluate_regression(m, ex, options.batch_size, collate))
 
 
 def infer_main(argv: Sequence[str] | None = None) -> None:
@@ -107,9 +103,7 @@ def infer_main(argv: Sequence[str] | None = None) -> None:
     model = Regression(run.model_config, run.tokenizer.vocab_size)
     load_finetuned_weights(model, options.load_model_path)
     examples = read_regression(options.test_path, run.tokenizer, options.seq_length, with_labels=False)
-    if not examples:
-        raise DataError(f"{options.test_path}: no examples to predict")
-    logger.info("The number of prediction instances: %d", len(examples))
+    require_examples(options.test_path, examples)
     collate = collate_for(run.tokenizer)
     with atomic_path(options.prediction_path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         f.write("label\n")

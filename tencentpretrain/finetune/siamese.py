@@ -41,22 +41,30 @@ from tencentpretrain.checkpoint import StateDict, load_state_into
 from tencentpretrain.cli import dataclass_from_args
 from tencentpretrain.config import ModelConfig, parse_args_with_config, split_config_keys
 from tencentpretrain.convert.loading import iter_pretrained_state
-from tencentpretrain.errors import CheckpointError, ConfigError, DataError
+from tencentpretrain.errors import CheckpointError, ConfigError
 from tencentpretrain.finetune.classifier import (
     add_classifier_infer_flags,
     count_labels,
     evaluate_classifier,
     write_class_predictions,
 )
-from tencentpretrain.finetune.data import Example, SpecialIds, encode_pair, pad_batch, parse_label, read_tsv
-from tencentpretrain.finetune.loop import fit, log_file, set_seed
+from tencentpretrain.finetune.data import (
+    Example,
+    SpecialIds,
+    encode_pair,
+    pad_batch,
+    parse_label,
+    read_tsv,
+    require_examples,
+)
+from tencentpretrain.finetune.loop import fit_on_files, log_file, set_seed
 from tencentpretrain.finetune.model import TaskOutput, load_finetuned_weights
 from tencentpretrain.finetune.options import (
-    FinetuneOptimConfig,
     FinetuneOptions,
     InferOptions,
     finetune_parser,
     infer_parser,
+    required_labels_num,
 )
 from tencentpretrain.layers.pooling import pool
 from tencentpretrain.layers.standard_layer_norm import affine_layernorm_name
@@ -270,25 +278,19 @@ def finetune_main(argv: Sequence[str] | None = None) -> None:
             return read_siamese(path, tokenizer, options.seq_length, labels_num=labels_num)
 
         collate = collate_siamese(tokenizer)
-        fit(model, read(options.train_path), lambda: read(options.dev_path),
-            (lambda: read(options.test_path)) if options.test_path else None, collate=collate,
-            evaluate=lambda m, ex: evaluate_classifier(m, ex, options.batch_size, collate), options=options,
-            optim=dataclass_from_args(FinetuneOptimConfig, args))
+        fit_on_files(model, args, read, collate=collate,
+                     evaluate=lambda m, ex: evaluate_classifier(m, ex, options.batch_size, collate))
 
 
 def infer_main(argv: Sequence[str] | None = None) -> None:
     """``inference/run_classifier_siamese_infer.py``."""
     args, config, tokenizer = parse_siamese(infer_parser(__doc__, add_classifier_infer_flags), argv)
     options: InferOptions = dataclass_from_args(InferOptions, args)
-    if not args.labels_num:
-        raise ConfigError("--labels_num is required: the number of labels the model was fine-tuned with")
-    model = SiameseClassifier(config, tokenizer.vocab_size, labels_num=args.labels_num)
+    model = SiameseClassifier(config, tokenizer.vocab_size, labels_num=required_labels_num(args.labels_num))
     load_finetuned_weights(model, options.load_model_path)
     examples = read_siamese(options.test_path, tokenizer, options.seq_length, labels_num=args.labels_num,
                             with_labels=False)
-    if not examples:
-        raise DataError(f"{options.test_path}: no examples to predict")
-    logger.info("The number of prediction instances: %d", len(examples))
+    require_examples(options.test_path, examples)
     write_class_predictions(options.prediction_path, model, examples, options.batch_size, collate_siamese(tokenizer),
                             logits=args.output_logits, prob=args.output_prob)
 

@@ -26,12 +26,11 @@ import torch.nn.functional as F
 
 from tencentpretrain.atomic import atomic_path
 from tencentpretrain.config import ModelConfig
-from tencentpretrain.errors import ConfigError, DataError
-from tencentpretrain.finetune.data import SEP_TOKEN, Example, SpecialIds, batches, pad_batch, read_tsv
-from tencentpretrain.finetune.loop import fit, log_file, set_seed, to_device
+from tencentpretrain.errors import ConfigError
+from tencentpretrain.finetune.data import SEP_TOKEN, Example, SpecialIds, batches, pad_batch, read_tsv, require_examples
+from tencentpretrain.finetune.loop import fit_on_files, log_file, set_seed, to_device
 from tencentpretrain.finetune.model import TaskOutput, build_task_model, load_finetuned_weights
 from tencentpretrain.finetune.options import (
-    FinetuneOptimConfig,
     FinetuneOptions,
     InferOptions,
     ParsedRun,
@@ -166,10 +165,7 @@ def finetune_text2text(run: ParsedRun) -> None:
             return evaluate_text2text(m, examples, run.tokenizer, batch_size=options.batch_size,
                                       tgt_seq_length=tgt_seq_length)
 
-        fit(model, read(options.train_path), lambda: read(options.dev_path),
-            (lambda: read(options.test_path)) if options.test_path else None, collate=collate_for(run.tokenizer),
-            evaluate=evaluate, options=options, optim=run.options(FinetuneOptimConfig),
-            adv=None)
+        fit_on_files(model, run.args, read, collate=collate_for(run.tokenizer), evaluate=evaluate)
 
 
 def infer_main(argv: Sequence[str] | None = None) -> None:
@@ -181,9 +177,7 @@ def infer_main(argv: Sequence[str] | None = None) -> None:
     model.to(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     examples = read_text2text(options.test_path, run.tokenizer, options.seq_length, run.args.tgt_seq_length,
                               with_targets=False)
-    if not examples:
-        raise DataError(f"{options.test_path}: no examples to predict")
-    logger.info("The number of prediction instances: %d", len(examples))
+    require_examples(options.test_path, examples)
     texts = generate_texts(model, examples, run.tokenizer, batch_size=options.batch_size,
                            tgt_seq_length=run.args.tgt_seq_length)
     write_text_predictions(options.prediction_path, texts)
@@ -194,5 +188,4 @@ def write_text_predictions(path: str, texts: Iterator[str]) -> None:
     atomically, so a failure leaves no partial file."""
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         f.write("label\n")
-        for text in texts:
-            f.write(text + "\n")
+        f.writelines(text + "\n" for text in texts)

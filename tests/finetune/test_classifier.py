@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -41,7 +41,7 @@ def test_fine_tunes_to_high_accuracy_and_predicts_what_it_scored(sentiment_files
     assert not any(k.startswith("target.") for k in keys)  # the pretraining heads are not part of a task model
 
     nolabel = tmp_path / "nolabel.tsv"
-    rows = open(sentiment_files["test"], encoding="utf-8").read().splitlines()
+    rows = Path(sentiment_files["test"]).read_text(encoding="utf-8").splitlines()
     nolabel.write_text("\n".join(r.split("\t", 1)[1] for r in rows) + "\n", encoding="utf-8")
     prediction = tmp_path / "prediction.tsv"
     classifier.infer_main(["--vocab_path", vocab_path, "--config_path", bert_config_path, "--test_path", str(nolabel),
@@ -77,7 +77,7 @@ def test_padding_to_the_batch_equals_padding_to_seq_length(vocab_path, bert_conf
 
 def test_a_tsv_without_header_is_refused_with_file_and_line(sentiment_files, vocab_path, bert_config_path, tmp_path):
     headless = tmp_path / "train.tsv"
-    headless.write_text("\n".join(open(sentiment_files["train"], encoding="utf-8").read().splitlines()[1:]) + "\n",
+    headless.write_text("\n".join(Path(sentiment_files["train"]).read_text(encoding="utf-8").splitlines()[1:]) + "\n",
                         encoding="utf-8")
     files = {**sentiment_files, "train": str(headless)}
     out = tmp_path / "model.bin"
@@ -99,7 +99,7 @@ def test_a_blank_line_between_examples_is_refused_and_trailing_ones_are_not(tmp_
 
 def test_a_label_outside_labels_num_names_the_file_and_line(sentiment_files, vocab_path, bert_config_path, tmp_path):
     dev = tmp_path / "dev.tsv"
-    rows = open(sentiment_files["dev"], encoding="utf-8").read().splitlines()
+    rows = Path(sentiment_files["dev"]).read_text(encoding="utf-8").splitlines()
     rows[3] = "5\t" + rows[3].split("\t", 1)[1]
     dev.write_text("\n".join(rows) + "\n", encoding="utf-8")
     with pytest.raises(DataError, match=r"dev.tsv, line 4: the label 5 is outside 0..1 \(labels_num = 2\)"):

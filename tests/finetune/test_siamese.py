@@ -185,3 +185,17 @@ def test_inference_of_a_file_without_text_b_writes_nothing(tmp_path, vocab_path)
                             "--load_model_path", str(tmp_path / "m.bin"), "--prediction_path", str(prediction),
                             "--labels_num", "2"])
     assert not list(tmp_path.glob("prediction.tsv*"))
+
+
+@pytest.mark.parametrize("size", ["base", "large"])
+def test_the_shipped_sbert_configs_build_a_siamese_classifier(size, vocab_path):
+    from tests.helpers import REPO_ROOT
+
+    config_path = str(Path(REPO_ROOT) / "models" / "sbert" / f"{size}_config.json")
+    argv = ["--config_path", config_path, "--vocab_path", vocab_path, "--train_path", "t.tsv", "--dev_path", "d.tsv"]
+    _, config, _ = siamese.parse_siamese(siamese.finetune_parser(None, adversarial=False), argv)
+    with torch.device("meta"):
+        model = siamese.SiameseClassifier(config, 21128, labels_num=2)
+    hidden = {"base": 768, "large": 1024}[size]
+    assert config.streams[0].hidden_size == config.streams[1].hidden_size == hidden
+    assert any(k.startswith("encoder.encoder_1.") for k in model.state_dict())
