@@ -20,7 +20,8 @@ from tencentpretrain.finetune.adversarial import fgm_step, pgd_step
 from tencentpretrain.finetune.data import Example, batches
 from tencentpretrain.finetune.model import TaskModel, TaskOutput, load_finetuned_weights
 from tencentpretrain.finetune.options import AdversarialOptions, FinetuneOptimConfig, FinetuneOptions
-from tencentpretrain.training.optim import build_optimizer, build_scheduler
+from tencentpretrain.registry import SCHEDULERS
+from tencentpretrain.training.optim import build_optimizer
 
 logger = logging.getLogger("tencentpretrain.finetune")
 
@@ -54,6 +55,15 @@ def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str,
 def training_steps(instances: int, options: FinetuneOptions) -> int:
     """The original's schedule length: int(instances * epochs / batch_size) + 1."""
     return int(instances * options.epochs_num / options.batch_size) + 1
+
+
+def finetune_scheduler(optimizer: torch.optim.Optimizer, optim: FinetuneOptimConfig,
+                       steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """The schedule ``optim.scheduler`` with the original's fractional warm-up: ``steps * warmup`` is not rounded
+    down (a 5-step run warms up over 0.5 steps, so its first step has learning rate 0, as in the original; the
+    pretraining schedule rounds to whole steps)."""
+    make = SCHEDULERS.get(optim.scheduler)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, make(steps * optim.warmup, steps, optim))
 
 
 def train_step(model: TaskModel, batch: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer,
@@ -111,7 +121,7 @@ def fit(model: TaskModel, train: Sequence[Example], dev: Callable[[], Sequence[E
     model.to(device)
     steps = training_steps(len(train), options)
     optimizer = build_optimizer(model, optim)
-    scheduler = build_scheduler(optimizer, optim, steps)
+    scheduler = finetune_scheduler(optimizer, optim, steps)
     shuffle = random.Random(options.seed)
     logger.info("Batch size: %d", options.batch_size)
     logger.info("The number of training instances: %d", len(train))
