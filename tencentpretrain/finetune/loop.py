@@ -91,6 +91,26 @@ def train_step(model: TaskModel, batch: dict[str, torch.Tensor], optimizer: torc
     return loss.item()
 
 
+def train_epoch(model: TaskModel, train: list[Example], epoch: int, *, collate: Collate,
+                optimizer: torch.optim.Optimizer, scheduler, options: FinetuneOptions, optim: FinetuneOptimConfig,
+                adv: AdversarialOptions | None, shuffle: random.Random | None, device: torch.device) -> int:
+    """One pass over ``train`` in batches of ``options.batch_size``, with the original's "Avg loss" line every
+    ``options.report_steps`` steps; returns the number of steps. ``shuffle`` shuffles ``train`` IN PLACE first, as
+    the original did: each epoch's order is a shuffle of the previous epoch's, so with the same seed the batches
+    are the original's."""
+    if shuffle is not None:
+        shuffle.shuffle(train)
+    model.train()
+    total_loss, steps = 0.0, 0
+    for steps, examples in enumerate(batches(train, options.batch_size), start=1):
+        total_loss += train_step(model, to_device(collate(examples), device), optimizer, scheduler, optim, adv)
+        if steps % options.report_steps == 0:
+            logger.info("Epoch id: %d, Training steps: %d, Avg loss: %.3f", epoch, steps,
+                        total_loss / options.report_steps)
+            total_loss = 0.0
+    return steps
+
+
 @contextlib.contextmanager
 def log_file(path: str | None) -> Iterator[None]:
     """Copy the log to ``path`` (--log_path) for the duration of the run."""
@@ -122,21 +142,15 @@ def fit(model: TaskModel, train: Sequence[Example], dev: Callable[[], Sequence[E
     steps = training_steps(len(train), options)
     optimizer = build_optimizer(model, optim)
     scheduler = finetune_scheduler(optimizer, optim, steps)
-    shuffle = random.Random(options.seed)
+    shuffle = random.Random(options.seed)  # the original shuffled with Python's random, seeded by --seed
+    order = list(train)  # shuffled in place every epoch
     logger.info("Batch size: %d", options.batch_size)
     logger.info("The number of training instances: %d", len(train))
     logger.info("Start training.")
     best, best_epoch, done = -math.inf, 0, 0
     for epoch in range(1, options.epochs_num + 1):
-        model.train()
-        total_loss = 0.0
-        for i, examples in enumerate(batches(train, options.batch_size, shuffle=shuffle)):
-            total_loss += train_step(model, to_device(collate(examples), device), optimizer, scheduler, optim, adv)
-            done += 1
-            if (i + 1) % options.report_steps == 0:
-                logger.info("Epoch id: %d, Training steps: %d, Avg loss: %.3f", epoch, i + 1,
-                            total_loss / options.report_steps)
-                total_loss = 0.0
+        done += train_epoch(model, order, epoch, collate=collate, optimizer=optimizer, scheduler=scheduler,
+                            options=options, optim=optim, adv=adv, shuffle=shuffle, device=device)
         score = evaluate(model, dev())
         if score > best:
             best, best_epoch = score, epoch
