@@ -1,12 +1,14 @@
 """Fine-tuning parity with the original TencentPretrain: the same data, flags and initial weights given to the
-original's ``finetune/run_classifier.py`` and to ours; prints the dev accuracy of every epoch and the test accuracy
-of both, and their per-report training losses.
+original's ``finetune/run_classifier.py`` (or ``run_ner.py``) and to ours; prints the dev score of every epoch and
+the test score of both (accuracy; entity F1 for NER), and their per-report training losses.
 
     python benchmarks/parity_finetune.py --original /tmp/orig \\
         --train_path /tmp/orig/datasets/chnsenticorp/train.tsv --dev_path /tmp/orig/datasets/chnsenticorp/dev.tsv \\
         --test_path /tmp/orig/datasets/chnsenticorp/test.tsv --vocab_path /tmp/orig/models/google_zh_vocab.txt \\
         --config_path models/bert/tiny_config.json --pretrained_model_path pretrained.bin \\
         --train_limit 2000 --epochs_num 3 --batch_size 32 --seq_length 128 --learning_rate 2e-4
+    python benchmarks/parity_finetune.py --original /tmp/orig --task ner \
+        --label2id_path /tmp/orig/datasets/msra_ner/label2id.json --train_path ... (MSRA-NER TSVs)
 
 ``--original`` is a checkout of the original (``git -C <mirror> archive HEAD | tar -x -C /tmp/orig``); its scripts
 run with this Python from that directory (they open ``models/special_tokens_map.json`` relative to the working
@@ -32,7 +34,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-ACCURACY = re.compile(r"Acc\. \(Correct/Total\): ([0-9.]+)")
+SCORES = {  # the report line each task logs per evaluation, and the score in it
+    "classifier": re.compile(r"Acc\. \(Correct/Total\): ([0-9.]+)"),
+    "ner": re.compile(r"Report precision, recall, and f1:[^\n]*\n[^\n]*?[0-9.]+, [0-9.]+, ([0-9.]+)"),
+}
 AVG_LOSS = re.compile(r"Avg loss: ([0-9.]+)")
 
 
@@ -45,10 +50,10 @@ class RunResult:
     losses: list[float] = field(default_factory=list)  # one per --report_steps
 
 
-def parse_log(name: str, text: str, seconds: float, epochs: int, with_test: bool) -> RunResult:
-    scores = [float(s) for s in ACCURACY.findall(text)]
+def parse_log(name: str, task: str, text: str, seconds: float, epochs: int, with_test: bool) -> RunResult:
+    scores = [float(s) for s in SCORES[task].findall(text)]
     if len(scores) != epochs + with_test:
-        raise SystemExit(f"{name}: expected {epochs + with_test} accuracy lines, found {len(scores)}; its log:\n"
+        raise SystemExit(f"{name}: expected {epochs + with_test} score lines, found {len(scores)}; its log:\n"
                          + text[-3000:])
     return RunResult(name, seconds, scores[:epochs], scores[-1] if with_test else None,
                      [float(v) for v in AVG_LOSS.findall(text)])
@@ -73,20 +78,26 @@ def run_config(args: argparse.Namespace, work: Path) -> str:
     return str(path)
 
 
-def initial_weights(args: argparse.Namespace, config_path: str, labels_num: int, out: Path) -> str:
-    """Our classifier's initial weights (backbone + head), saved once for both programs."""
+def initial_weights(args: argparse.Namespace, config_path: str, out: Path) -> str:
+    """Our task model's initial weights (backbone + head), saved once for both programs."""
     sys.path.insert(0, str(REPO))
     from tencentpretrain.checkpoint import save_file
     from tencentpretrain.config import load_model_config
     from tencentpretrain.finetune.classifier import Classifier
     from tencentpretrain.finetune.loop import set_seed
     from tencentpretrain.finetune.model import build_task_model
+    from tencentpretrain.finetune.ner import NerTagger
     from tencentpretrain.tokenizers import build_tokenizer
 
     set_seed(args.seed)
     vocab_size = build_tokenizer("bert", vocab_path=args.vocab_path).vocab_size
-    model = build_task_model(Classifier, load_model_config(config_path), vocab_size, args.pretrained_model_path,
-                             labels_num=labels_num)
+    if args.task == "ner":  # the label2id file's tags and [PAD]
+        head = dict(labels_num=len(json.loads(Path(args.label2id_path).read_text(encoding="utf-8"))) + 1)
+        model_class = NerTagger
+    else:
+        model_class, head = Classifier, dict(labels_num=args.labels_num)
+    model = build_task_model(model_class, load_model_config(config_path), vocab_size, args.pretrained_model_path,
+                             **head)
     save_file(model.state_dict(), str(out), sidecar=False)
     return str(out)
 
@@ -106,6 +117,8 @@ def run(name: str, script: Path, cwd: Path, flags: list[str], log: Path) -> floa
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--original", required=True, help="checkout of the original TencentPretrain")
+    p.add_argument("--task", choices=("classifier", "ner"), default="classifier")
+    p.add_argument("--label2id_path", help="NER: the tag -> id JSON file")
     for name in ("train_path", "dev_path", "vocab_path", "config_path"):
         p.add_argument(f"--{name}", required=True)
     p.add_argument("--test_path")
@@ -131,21 +144,24 @@ def main() -> None:
     dev = slice_tsv(args.dev_path, args.dev_limit, work / "dev.tsv")
     test = slice_tsv(args.test_path, args.test_limit, work / "test.tsv") if args.test_path else None
     config = run_config(args, work)
-    init = initial_weights(args, config, args.labels_num, work / "initial.bin")
+    init = initial_weights(args, config, work / "initial.bin")
     flags = ["--vocab_path", args.vocab_path, "--config_path", config, "--pretrained_model_path", init,
              "--train_path", train, "--dev_path", dev, *(["--test_path", test] if test else []),
              "--epochs_num", str(args.epochs_num), "--batch_size", str(args.batch_size),
              "--seq_length", str(args.seq_length), "--learning_rate", str(args.learning_rate),
-             "--seed", str(args.seed), "--report_steps", str(args.report_steps)]
-    programs = {"original": (Path(args.original).resolve() / "finetune/run_classifier.py", Path(args.original)),
-                "ours": (REPO / "finetune/run_classifier.py", REPO)}
+             "--seed", str(args.seed), "--report_steps", str(args.report_steps),
+             *(["--label2id_path", args.label2id_path] if args.task == "ner" else [])]
+    script = f"finetune/run_{args.task}.py"
+    programs = {"original": (Path(args.original).resolve() / script, Path(args.original)),
+                "ours": (REPO / script, REPO)}
     results = []
     for name, (script, cwd) in programs.items():
         if args.only and name != args.only:
             continue
         log = work / f"{name}.log"
         seconds = run(name, script, cwd, [*flags, "--output_model_path", str(work / f"{name}.bin")], log)
-        results.append(parse_log(name, log.read_text(encoding="utf-8"), seconds, args.epochs_num, bool(test)))
+        results.append(parse_log(name, args.task, log.read_text(encoding="utf-8"), seconds, args.epochs_num,
+                                 bool(test)))
         print(f"{name}: done in {seconds:.0f} s, log {log}", flush=True)
 
     print(f"\nwork dir {work}; train {train}; dropout {args.dropout if args.dropout is not None else 'config'}")
@@ -161,7 +177,7 @@ def main() -> None:
         print("  original:", " ".join(f"{v:.3f}" for v in a.losses))
         print("  ours:    ", " ".join(f"{v:.3f}" for v in b.losses))
         if a.test is not None and b.test is not None:
-            print(f"test accuracy gap: {100 * abs(a.test - b.test):.2f} points")
+            print(f"test score gap: {100 * abs(a.test - b.test):.2f} points")
 
 
 if __name__ == "__main__":
