@@ -43,14 +43,14 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from tencentpretrain.checkpoint import save_file  # noqa: E402
-from tencentpretrain.config import load_model_config  # noqa: E402
-from tencentpretrain.finetune.classifier import Classifier, collate_for, read_classification  # noqa: E402
-from tencentpretrain.finetune.loop import finetune_scheduler, set_seed, train_epoch  # noqa: E402
-from tencentpretrain.finetune.model import build_task_model  # noqa: E402
-from tencentpretrain.finetune.options import FinetuneOptimConfig, FinetuneOptions  # noqa: E402
-from tencentpretrain.tokenizers import build_tokenizer  # noqa: E402
-from tencentpretrain.training.optim import build_optimizer  # noqa: E402
+from tencentpretrain.checkpoint import save_file
+from tencentpretrain.config import load_model_config
+from tencentpretrain.finetune.classifier import Classifier, collate_for, read_classification
+from tencentpretrain.finetune.loop import finetune_scheduler, set_seed, train_epoch
+from tencentpretrain.finetune.model import build_task_model
+from tencentpretrain.finetune.options import FinetuneOptimConfig, FinetuneOptions
+from tencentpretrain.tokenizers import build_tokenizer
+from tencentpretrain.training.optim import build_optimizer
 
 Step = Callable[[int], float | None]  # runs n optimizer steps; may return the seconds they took
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -169,8 +169,15 @@ def original(args: argparse.Namespace, train_path: str, init_path: str) -> Step:
 
 # ---------------------------------------------------------------------- transformers
 def hf(args: argparse.Namespace, train_path: str, init_path: str) -> Step:
-    from transformers import BertConfig, BertForSequenceClassification, DataCollatorWithPadding, Trainer
-    from transformers import PrinterCallback, TrainerCallback, TrainingArguments
+    from transformers import (
+        BertConfig,
+        BertForSequenceClassification,
+        DataCollatorWithPadding,
+        PrinterCallback,
+        Trainer,
+        TrainerCallback,
+        TrainingArguments,
+    )
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()

@@ -92,10 +92,10 @@ def initial_weights(args: argparse.Namespace, config_path: str, out: Path) -> st
     set_seed(args.seed)
     vocab_size = build_tokenizer("bert", vocab_path=args.vocab_path).vocab_size
     if args.task == "ner":  # the label2id file's tags and [PAD]
-        head = dict(labels_num=len(json.loads(Path(args.label2id_path).read_text(encoding="utf-8"))) + 1)
+        head = {"labels_num": len(json.loads(Path(args.label2id_path).read_text(encoding="utf-8"))) + 1}
         model_class = NerTagger
     else:
-        model_class, head = Classifier, dict(labels_num=args.labels_num)
+        model_class, head = Classifier, {"labels_num": args.labels_num}
     model = build_task_model(model_class, load_model_config(config_path), vocab_size, args.pretrained_model_path,
                              **head)
     save_file(model.state_dict(), str(out), sidecar=False)
@@ -106,7 +106,7 @@ def run(name: str, script: Path, cwd: Path, flags: list[str], log: Path) -> floa
     start = time.perf_counter()
     with open(log, "w", encoding="utf-8") as f:
         done = subprocess.run([sys.executable, str(script), *flags], cwd=cwd, stdout=f, stderr=subprocess.STDOUT,
-                              env={**os.environ, "PYTHONPATH": ""})
+                              check=False, env={**os.environ, "PYTHONPATH": ""})
     seconds = time.perf_counter() - start
     if done.returncode:
         raise SystemExit(f"{name} failed (exit {done.returncode}); its log: {log}\n"

@@ -13,8 +13,7 @@ from tencentpretrain.checkpoint import load_state_dict
 from tencentpretrain.config import load_model_config
 from tencentpretrain.errors import CheckpointError
 from tencentpretrain.finetune import classifier
-from tencentpretrain.finetune.classifier import Classifier
-from tencentpretrain.finetune.classifier import collate_for, read_classification
+from tencentpretrain.finetune.classifier import Classifier, collate_for, read_classification
 from tencentpretrain.finetune.loop import finetune_scheduler, fit
 from tencentpretrain.finetune.model import build_task_model, load_finetuned_weights
 from tencentpretrain.finetune.options import FinetuneOptimConfig, FinetuneOptions
