@@ -23,7 +23,8 @@ from tencentpretrain.finetune.adversarial import fgm_step, pgd_step
 from tencentpretrain.finetune.data import Example, batches
 from tencentpretrain.finetune.model import TaskModel, TaskOutput, load_finetuned_weights
 from tencentpretrain.finetune.options import AdversarialOptions, FinetuneOptimConfig, FinetuneOptions
-from tencentpretrain.training.optim import build_optimizer, build_scheduler
+from tencentpretrain.registry import SCHEDULERS
+from tencentpretrain.training.optim import build_optimizer
 
 logger = logging.getLogger("tencentpretrain.finetune")
 
@@ -58,6 +59,15 @@ def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str,
 def training_steps(instances: int, options: FinetuneOptions) -> int:
     """The original's schedule length: int(instances * epochs / batch_size) + 1."""
     return int(instances * options.epochs_num / options.batch_size) + 1
+
+
+def finetune_scheduler(optimizer: torch.optim.Optimizer, optim: FinetuneOptimConfig,
+                       steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """The schedule ``optim.scheduler`` with the original's fractional warm-up: ``steps * warmup`` is not rounded
+    down (a 5-step run warms up over 0.5 steps, so its first step has learning rate 0, as in the original; the
+    pretraining schedule rounds to whole steps)."""
+    make = SCHEDULERS.get(optim.scheduler)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, make(steps * optim.warmup, steps, optim))
 
 
 def train_step(model: TaskModel, batch: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer,
@@ -102,7 +112,7 @@ class LocalStepper:
                  adv: AdversarialOptions | None, steps: int, device: torch.device) -> None:
         self.model, self.collate, self.optim, self.adv, self.device = model, collate, optim, adv, device
         self.optimizer = build_optimizer(model, optim)
-        self.scheduler = build_scheduler(self.optimizer, optim, steps)
+        self.scheduler = finetune_scheduler(self.optimizer, optim, steps)
 
     def step(self, examples: list[Example]) -> float:
         return train_step(self.model, to_device(self.collate(examples), self.device), self.optimizer,
@@ -112,8 +122,25 @@ class LocalStepper:
         save_checkpoint(self.model, path)
 
 
-def default_batcher(train: Sequence[Example], batch_size: int, rng: random.Random) -> Iterable[list[Example]]:
-    return batches(train, batch_size, shuffle=rng)
+def default_batcher(train: list[Example], batch_size: int, rng: random.Random) -> Iterable[list[Example]]:
+    """Shuffle ``train`` IN PLACE, then cut it into batches, as the original did: each epoch's order is a shuffle
+    of the previous epoch's, so with the same seed the batches are the original's."""
+    rng.shuffle(train)
+    return batches(train, batch_size)
+
+
+def train_epoch(stepper: Stepper, order: list[Example], epoch: int, *, options: FinetuneOptions,
+                batcher: Batcher = default_batcher, rng: random.Random, log_prefix: str = "") -> int:
+    """One pass over ``order`` (which ``batcher`` may reorder in place), with the original's "Avg loss" line every
+    ``options.report_steps`` steps; returns the number of steps. The model is in training mode."""
+    total_loss, steps = 0.0, 0
+    for steps, examples in enumerate(batcher(order, options.batch_size, rng), start=1):
+        total_loss += stepper.step(examples)
+        if steps % options.report_steps == 0:
+            logger.info("%sEpoch id: %d, Training steps: %d, Avg loss: %.3f", log_prefix, epoch, steps,
+                        total_loss / options.report_steps)
+            total_loss = 0.0
+    return steps
 
 
 @contextlib.contextmanager
@@ -155,21 +182,16 @@ def fit(model: TaskModel, train: Sequence[Example], dev: Callable[[], Sequence[E
         device = device or default_device()
         model.to(device)
         stepper = LocalStepper(model, collate=collate, optim=optim, adv=adv, steps=steps, device=device)
-    shuffle = random.Random(options.seed)
+    shuffle = random.Random(options.seed)  # the original shuffled with Python's random, seeded by --seed
+    order = list(train)  # reordered in place every epoch
     logger.info("Batch size: %d", options.batch_size)
     logger.info("The number of training instances: %d", len(train))
     logger.info("Start training.")
     best, best_epoch, done = -math.inf, 0, 0
     for epoch in range(1, options.epochs_num + 1):
         model.train()
-        total_loss = 0.0
-        for i, examples in enumerate(batcher(train, options.batch_size, shuffle)):
-            total_loss += stepper.step(examples)
-            done += 1
-            if (i + 1) % options.report_steps == 0:
-                logger.info("%sEpoch id: %d, Training steps: %d, Avg loss: %.3f", log_prefix, epoch, i + 1,
-                            total_loss / options.report_steps)
-                total_loss = 0.0
+        done += train_epoch(stepper, order, epoch, options=options, batcher=batcher, rng=shuffle,
+                            log_prefix=log_prefix)
         score = evaluate(model, dev()) if dev is not None else math.nan
         if keep == "best" and score > best:
             best, best_epoch = score, epoch
