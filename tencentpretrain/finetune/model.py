@@ -18,7 +18,7 @@ from torch import nn
 from tencentpretrain.checkpoint import StateDict, load_state_dict, load_state_into
 from tencentpretrain.config import ModelConfig
 from tencentpretrain.convert.loading import iter_pretrained_state
-from tencentpretrain.errors import CheckpointError
+from tencentpretrain.errors import CheckpointError, DataError
 from tencentpretrain.models.model import Embedding, init_module_
 from tencentpretrain.registry import ENCODERS
 
@@ -55,6 +55,10 @@ class TaskModel(nn.Module):
         """Hidden states (B, T, H) of ``src`` (B, T); ``seg`` (B, T) holds segment ids, 0 = padding. Padding
         never changes a real token's state, so a batch padded to its longest input equals one padded further."""
         positions = self.embedding.default_positions(src)
+        limit = self.config.max_seq_length if "pos" in self.config.embedding else None
+        if limit is not None and positions.shape[1] > limit:
+            raise DataError(f"an input of {positions.shape[1]} tokens is longer than the model's {limit} learned "
+                            f"positions (max_seq_length of the config): pass --seq_length {limit} or less")
         return self.encoder(self.embedding(src, seg, positions), seg, positions=positions, honor_padding=True)
 
     @torch.no_grad()

@@ -127,9 +127,7 @@ def parse_run(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None
     for key, value in (config_overrides(args) if config_overrides else {}).items():
         setattr(args, key, value)
     tokenizer = build_tokenizer(tokenizer_config_from_args(args))
-    model_config = model_config_from_args(args)
-    check_seq_length(getattr(args, "seq_length", None), model_config)
-    return ParsedRun(args, model_config, tokenizer)
+    return ParsedRun(args, model_config_from_args(args), tokenizer)
 
 
 def required_labels_num(labels_num: int | None) -> int:
@@ -137,11 +135,3 @@ def required_labels_num(labels_num: int | None) -> int:
     if not labels_num:
         raise ConfigError("--labels_num is required: the number of labels the model was fine-tuned with")
     return labels_num
-
-
-def check_seq_length(seq_length: int | None, config: ModelConfig) -> None:
-    """A model with learned positions (the ``pos`` embedding) cannot read inputs longer than its table."""
-    if seq_length and "pos" in config.embedding and seq_length > config.max_seq_length:
-        raise ConfigError(f"--seq_length {seq_length} is longer than the model's {config.max_seq_length} learned "
-                          "positions (max_seq_length of the config): pass --seq_length "
-                          f"{config.max_seq_length} or less")

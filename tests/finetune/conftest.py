@@ -15,7 +15,7 @@ NEGATIVE = "差烂坏糟失望讨厌难受生气慢"
 FILLER = "这个酒店房间服务的很非常我们觉得还是了一次东西"
 TINY_BERT = {
     "emb_size": 32, "feedforward_size": 64, "hidden_size": 32, "hidden_act": "gelu", "heads_num": 2,
-    "layers_num": 2, "max_seq_length": 128, "dropout": 0.0, "embedding": ["word", "pos", "seg"],
+    "layers_num": 2, "max_seq_length": 64, "dropout": 0.0, "embedding": ["word", "pos", "seg"],
     "encoder": "transformer", "mask": "fully_visible", "target": ["mlm", "sp"], "tie_weights": True,
 }
 

@@ -73,7 +73,7 @@ def test_learns_to_rank_the_answers_first_and_the_classifier_infer_agrees(dbqa_f
     dbqa.finetune_main(_train_args(dbqa_files, vocab_path, bert_config_path, out))
     mrr, mean_ap = _reported(caplog, "Mean Reciprocal Rank:"), _reported(caplog, "Mean Average Precision:")
     assert len(mrr) == len(mean_ap) == 6  # five dev evaluations, then the test set
-    assert mrr[-1] >= 0.95 and mean_ap[-1] >= 0.9, (mrr, mean_ap)
+    assert mrr[-1] >= 0.9 and mean_ap[-1] >= 0.9, (mrr, mean_ap)  # chance is about 0.5
 
     prediction = tmp_path / "prediction.tsv"
     classifier.infer_main(["--vocab_path", vocab_path, "--config_path", bert_config_path, "--test_path",

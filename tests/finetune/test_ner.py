@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from tencentpretrain.checkpoint import load_state_dict
 from tencentpretrain.config import load_model_config
-from tencentpretrain.errors import CheckpointError, ConfigError, DataError
+from tencentpretrain.errors import CheckpointError, DataError
 from tencentpretrain.finetune import ner
 from tencentpretrain.finetune.ner import EntityCounts, NerLabels, NerTagger, collate_for, entity_spans, read_ner
 from tencentpretrain.tokenizers import build_tokenizer
@@ -245,13 +245,18 @@ def test_tokens_are_the_space_separated_fields_cut_to_seq_length(vocab_path, tmp
     assert example["seg"] == [1, 1, 1, 1] and example["tags"] == [1, 2, 0, 0]  # no [CLS]: token i is position i
 
 
-def test_a_seq_length_beyond_the_position_table_is_refused_at_start(ner_files, vocab_path, bert_config_path,
-                                                                     tmp_path):
-    assert json.loads(Path(bert_config_path).read_text())["max_seq_length"] == 128
-    with pytest.raises(ConfigError, match=r"--seq_length 130 is longer than the model's 128 learned positions"):
-        ner.finetune_main(_train_args(ner_files, vocab_path, bert_config_path, tmp_path / "m.bin",
-                                      "--seq_length", "130"))
+def test_an_input_longer_than_the_position_table_is_refused(ner_files, vocab_path, bert_config_path, tmp_path):
+    long = _write(tmp_path / "long.tsv", "text_a\tlabel\n好 美\tB-PER I-PER\n" + " ".join(["这"] * 70) + "\t"
+                  + " ".join(["O"] * 70) + "\n")
+    assert json.loads(Path(bert_config_path).read_text())["max_seq_length"] == 64
+    with pytest.raises(DataError, match=r"an input of 70 tokens is longer than the model's 64 learned positions "
+                                        r".*pass --seq_length 64 or less"):
+        ner.finetune_main(_train_args({**ner_files, "train": str(long)}, vocab_path, bert_config_path,
+                                      tmp_path / "m.bin", "--epochs_num", "1"))
     assert not (tmp_path / "m.bin").exists()
+    ner.finetune_main(_train_args({**ner_files, "train": str(long)}, vocab_path, bert_config_path,
+                                  tmp_path / "m.bin", "--epochs_num", "1", "--seq_length", "64"))  # cut: it fits
+    assert (tmp_path / "m.bin").exists()
 
 
 def _write(path: Path, text: str) -> Path:

@@ -76,7 +76,7 @@ def test_learns_a_real_valued_label_and_predicts_what_it_scored(regression_files
     regression.finetune_main(_train_args(regression_files, vocab_path, bert_config_path, out))
     rank_scores, linear_scores = _reported(caplog, "Spearman corr:"), _reported(caplog, "Pearson corr:")
     assert len(rank_scores) == len(linear_scores) == 7  # six dev evaluations, then the test set
-    assert rank_scores[-1] >= 0.9 and linear_scores[-1] >= 0.9, (rank_scores, linear_scores)
+    assert rank_scores[-1] >= 0.85 and linear_scores[-1] >= 0.85, (rank_scores, linear_scores)
     state = load_state_dict(str(out))
     assert tuple(state["output_layer_2.weight"].shape) == (1, 32) and "output_layer_1.weight" in state
 
