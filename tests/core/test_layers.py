@@ -41,6 +41,42 @@ def test_original_layer_norm_uses_unbiased_std_with_eps_outside_sqrt():
     assert set(dict(norm.named_parameters())) == {"gamma", "beta"}
 
 
+@pytest.mark.parametrize("shape", [(4, 6), (3, 5, 128), (2, 7, 3, 64)])
+def test_original_layer_norm_one_pass_matches_the_formula_in_values_and_gradients(shape):
+    torch.manual_seed(0)
+    norm = LayerNorm(shape[-1], eps=1e-6)
+    norm.gamma.data = torch.randn(shape[-1])
+    norm.beta.data = torch.randn(shape[-1])
+    x = (torch.randn(*shape) * 3 + 1).requires_grad_()
+    x[0, ...].data.fill_(0.5)  # constant rows: std 0, gradient through std must stay finite (0), as autograd's
+    dy = torch.randn(*shape)
+    fast = norm(x)
+    grads = torch.autograd.grad(fast, (x, norm.gamma, norm.beta), dy)
+    slow = norm.reference_forward(x)
+    expected = torch.autograd.grad(slow, (x, norm.gamma, norm.beta), dy)
+    torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-5)
+    for got, want in zip(grads, expected):
+        assert torch.isfinite(got).all()
+        # gradients of a constant row are ~1/eps = 1e6 in size: compare them relative to that
+        scale = want.abs().amax().clamp_min(1.0)
+        torch.testing.assert_close(got / scale, want / scale, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(grads[0][1:], expected[0][1:], rtol=1e-5, atol=1e-5)
+    # and in float64, where rounding cannot hide a wrong term
+    norm64 = copy.deepcopy(norm).double()
+    x64 = x.detach().double().requires_grad_()
+    got = torch.autograd.grad(norm64(x64), (x64, norm64.gamma, norm64.beta), dy.double())
+    want = torch.autograd.grad(norm64.reference_forward(x64), (x64, norm64.gamma, norm64.beta), dy.double())
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_original_layer_norm_gradcheck():
+    norm = LayerNorm(5).double()
+    norm.gamma.data = torch.randn(5, dtype=torch.float64)
+    x = torch.randn(3, 5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(norm, (x,))
+
+
 def _reference_rope(x: torch.Tensor, theta: float, scaling_factor: float = 1.0) -> torch.Tensor:
     """The rotation written out pair by pair: (x0, x1) -> (x0 cos a - x1 sin a, x0 sin a + x1 cos a) with
     a = pos / scaling * theta ** (-2i / dim), as in Meta's LLaMA (which computes it with complex numbers)."""
