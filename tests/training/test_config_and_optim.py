@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -125,3 +126,35 @@ def test_no_decay_groups_and_original_adamw():
     opt.step()
     m, v = 0.1 * 0.5, 0.001 * 0.25  # no bias correction: the first step is only ~ lr * 0.1 / sqrt(0.001)
     torch.testing.assert_close(p.detach(), torch.tensor([1.0, -2.0]) - 0.1 * m / (math.sqrt(v) + 1e-6))
+
+
+def test_foreach_adamw_without_bias_correction_equals_the_per_parameter_loop():
+    from tencentpretrain.training.optimizers.adamw import AdamWNoBiasCorrection
+
+    torch.manual_seed(0)
+    model = build_model(load_model_config(TINY_CONFIG), 50)
+    twin = copy.deepcopy(model)
+    initial = {n: p.detach().clone() for n, p in model.named_parameters()}
+
+    def optimizer(m):
+        decay, no_decay = param_groups(m, 0.01)
+        return AdamWNoBiasCorrection([decay, no_decay], lr=1e-2, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.01)
+
+    fast, slow = optimizer(model), optimizer(twin)
+    names = [n for n, _ in model.named_parameters()]
+    for step in range(4):
+        for i, (p, q) in enumerate(zip(model.parameters(), twin.parameters())):
+            if i % 5 == step % 5:  # some parameters have no gradient in some steps
+                p.grad = q.grad = None
+                continue
+            p.grad = torch.randn_like(p)
+            q.grad = p.grad.clone()
+        fast.step()
+        slow.reference_step()
+    for name, p, q in zip(names, model.parameters(), twin.parameters()):
+        torch.testing.assert_close(p, q, rtol=0, atol=1e-7, msg=name)
+        assert not torch.equal(p, initial[name]), name  # every parameter had gradients in some steps
+    for a, b in zip(fast.state_dict()["state"].values(), slow.state_dict()["state"].values()):
+        assert a.keys() == b.keys() == {"step", "exp_avg", "exp_avg_sq"}
+        assert torch.equal(a["step"], b["step"])
+        torch.testing.assert_close(a["exp_avg_sq"], b["exp_avg_sq"], rtol=0, atol=1e-9)
