@@ -22,28 +22,46 @@ class AdamWNoBiasCorrection(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Any = None) -> None:
-        """One update of every parameter with a gradient, as torch._foreach_* ops over each group's tensors
-        (a few kernel calls per group instead of seven per parameter); ``reference_step`` is the same update
-        parameter by parameter, and the state (``step``, ``exp_avg``, ``exp_avg_sq``) is laid out alike."""
+        """One update of every parameter with a gradient: torch's fused Adam kernel (one pass over each tensor)
+        where the group's tensors share a device and dtype, else torch._foreach_* ops over the group; both give
+        ``reference_step``'s numbers within float rounding, and the state (``step``, ``exp_avg``,
+        ``exp_avg_sq``) is laid out alike."""
         for group in self.param_groups:
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
                 continue
-            beta1, beta2 = group["betas"]
-            grads = [p.grad for p in params]
             states = [self._state_of(p) for p in params]
-            exp_avgs = [s["exp_avg"] for s in states]
-            exp_avg_sqs = [s["exp_avg_sq"] for s in states]
             torch._foreach_add_([s["step"] for s in states], 1)
-            torch._foreach_mul_(exp_avgs, beta1)
-            torch._foreach_add_(exp_avgs, grads, alpha=1 - beta1)
-            torch._foreach_mul_(exp_avg_sqs, beta2)
-            torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1 - beta2)
-            denominators = torch._foreach_sqrt(exp_avg_sqs)
-            torch._foreach_add_(denominators, group["eps"])
-            torch._foreach_addcdiv_(params, exp_avgs, denominators, value=-group["lr"])
-            if group["weight_decay"] > 0:
+            if _fusable(params):
+                self._fused_update(group, params, states)
+            else:
+                self._foreach_update(group, params, states)
+            if group["weight_decay"] > 0:  # after the update, on the updated weights, as the original did
                 torch._foreach_add_(params, params, alpha=-group["lr"] * group["weight_decay"])
+
+    @staticmethod
+    def _fused_update(group: dict[str, Any], params: list[torch.Tensor], states: list[dict[str, Any]]) -> None:
+        # The kernel divides by the bias corrections 1 - beta ** step; an infinite step makes both exactly 1.
+        no_correction = torch.full((), float("inf"), device=params[0].device)
+        beta1, beta2 = group["betas"]
+        torch._fused_adamw_(
+            params, [p.grad for p in params], [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states],
+            [], [no_correction] * len(params), lr=group["lr"], beta1=beta1, beta2=beta2, weight_decay=0.0,
+            eps=group["eps"], amsgrad=False, maximize=False)
+
+    @staticmethod
+    def _foreach_update(group: dict[str, Any], params: list[torch.Tensor], states: list[dict[str, Any]]) -> None:
+        beta1, beta2 = group["betas"]
+        grads = [p.grad for p in params]
+        exp_avgs = [s["exp_avg"] for s in states]
+        exp_avg_sqs = [s["exp_avg_sq"] for s in states]
+        torch._foreach_mul_(exp_avgs, beta1)
+        torch._foreach_add_(exp_avgs, grads, alpha=1 - beta1)
+        torch._foreach_mul_(exp_avg_sqs, beta2)
+        torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1 - beta2)
+        denominators = torch._foreach_sqrt(exp_avg_sqs)
+        torch._foreach_add_(denominators, group["eps"])
+        torch._foreach_addcdiv_(params, exp_avgs, denominators, value=-group["lr"])
 
     @torch.no_grad()
     def reference_step(self) -> None:
@@ -68,6 +86,14 @@ class AdamWNoBiasCorrection(torch.optim.Optimizer):
             state["exp_avg"] = torch.zeros_like(p)
             state["exp_avg_sq"] = torch.zeros_like(p)
         return state
+
+
+def _fusable(params: list[torch.Tensor]) -> bool:
+    """Whether torch's fused Adam kernel takes these tensors: dense floating point, one device and dtype."""
+    first = params[0]
+    return hasattr(torch, "_fused_adamw_") and all(
+        p.device == first.device and p.dtype == first.dtype and p.grad.dtype == p.dtype and p.is_floating_point()
+        and not p.grad.is_sparse and p.layout == torch.strided for p in params)
 
 
 @OPTIMIZERS.register("adamw")
