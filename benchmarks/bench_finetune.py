@@ -200,10 +200,10 @@ def hf(args: argparse.Namespace, train_path: str, init_path: str) -> Step:
 
     class Clock(TrainerCallback):  # times the training loop itself, not the Trainer's construction
         def on_train_begin(self, *a, **k):
-            self.start = time.perf_counter()
+            self.start = CLOCK()
 
         def on_train_end(self, *a, **k):
-            self.seconds = time.perf_counter() - self.start
+            self.seconds = CLOCK() - self.start
 
     out = tempfile.mkdtemp(prefix="bench_finetune_hf_")
 
@@ -223,10 +223,13 @@ def hf(args: argparse.Namespace, train_path: str, init_path: str) -> Step:
 
 
 # ---------------------------------------------------------------------- main
+CLOCK: Callable[[], float] = time.perf_counter  # --clock cpu: time.process_time
+
+
 def measure(step: Step, examples: int, steps: int) -> float:
-    start = time.perf_counter()
+    start = CLOCK()
     seconds = step(steps)
-    return examples / (seconds if seconds is not None else time.perf_counter() - start)
+    return examples / (seconds if seconds is not None else CLOCK() - start)
 
 
 def main() -> None:
@@ -244,7 +247,12 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=2, help="untimed steps of each program first")
     p.add_argument("--programs", nargs="+", default=["ours", "original", "hf"], choices=["ours", "original", "hf"])
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                   help="cpu: this process's CPU seconds (all threads) instead of wall-clock seconds; with "
+                        "--threads 1 it hardly depends on what else runs on a shared machine")
     args = p.parse_args()
+    global CLOCK
+    CLOCK = time.process_time if args.clock == "cpu" else time.perf_counter
     if args.threads:
         torch.set_num_threads(args.threads)
     work = Path(tempfile.mkdtemp(prefix="bench_finetune_"))
@@ -279,7 +287,8 @@ def main() -> None:
     config = load_model_config(args.config_path)
     print(f"data {args.train_path} (first {needed} lines), vocab {vocab_size}; hidden {config.hidden_size}, layers "
           f"{config.layers_num}, heads {config.heads_num}, ffn {config.feedforward_size}; seq_length "
-          f"{args.seq_length}, batch {args.batch_size}; {args.steps} steps x {args.rounds} rounds; torch "
+          f"{args.seq_length}, batch {args.batch_size}; {args.steps} steps x {args.rounds} rounds, {args.clock} clock; "
+          f"torch "
           f"{torch.__version__}, {torch.get_num_threads()} threads", flush=True)
     for step in steps.values():
         step(args.warmup)
