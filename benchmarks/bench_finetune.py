@@ -12,8 +12,10 @@ otherwise. Each round times ``--steps`` optimizer steps of each program, from th
 weights, as each program does it:
 
 - ours: ``tencentpretrain.finetune.loop.train_epoch`` over ``steps * batch_size`` examples (shuffle, padding to
-  the batch's longest example, forward, backward, the original's AdamW without bias correction, schedule, the
-  per-step loss for the report lines);
+  the batch's longest example, forward with the encoder skipping the padding and cheap dropout masks, backward,
+  the original's AdamW without bias correction, schedule, the per-step loss for the report lines);
+- ours_exact (asked for with --programs): the same under ``--original_dropout`` (torch's dropout masks over
+  batches padded to --seq_length, as the original draws them);
 - original: its run_classifier loop body (shuffle, LongTensors padded to --seq_length, ``train_model``,
   ``loss.item()``), importing the original's modules from ``--original`` (or $TENCENTPRETRAIN_ORIGINAL);
 - hf: ``transformers.Trainer.train()`` with ``max_steps = steps`` (its torch AdamW, padding to the batch's longest
@@ -49,6 +51,7 @@ from tencentpretrain.finetune.classifier import Classifier, collate_for, read_cl
 from tencentpretrain.finetune.loop import LocalStepper, set_seed, train_epoch
 from tencentpretrain.finetune.model import build_task_model
 from tencentpretrain.finetune.options import FinetuneOptimConfig, FinetuneOptions
+from tencentpretrain.layers.dropout import use_torch_dropout
 from tencentpretrain.tokenizers import build_tokenizer
 
 Step = Callable[[int], float | None]  # runs n optimizer steps; may return the seconds they took
@@ -75,7 +78,7 @@ def first_lines(path: str, n: int, out: Path) -> str:
 
 
 # ---------------------------------------------------------------------- ours
-def ours(args: argparse.Namespace, train_path: str, init_path: str) -> Step:
+def ours(args: argparse.Namespace, train_path: str, init_path: str, *, original_dropout: bool = False) -> Step:
     tokenizer = build_tokenizer("bert", vocab_path=args.vocab_path)
     config = load_model_config(args.config_path)
     model = build_task_model(Classifier, config, tokenizer.vocab_size, init_path, labels_num=2)
@@ -87,11 +90,21 @@ def ours(args: argparse.Namespace, train_path: str, init_path: str) -> Step:
                            device=torch.device("cpu"))
     shuffle = random.Random(7)
     model.train()
+    model.original_mask_width = args.seq_length if original_dropout else None
 
     def step(n: int) -> None:
-        train_epoch(stepper, examples[: n * args.batch_size], 1, options=options, rng=shuffle)
+        use_torch_dropout(original_dropout)
+        try:
+            train_epoch(stepper, examples[: n * args.batch_size], 1, options=options, rng=shuffle)
+        finally:
+            use_torch_dropout(False)
 
     return step
+
+
+def ours_exact(args: argparse.Namespace, train_path: str, init_path: str) -> Step:
+    """Ours under ``--original_dropout``: torch's dropout over batches padded to --seq_length, no padding skipped."""
+    return ours(args, train_path, init_path, original_dropout=True)
 
 
 # ---------------------------------------------------------------------- the original
@@ -245,7 +258,9 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=8)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--warmup", type=int, default=2, help="untimed steps of each program first")
-    p.add_argument("--programs", nargs="+", default=["ours", "original", "hf"], choices=["ours", "original", "hf"])
+    p.add_argument("--programs", nargs="+", default=["ours", "original", "hf"],
+                   choices=["ours", "ours_exact", "original", "hf"],
+                   help="ours_exact: ours with --original_dropout (the original's dropout masks)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                    help="cpu: this process's CPU seconds (all threads) instead of wall-clock seconds; with "
@@ -282,7 +297,7 @@ def main() -> None:
     init_path = str(work / "initial.bin")
     save_file(init.state_dict(), init_path, sidecar=False)
 
-    builders = {"ours": ours, "original": original, "hf": hf}
+    builders = {"ours": ours, "ours_exact": ours_exact, "original": original, "hf": hf}
     steps = {name: builders[name](args, train_path, init_path) for name in args.programs}
     config = load_model_config(args.config_path)
     print(f"data {args.train_path} (first {needed} lines), vocab {vocab_size}; hidden {config.hidden_size}, layers "
@@ -298,7 +313,7 @@ def main() -> None:
             rates[name].append(measure(step, needed, args.steps))
     for name, r in rates.items():
         print(f"  {name:8s} examples/s min {min(r):7.1f}  median {statistics.median(r):7.1f}  max {max(r):7.1f}")
-    for other in ("original", "hf"):
+    for other in ("ours_exact", "original", "hf"):
         if "ours" in rates and other in rates:
             print(f"  ratio ours/{other} (medians): "
                   f"{statistics.median(rates['ours']) / statistics.median(rates[other]):.3f}")

@@ -136,6 +136,9 @@ def main() -> None:
     p.add_argument("--report_steps", type=int, default=10)
     p.add_argument("--work_dir", help="keep logs and models here (default: a new temporary directory)")
     p.add_argument("--only", choices=("original", "ours"), help="run one program only")
+    p.add_argument("--our_defaults", action="store_true",
+                   help="run ours without --original_dropout: its cheaper dropout masks and no padding work, so "
+                        "the runs differ by their masks (by default ours draws the original's masks)")
     args = p.parse_args()
 
     work = Path(args.work_dir or tempfile.mkdtemp(prefix="parity_finetune_"))
@@ -159,7 +162,8 @@ def main() -> None:
         if args.only and name != args.only:
             continue
         log = work / f"{name}.log"
-        seconds = run(name, script, cwd, [*flags, "--output_model_path", str(work / f"{name}.bin")], log)
+        ours_only = ["--original_dropout"] if name == "ours" and not args.our_defaults else []
+        seconds = run(name, script, cwd, [*flags, *ours_only, "--output_model_path", str(work / f"{name}.bin")], log)
         results.append(parse_log(name, args.task, log.read_text(encoding="utf-8"), seconds, args.epochs_num,
                                  bool(test)))
         print(f"{name}: done in {seconds:.0f} s, log {log}", flush=True)

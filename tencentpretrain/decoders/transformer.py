@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from tencentpretrain.config import ModelConfig
+from tencentpretrain.layers.dropout import Dropout
 from tencentpretrain.layers.kv_cache import KVCache
 from tencentpretrain.layers.masks import build_attention_mask
 from tencentpretrain.layers.relative_position import RelativePositionEmbedding
@@ -32,13 +33,13 @@ class TransformerDecoderLayer(nn.Module):
         super().__init__()
         self.pre_norm = config.layernorm_positioning == "pre"
         self.self_attn = attention_from_config(config)
-        self.dropout_1 = nn.Dropout(config.dropout)
+        self.dropout_1 = Dropout(config.dropout)
         self.context_attn = attention_from_config(config)
-        self.dropout_2 = nn.Dropout(config.dropout)
+        self.dropout_2 = Dropout(config.dropout)
         self.feed_forward = FEEDFORWARDS.get(config.feed_forward)(
             config.hidden_size, config.feedforward_size, config.hidden_act, bias=config.use_bias
         )
-        self.dropout_3 = nn.Dropout(config.dropout)
+        self.dropout_3 = Dropout(config.dropout)
         norm = LAYERNORMS.get(config.layernorm)
         self.layer_norm_1 = norm(config.hidden_size, eps=config.layernorm_eps)
         self.layer_norm_2 = norm(config.hidden_size, eps=config.layernorm_eps)

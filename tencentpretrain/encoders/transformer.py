@@ -14,6 +14,7 @@ from tencentpretrain.config import ModelConfig
 from tencentpretrain.errors import ConfigError
 from tencentpretrain.layers.kv_cache import KVCache
 from tencentpretrain.layers.masks import build_attention_mask
+from tencentpretrain.layers.packing import Packing
 from tencentpretrain.layers.relative_position import RelativePositionEmbedding
 from tencentpretrain.layers.rope import rope_rotations
 from tencentpretrain.layers.transformer_layer import TransformerLayer
@@ -57,6 +58,7 @@ class TransformerEncoder(nn.Module):
         positions: torch.Tensor,
         cache: KVCache | None = None,
         honor_padding: bool = True,
+        skip_padding: bool = False,
     ) -> torch.Tensor:
         """Encode ``emb`` (B, T, E) -> (B, T, H).
 
@@ -66,8 +68,13 @@ class TransformerEncoder(nn.Module):
             cache: KV cache to extend (incremental decoding).
             honor_padding: False lets a causal model skip the padding mask (training on right-padded data,
                 where padding comes after every scored position), which allows the fused causal kernel.
+            skip_padding: run the token-wise work on the real tokens only (``layers.packing``); the states
+                at padding positions come back as zeros. For callers that read real positions only.
         """
         hidden = self.linear(emb) if self.config.factorized_embedding_parameterization else emb
+        packing = Packing(seg > 0) if skip_padding and cache is None else None
+        if packing is not None:
+            hidden = packing.pack(hidden)  # (N, H)
         query_start = cache.length if cache is not None else 0
         mask = self._mask(seg, cache, honor_padding or self.config.relative_position_embedding)
         if self.config.relative_position_embedding:  # bias folded into a float additive mask
@@ -77,15 +84,15 @@ class TransformerEncoder(nn.Module):
             layer = self.layer(i)
             if self.gradient_checkpointing and self.training:
                 hidden = torch.utils.checkpoint.checkpoint(
-                    layer, hidden, mask=mask, rope=rope, use_reentrant=False
+                    layer, hidden, mask=mask, rope=rope, packing=packing, use_reentrant=False
                 )
             else:
-                hidden = layer(hidden, mask=mask, rope=rope, cache=cache, layer_index=i)
+                hidden = layer(hidden, mask=mask, rope=rope, cache=cache, layer_index=i, packing=packing)
         if cache is not None:
             cache.advance(seg.shape[1])
         if self.config.layernorm_positioning == "pre":
             hidden = self.layer_norm(hidden)
-        return hidden
+        return hidden if packing is None else packing.unpack(hidden)
 
     def _mask(self, seg: torch.Tensor, cache: KVCache | None, honor_padding: bool) -> torch.Tensor | None:
         if cache is None and self.mask_kind == "causal" and not honor_padding:

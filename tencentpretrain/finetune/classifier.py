@@ -30,7 +30,7 @@ from tencentpretrain.finetune.data import (
     read_tsv,
     require_examples,
 )
-from tencentpretrain.finetune.loop import fit_on_files, log_file, predict, set_seed
+from tencentpretrain.finetune.loop import fit_on_files, log_file, predict, seed_run
 from tencentpretrain.finetune.metrics import confusion_matrix, log_classification_report
 from tencentpretrain.finetune.model import TaskModel, TaskOutput, build_task_model, load_finetuned_weights
 from tencentpretrain.finetune.options import (
@@ -50,6 +50,8 @@ logger = logging.getLogger("tencentpretrain.finetune")
 
 class Classifier(TaskModel):
     """Sentence (pair) classifier; head keys ``output_layer_1``, ``output_layer_2`` (the original's)."""
+
+    head_reads_padding = False  # pooling and tagging read real positions only
 
     def __init__(self, config: ModelConfig, vocab_size: int, *, labels_num: int, soft_alpha: float = 0.5) -> None:
         super().__init__(config, vocab_size)
@@ -160,7 +162,7 @@ def finetune_classifier(run: ParsedRun) -> None:
     options: FinetuneOptions = run.options(FinetuneOptions)
     args, labels_num = run.args, run.model_config.labels_num
     with log_file(options.log_path):
-        set_seed(options.seed)
+        seed_run(options)
         model = build_task_model(Classifier, run.model_config, run.tokenizer.vocab_size,
                                  options.pretrained_model_path, labels_num=labels_num, soft_alpha=args.soft_alpha)
 

@@ -35,7 +35,7 @@ from tencentpretrain.finetune.classifier import (
 )
 from tencentpretrain.finetune.classifier_mt import make_optional
 from tencentpretrain.finetune.data import Example, require_examples
-from tencentpretrain.finetune.loop import fit, log_file, predict, set_seed
+from tencentpretrain.finetune.loop import fit, log_file, predict, seed_run
 from tencentpretrain.finetune.metrics import confusion_matrix, log_classification_report, precision_recall_f1
 from tencentpretrain.finetune.model import build_task_model, load_finetuned_weights
 from tencentpretrain.finetune.options import (
@@ -107,7 +107,7 @@ def finetune_main(argv: Sequence[str] | None = None) -> None:
     if options.dev_path or options.test_path:
         raise ConfigError("run_classifier_cv.py evaluates each held-out fold; --dev_path and --test_path are not used")
     with log_file(options.log_path):
-        set_seed(options.seed)
+        seed_run(options)
         dataset = read_classification(options.train_path, run.tokenizer, options.seq_length, labels_num=labels_num,
                                       soft_targets=args.soft_targets)
         collate = collate_for(run.tokenizer)

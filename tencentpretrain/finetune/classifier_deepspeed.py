@@ -35,7 +35,7 @@ from tencentpretrain.errors import ConfigError, DataError
 from tencentpretrain.finetune import classifier as single
 from tencentpretrain.finetune import classifier_mt as multi
 from tencentpretrain.finetune.data import Example
-from tencentpretrain.finetune.loop import Evaluate, fit, log_file, predict, set_seed, to_device, training_steps
+from tencentpretrain.finetune.loop import Evaluate, fit, log_file, predict, seed_run, to_device, training_steps
 from tencentpretrain.finetune.model import TaskModel, build_task_model, load_finetuned_weights
 from tencentpretrain.finetune.options import (
     FinetuneOptimConfig,
@@ -267,7 +267,7 @@ def train_with_engine(run: ParsedRun, model_class: type[TaskModel], head_args: d
             cfg = engine_config(glue.read_deepspeed_json(ds_options.deepspeed_config), micro_batch=options.batch_size,
                                 env=env, max_grad_norm=optim.max_grad_norm, zero3=ds_options.enable_zero3,
                                 config_path=ds_options.deepspeed_config)
-            set_seed(options.seed)
+            seed_run(options)
             model = build_model(model_class, run, cfg, env, **head_args)
             examples = train()
             # each step takes --batch_size examples per process

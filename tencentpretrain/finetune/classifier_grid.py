@@ -28,7 +28,7 @@ from tencentpretrain.finetune.classifier import (
     evaluate_classifier,
     read_classification,
 )
-from tencentpretrain.finetune.loop import fit, log_file, set_seed
+from tencentpretrain.finetune.loop import fit, log_file, seed_run
 from tencentpretrain.finetune.model import build_task_model, load_finetuned_weights
 from tencentpretrain.finetune.options import (
     AdversarialOptions,
@@ -99,7 +99,7 @@ def grid_search(run: ParsedRun) -> list[GridResult]:
         results: list[GridResult] = []
         best: GridResult | None = None
         for point in points:
-            set_seed(options.seed)  # every combination starts from the same weights and order
+            seed_run(options)  # every combination starts from the same weights and order
             model = build_task_model(Classifier, run.model_config, run.tokenizer.vocab_size,
                                      options.pretrained_model_path, labels_num=labels_num,
                                      soft_alpha=args.soft_alpha)

@@ -29,7 +29,7 @@ from tencentpretrain.config import ModelConfig
 from tencentpretrain.errors import ConfigError
 from tencentpretrain.finetune.classifier import collate_for, count_labels, evaluate_classifier, read_classification
 from tencentpretrain.finetune.data import Example, batches, require_examples
-from tencentpretrain.finetune.loop import Evaluate, fit, log_file, set_seed, to_device
+from tencentpretrain.finetune.loop import Evaluate, fit, log_file, seed_run, to_device
 from tencentpretrain.finetune.model import TaskModel, TaskOutput, build_task_model, load_finetuned_weights
 from tencentpretrain.finetune.options import (
     AdversarialOptions,
@@ -50,6 +50,8 @@ DEFAULT_OUTPUT = "models/multitask_classifier_model.bin"
 class MultitaskClassifier(TaskModel):
     """A shared encoder with one classification head per task, under the original's keys
     ``output_layers_1.<task>`` and ``output_layers_2.<task>``."""
+
+    head_reads_padding = False  # pooling reads real positions only
 
     def __init__(self, config: ModelConfig, vocab_size: int, *, labels_num_list: Sequence[int]) -> None:
         super().__init__(config, vocab_size)
@@ -144,7 +146,7 @@ def finetune_main(argv: Sequence[str] | None = None) -> None:
     if options.test_path:
         raise ConfigError("--test_path is not used by run_classifier_mt.py: each task's dev.tsv is evaluated")
     with log_file(options.log_path):
-        set_seed(options.seed)
+        seed_run(options)
         model = build_task_model(MultitaskClassifier, run.model_config, run.tokenizer.vocab_size,
                                  options.pretrained_model_path, labels_num_list=labels_num_list)
         collate = collate_for(run.tokenizer)

@@ -35,7 +35,7 @@ from tencentpretrain.atomic import atomic_path
 from tencentpretrain.config import ModelConfig
 from tencentpretrain.errors import ConfigError, DataError
 from tencentpretrain.finetune.data import Example, SpecialIds, pad_batch, read_json
-from tencentpretrain.finetune.loop import fit_on_files, log_file, predict, set_seed
+from tencentpretrain.finetune.loop import fit_on_files, log_file, predict, seed_run
 from tencentpretrain.finetune.model import TaskModel, TaskOutput, build_task_model, load_finetuned_weights
 from tencentpretrain.finetune.options import (
     FinetuneOptions,
@@ -405,7 +405,7 @@ def finetune_cmrc(run: ParsedRun) -> None:
     options: FinetuneOptions = run.options(FinetuneOptions)
     args = run.args
     with log_file(options.log_path):
-        set_seed(options.seed)
+        seed_run(options)
         model = build_task_model(MachineReadingComprehension, run.model_config, run.tokenizer.vocab_size,
                                  options.pretrained_model_path)
 

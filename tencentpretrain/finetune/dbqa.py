@@ -24,7 +24,7 @@ from tencentpretrain.finetune.classifier import (
     read_classification,
 )
 from tencentpretrain.finetune.data import Example, TsvRow
-from tencentpretrain.finetune.loop import fit_on_files, log_file, predict, set_seed
+from tencentpretrain.finetune.loop import fit_on_files, log_file, predict, seed_run
 from tencentpretrain.finetune.model import build_task_model
 from tencentpretrain.finetune.options import (
     FinetuneOptions,
@@ -119,7 +119,7 @@ def finetune_main(argv: Sequence[str] | None = None) -> None:
         raise DataError(f"{options.train_path}: DBQA ranks candidates by the logit of label 1, but the training "
                         f"set has {labels_num} label(s); label answers 1 and other candidates 0")
     with log_file(options.log_path):
-        set_seed(options.seed)
+        seed_run(options)
         model = build_task_model(Classifier, run.model_config, run.tokenizer.vocab_size,
                                  options.pretrained_model_path, labels_num=labels_num, soft_alpha=args.soft_alpha)
 

@@ -30,7 +30,7 @@ from tencentpretrain.data.processors.vit import import_pillow
 from tencentpretrain.errors import ConfigError, DataError
 from tencentpretrain.finetune.classifier import Classifier, evaluate_classifier, write_class_predictions
 from tencentpretrain.finetune.data import Example, TsvRow, parse_label, read_tsv
-from tencentpretrain.finetune.loop import default_device, fit_on_files, log_file, set_seed
+from tencentpretrain.finetune.loop import default_device, fit_on_files, log_file, seed_run
 from tencentpretrain.finetune.model import build_task_model, load_finetuned_weights
 from tencentpretrain.finetune.options import (
     FinetuneOptions,
@@ -183,7 +183,7 @@ def finetune_main(argv: Sequence[str] | None = None) -> None:
     options: FinetuneOptions = dataclass_from_args(FinetuneOptions, args)
     images = ImageOptions.of(config, args.image_preprocess)
     with log_file(options.log_path):
-        set_seed(options.seed)
+        seed_run(options)
         model = build_task_model(Classifier, config, PATCH_VOCAB_SIZE, options.pretrained_model_path,
                                  labels_num=config.labels_num)
 

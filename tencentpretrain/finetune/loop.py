@@ -23,6 +23,7 @@ from tencentpretrain.finetune.adversarial import fgm_step, pgd_step
 from tencentpretrain.finetune.data import Example, batches
 from tencentpretrain.finetune.model import TaskModel, TaskOutput, load_finetuned_weights
 from tencentpretrain.finetune.options import AdversarialOptions, FinetuneOptimConfig, FinetuneOptions
+from tencentpretrain.layers.dropout import use_torch_dropout
 from tencentpretrain.registry import SCHEDULERS
 from tencentpretrain.training.optim import build_optimizer
 
@@ -46,6 +47,12 @@ def set_seed(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def seed_run(options: FinetuneOptions) -> None:
+    """Seed everything (``set_seed``) and choose how dropout masks are drawn (``--original_dropout``)."""
+    set_seed(options.seed)
+    use_torch_dropout(options.original_dropout)
 
 
 def default_device() -> torch.device:
@@ -178,6 +185,7 @@ def fit(model: TaskModel, train: Sequence[Example], dev: Callable[[], Sequence[E
     if dev is None and keep == "best":
         raise ValueError("fit(keep='best') needs a dev set")
     steps = training_steps(len(train), options)
+    model.original_mask_width = options.seq_length if options.original_dropout else None
     if stepper is None:
         device = device or default_device()
         model.to(device)

@@ -13,12 +13,15 @@ import re
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from tencentpretrain.checkpoint import StateDict, load_state_dict, load_state_into
 from tencentpretrain.config import ModelConfig
 from tencentpretrain.convert.loading import iter_pretrained_state
+from tencentpretrain.encoders.transformer import TransformerEncoder
 from tencentpretrain.errors import CheckpointError, DataError
+from tencentpretrain.layers.dropout import torch_dropout_in_use
 from tencentpretrain.models.model import Embedding, init_module_
 from tencentpretrain.registry import ENCODERS
 
@@ -45,6 +48,13 @@ class TaskOutput(NamedTuple):
 class TaskModel(nn.Module):
     """Embedding + encoder of ``config``; subclasses add the task head and ``forward(batch) -> TaskOutput``."""
 
+    # False where the head reads real positions only: the transformer encoder then skips the padding's work
+    # (layers.packing) and returns zeros there, unless dropout draws torch's masks (the original's shapes).
+    head_reads_padding = True
+    # --original_dropout: training pads every batch to this width (--seq_length), as the original padded its
+    # batches, so that torch draws dropout masks of the original's shapes in the original's order.
+    original_mask_width: int | None = None
+
     def __init__(self, config: ModelConfig, vocab_size: int) -> None:
         super().__init__()
         self.config = config
@@ -54,12 +64,23 @@ class TaskModel(nn.Module):
     def encode(self, src: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
         """Hidden states (B, T, H) of ``src`` (B, T); ``seg`` (B, T) holds segment ids, 0 = padding. Padding
         never changes a real token's state, so a batch padded to its longest input equals one padded further."""
+        width = seg.shape[1]
+        if (self.training and self.original_mask_width is not None and src.dim() == 2
+                and width < self.original_mask_width):  # token ids (not images)
+            padding = (0, self.original_mask_width - width)
+            src, seg = F.pad(src, padding), F.pad(seg, padding)  # seg 0: padding, hidden from every real token
         positions = self.embedding.default_positions(src)
         limit = self.config.max_seq_length if "pos" in self.config.embedding else None
         if limit is not None and positions.shape[1] > limit:
             raise DataError(f"an input of {positions.shape[1]} tokens is longer than the model's {limit} learned "
                             f"positions (max_seq_length of the config): pass --seq_length {limit} or less")
-        return self.encoder(self.embedding(src, seg, positions), seg, positions=positions, honor_padding=True)
+        emb = self.embedding(src, seg, positions)
+        skip = {"skip_padding": True} if self._skips_padding() else {}
+        return self.encoder(emb, seg, positions=positions, honor_padding=True, **skip)[:, :width]
+
+    def _skips_padding(self) -> bool:
+        return (not self.head_reads_padding and isinstance(self.encoder, TransformerEncoder)
+                and not (self.training and torch_dropout_in_use()))
 
     @torch.no_grad()
     def init_weights(self) -> None:

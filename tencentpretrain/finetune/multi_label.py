@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from tencentpretrain.atomic import atomic_path
 from tencentpretrain.finetune.classifier import Classifier, add_classifier_infer_flags, collate_for, read_classification
 from tencentpretrain.finetune.data import Example, TsvRow, read_tsv, require_examples
-from tencentpretrain.finetune.loop import fit_on_files, log_file, predict, set_seed
+from tencentpretrain.finetune.loop import fit_on_files, log_file, predict, seed_run
 from tencentpretrain.finetune.model import TaskOutput, build_task_model, load_finetuned_weights
 from tencentpretrain.finetune.options import (
     FinetuneOptions,
@@ -99,7 +99,7 @@ def finetune_main(argv: Sequence[str] | None = None) -> None:
     options: FinetuneOptions = run.options(FinetuneOptions)
     labels_num = run.model_config.labels_num
     with log_file(options.log_path):
-        set_seed(options.seed)
+        seed_run(options)
         model = build_task_model(MultilabelClassifier, run.model_config, run.tokenizer.vocab_size,
                                  options.pretrained_model_path, labels_num=labels_num)
 

@@ -35,7 +35,7 @@ from tencentpretrain.config import ModelConfig
 from tencentpretrain.errors import ConfigError, DataError
 from tencentpretrain.finetune.cmrc import char_ids
 from tencentpretrain.finetune.data import Example, SpecialIds, read_json
-from tencentpretrain.finetune.loop import fit, log_file, predict, set_seed
+from tencentpretrain.finetune.loop import fit, log_file, predict, seed_run
 from tencentpretrain.finetune.metrics import confusion_matrix, log_classification_report
 from tencentpretrain.finetune.model import TaskModel, TaskOutput, build_task_model, load_finetuned_weights
 from tencentpretrain.finetune.options import (
@@ -48,6 +48,7 @@ from tencentpretrain.finetune.options import (
     infer_parser,
     parse_run,
 )
+from tencentpretrain.layers.dropout import Dropout
 from tencentpretrain.tokenizers import Tokenizer
 
 logger = logging.getLogger("tencentpretrain.finetune")
@@ -66,7 +67,7 @@ class MultipleChoice(TaskModel):
     def __init__(self, config: ModelConfig, vocab_size: int, *, segmented: bool = True) -> None:
         super().__init__(config, vocab_size)
         self.segmented = segmented
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
         self.output_layer = nn.Linear(config.hidden_size, 1)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> TaskOutput:
@@ -436,7 +437,7 @@ def _finetune_choices(run: ParsedRun, train: Reader, dev: Reader, test: Reader |
     """Fine-tune a MultipleChoice model on ``train()``, keeping the best on ``dev()`` (the original's loop)."""
     options: FinetuneOptions = run.options(FinetuneOptions)
     with log_file(options.log_path):
-        set_seed(options.seed)
+        seed_run(options)
         model = build_task_model(MultipleChoice, run.model_config, run.tokenizer.vocab_size,
                                  options.pretrained_model_path, segmented=segmented)
         pad_id = SpecialIds.of(run.tokenizer).pad if segmented else 0

@@ -34,7 +34,7 @@ from tencentpretrain.config import ModelConfig
 from tencentpretrain.errors import DataError
 from tencentpretrain.finetune.crf import CRF
 from tencentpretrain.finetune.data import Example, TsvRow, batches, pad_batch, read_json, read_tsv, require_examples
-from tencentpretrain.finetune.loop import default_device, fit_on_files, log_file, set_seed, to_device
+from tencentpretrain.finetune.loop import default_device, fit_on_files, log_file, seed_run, to_device
 from tencentpretrain.finetune.model import TaskModel, TaskOutput, build_task_model, load_finetuned_weights
 from tencentpretrain.finetune.options import (
     FinetuneOptions,
@@ -109,6 +109,8 @@ class NerLabels:
 # ---------------------------------------------------------------------- model
 class NerTagger(TaskModel):
     """A tag per token; head key ``output_layer``, and ``crf.*`` with ``crf_target`` (the original's keys)."""
+
+    head_reads_padding = False  # pooling and tagging read real positions only
 
     def __init__(self, config: ModelConfig, vocab_size: int, *, labels_num: int, crf_target: bool = False) -> None:
         super().__init__(config, vocab_size)
@@ -276,7 +278,7 @@ def finetune_ner(run: ParsedRun) -> None:
     options: FinetuneOptions = run.options(FinetuneOptions)
     with log_file(options.log_path):
         labels = _load_labels(run.args)
-        set_seed(options.seed)
+        seed_run(options)
         model = build_task_model(NerTagger, run.model_config, run.tokenizer.vocab_size,
                                  options.pretrained_model_path, labels_num=len(labels),
                                  crf_target=run.args.crf_target)

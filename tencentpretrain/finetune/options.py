@@ -33,6 +33,10 @@ class FinetuneOptions:
     epochs_num: int = field(default=3, metadata=flag("passes over the training set"))
     report_steps: int = field(default=100, metadata=flag("log the mean training loss every this many steps"))
     seed: int = field(default=7, metadata=flag("random seed (initialisation, shuffling, dropout)"))
+    original_dropout: bool = field(default=False, metadata=flag(
+        "draw dropout masks as the original did: torch's dropout over batches padded to --seq_length, so that "
+        "the same data, seed and initial weights give the original's numbers (slower; by default masks are "
+        "drawn more cheaply, batches are padded to their longest input and the encoder skips the padding)"))
     log_path: str | None = field(default=None, metadata=flag("also write the log to this file"))
 
     def __post_init__(self) -> None:

@@ -33,7 +33,7 @@ from tencentpretrain.config import ModelConfig
 from tencentpretrain.errors import ConfigError, DataError
 from tencentpretrain.finetune.classifier import add_classifier_infer_flags, write_class_predictions
 from tencentpretrain.finetune.data import Example, SpecialIds, TsvRow, pad_batch, read_json, read_tsv, require_examples
-from tencentpretrain.finetune.loop import default_device, fit_on_files, log_file, predict, set_seed
+from tencentpretrain.finetune.loop import default_device, fit_on_files, log_file, predict, seed_run
 from tencentpretrain.finetune.metrics import confusion_matrix, log_classification_report
 from tencentpretrain.finetune.model import TaskModel, TaskOutput, build_task_model, load_finetuned_weights
 from tencentpretrain.finetune.options import (
@@ -234,7 +234,7 @@ def finetune_main(argv: Sequence[str] | None = None) -> None:
         return
     options: FinetuneOptions = run.options(FinetuneOptions)
     with log_file(options.log_path):
-        set_seed(options.seed)
+        seed_run(options)
         model = build_task_model(ClozeTest, run.model_config, run.tokenizer.vocab_size,
                                  options.pretrained_model_path, answer_ids=prompt.answer_order)
 

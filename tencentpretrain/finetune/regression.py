@@ -20,7 +20,7 @@ from tencentpretrain.atomic import atomic_path
 from tencentpretrain.errors import DataError
 from tencentpretrain.finetune.classifier import Classifier, collate_for, read_classification
 from tencentpretrain.finetune.data import Example, TsvRow, require_examples
-from tencentpretrain.finetune.loop import fit_on_files, log_file, predict, set_seed
+from tencentpretrain.finetune.loop import fit_on_files, log_file, predict, seed_run
 from tencentpretrain.finetune.metrics import pearson, spearman
 from tencentpretrain.finetune.model import TaskOutput, build_task_model, load_finetuned_weights
 from tencentpretrain.finetune.options import (
@@ -84,7 +84,7 @@ def finetune_main(argv: Sequence[str] | None = None) -> None:
     run = parse_run(finetune_parser(__doc__), argv)
     options: FinetuneOptions = run.options(FinetuneOptions)
     with log_file(options.log_path):
-        set_seed(options.seed)
+        seed_run(options)
         model = build_task_model(Regression, run.model_config, run.tokenizer.vocab_size,
                                  options.pretrained_model_path)
 

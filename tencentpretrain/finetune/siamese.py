@@ -57,7 +57,7 @@ from tencentpretrain.finetune.data import (
     read_tsv,
     require_examples,
 )
-from tencentpretrain.finetune.loop import fit_on_files, log_file, set_seed
+from tencentpretrain.finetune.loop import fit_on_files, log_file, seed_run
 from tencentpretrain.finetune.model import TaskOutput, load_finetuned_weights
 from tencentpretrain.finetune.options import (
     FinetuneOptions,
@@ -66,6 +66,7 @@ from tencentpretrain.finetune.options import (
     infer_parser,
     required_labels_num,
 )
+from tencentpretrain.layers.dropout import Dropout
 from tencentpretrain.layers.pooling import pool
 from tencentpretrain.layers.standard_layer_norm import affine_layernorm_name
 from tencentpretrain.models.model import Embedding, init_module_
@@ -133,7 +134,7 @@ class DualEmbedding(nn.Module):
                 self.add_module(f"embedding_{i}", Embedding(stream, vocab_size, stream.embedding))
             norm = LAYERNORMS.get(affine_layernorm_name(stream.layernorm))
             self.add_module(f"stream_{i}_layer_norm", norm(stream.emb_size, eps=stream.layernorm_eps))
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
 
     def forward(self, stream: int, src: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
         """(B, T) ids of one stream -> (B, T, E)."""
@@ -267,7 +268,7 @@ def finetune_main(argv: Sequence[str] | None = None) -> None:
     options: FinetuneOptions = dataclass_from_args(FinetuneOptions, args)
     labels_num = args.labels_num or count_labels(options.train_path)
     with log_file(options.log_path):
-        set_seed(options.seed)
+        seed_run(options)
         model = SiameseClassifier(config, tokenizer.vocab_size, labels_num=labels_num)
         if options.pretrained_model_path:
             load_pretrained_siamese(model, options.pretrained_model_path)

@@ -30,7 +30,7 @@ from tencentpretrain.finetune.loop import (
     default_device,
     log_file,
     predict,
-    set_seed,
+    seed_run,
     to_device,
     train_step,
     training_steps,
@@ -121,7 +121,7 @@ def finetune_main(argv: Sequence[str] | None = None) -> None:
     if args.temperature <= 0 or args.eval_steps < 1:
         raise ConfigError("--temperature must be > 0 and --eval_steps >= 1")
     with log_file(options.log_path):
-        set_seed(options.seed)
+        seed_run(options)
         model = build_task_model(SimCSE, run.model_config, run.tokenizer.vocab_size, options.pretrained_model_path,
                                  temperature=args.temperature)
         train_simcse(model, run.tokenizer, options, run.options(FinetuneOptimConfig), args.eval_steps)

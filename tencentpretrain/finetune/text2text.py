@@ -28,7 +28,7 @@ from tencentpretrain.atomic import atomic_path
 from tencentpretrain.config import ModelConfig
 from tencentpretrain.errors import ConfigError
 from tencentpretrain.finetune.data import SEP_TOKEN, Example, SpecialIds, batches, pad_batch, read_tsv, require_examples
-from tencentpretrain.finetune.loop import fit_on_files, log_file, set_seed, to_device
+from tencentpretrain.finetune.loop import fit_on_files, log_file, seed_run, to_device
 from tencentpretrain.finetune.model import TaskOutput, build_task_model, load_finetuned_weights
 from tencentpretrain.finetune.options import (
     FinetuneOptions,
@@ -154,7 +154,7 @@ def finetune_text2text(run: ParsedRun) -> None:
     options: FinetuneOptions = run.options(FinetuneOptions)
     tgt_seq_length = run.args.tgt_seq_length
     with log_file(options.log_path):
-        set_seed(options.seed)
+        seed_run(options)
         model = build_task_model(Text2text, run.model_config, run.tokenizer.vocab_size,
                                  options.pretrained_model_path)
 

@@ -11,7 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tencentpretrain.layers.dropout import dropout, fast_masks_apply
 from tencentpretrain.layers.kv_cache import KVCache
+from tencentpretrain.layers.packing import Packing
 from tencentpretrain.layers.rope import apply_rotary_emb
 from tencentpretrain.layers.stacked_linear import stacked_linear
 
@@ -62,6 +64,7 @@ class MultiHeadedAttention(nn.Module):
         rope: tuple[torch.Tensor, torch.Tensor] | None = None,
         cache: KVCache | None = None,
         layer_index: int = 0,
+        packing: Packing | None = None,
     ) -> torch.Tensor:
         """Attend from ``query`` (B, T, H) to ``key_value`` (B, S, H; default: ``query``).
 
@@ -70,45 +73,80 @@ class MultiHeadedAttention(nn.Module):
                 a position bias (T5); None means plain causal attention (no padding, no cache).
             rope: rotations of ``rope_rotations`` for the query positions, or None without rotary embeddings.
             cache: when given, the new keys/values are written to it and attention covers all cached slots.
+            packing: self-attention over the real tokens only: ``query`` is then (N, H), the packed rows of a
+                (B, T) batch, and so is the result; ``mask`` still hides the padding keys.
         Returns:
-            (B, T, H)
+            (B, T, H), or (N, H) with ``packing``
         """
-        batch, length, _ = query.shape
+        if packing is not None and key_value is not None:
+            raise ValueError("packing is for self-attention only")
         if self.qkv is not None:
-            q, k, v = self._fused_projections(query, key_value, rope)
+            q, k, v = self._fused_projections(query, key_value, rope, packing)
+        elif packing is not None:
+            q, k, v = (self._heads(packing.unpack(proj(query))) for proj in self.linear_layers)  # (B, T, h|kv, D)
+            if rope is not None:
+                q, k = apply_rotary_emb(q, rope), apply_rotary_emb(k, rope)
         else:
             key_value = query if key_value is None else key_value
             q_proj, k_proj, v_proj = self.linear_layers
-            q = q_proj(query).view(batch, length, self.heads_num, self.head_size)  # (B, T, h, D)
-            k = k_proj(key_value).view(batch, key_value.shape[1], self.kv_heads_num, self.head_size)  # (B, S, kv, D)
-            v = v_proj(key_value).view(batch, key_value.shape[1], self.kv_heads_num, self.head_size)
+            q = self._heads(q_proj(query))  # (B, T, h, D)
+            k, v = self._heads(k_proj(key_value)), self._heads(v_proj(key_value))  # (B, S, kv, D)
             if rope is not None:
                 q, k = apply_rotary_emb(q, rope), apply_rotary_emb(k, rope)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, heads, len, D)
         if cache is not None:
             k, v = cache.write(layer_index, k, v)  # (B, kv, S_total, D)
-        out = F.scaled_dot_product_attention(
-            q,
-            k,
-            v,
-            attn_mask=mask,
-            dropout_p=self.dropout if self.training else 0.0,
-            is_causal=mask is None,
-            scale=self.scale,
-            enable_gqa=self.kv_heads_num != self.heads_num,
-        )  # (B, h, T, D)
+        if fast_masks_apply(q, self.dropout, self.training):
+            out = self._attend_with_dropout(q, k, v, mask)
+        else:
+            out = F.scaled_dot_product_attention(
+                q,
+                k,
+                v,
+                attn_mask=mask,
+                dropout_p=self.dropout if self.training else 0.0,
+                is_causal=mask is None,
+                scale=self.scale,
+                enable_gqa=self.kv_heads_num != self.heads_num,
+            )  # (B, h, T, D)
+        batch, length = out.shape[0], out.shape[2]
         out = out.transpose(1, 2).reshape(batch, length, self.heads_num * self.head_size)  # (B, T, h*D)
-        return self.final_linear(out)
+        return self.final_linear(out if packing is None else packing.pack(out))
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, heads * D) -> (B, T, heads, D)."""
+        return x.view(*x.shape[:-1], x.shape[-1] // self.head_size, self.head_size)
+
+    def _attend_with_dropout(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        """SDPA's computation written out, for CPU training with dropout: the probabilities' dropout takes the
+        cheap masks of ``layers.dropout`` (SDPA draws torch's, about 4x dearer). q (B, h, T, D), k/v (B, kv, S, D)
+        -> (B, h, T, D). A query row with no visible key (padding) attends evenly instead of giving NaN."""
+        groups = self.heads_num // self.kv_heads_num
+        if groups > 1:
+            k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)  # (B, h, S, D)
+        scores = torch.matmul(q, k.transpose(-1, -2)) * self.scale  # (B, h, T, S)
+        if mask is None:  # causal; the last query sees every key
+            queries, keys = q.shape[-2], k.shape[-2]
+            mask = torch.ones(queries, keys, dtype=torch.bool, device=q.device).tril(keys - queries)
+        if mask.dtype == torch.bool:
+            scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+        else:
+            scores = scores + mask
+        probs = dropout(torch.softmax(scores, dim=-1), self.dropout)  # (B, h, T, S)
+        return torch.matmul(probs, v)
 
     def _fused_projections(
-        self, query: torch.Tensor, key_value: torch.Tensor | None, rope: torch.Tensor | None
+        self, query: torch.Tensor, key_value: torch.Tensor | None, rope: torch.Tensor | None,
+        packing: Packing | None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Q, K, V (B, T, heads, D) from the fused linear, Q and K rotated together."""
         if key_value is not None and key_value is not query:
             raise ValueError("a fused QKV projection is for self-attention only")
-        batch, length, _ = query.shape
         h, kv = self.heads_num, self.kv_heads_num
-        qkv = self.qkv(query).view(batch, length, h + 2 * kv, self.head_size)  # (B, T, h + 2kv, D)
+        qkv = self.qkv(query)
+        qkv = self._heads(qkv if packing is None else packing.unpack(qkv))  # (B, T, h + 2kv, D)
         qk, v = qkv[:, :, : h + kv], qkv[:, :, h + kv :]
         if rope is not None:
             qk = apply_rotary_emb(qk, rope)

@@ -7,7 +7,9 @@ from torch import nn
 
 from tencentpretrain.config import ModelConfig
 from tencentpretrain.layers.attention import MultiHeadedAttention
+from tencentpretrain.layers.dropout import Dropout
 from tencentpretrain.layers.kv_cache import KVCache
+from tencentpretrain.layers.packing import Packing
 from tencentpretrain.registry import FEEDFORWARDS, LAYERNORMS
 
 
@@ -35,11 +37,11 @@ class TransformerLayer(nn.Module):
         super().__init__()
         self.pre_norm = config.layernorm_positioning == "pre"
         self.self_attn = attention_from_config(config)
-        self.dropout_1 = nn.Dropout(config.dropout)
+        self.dropout_1 = Dropout(config.dropout)
         self.feed_forward = FEEDFORWARDS.get(config.feed_forward)(
             config.hidden_size, config.feedforward_size, config.hidden_act, bias=config.use_bias
         )
-        self.dropout_2 = nn.Dropout(config.dropout)
+        self.dropout_2 = Dropout(config.dropout)
         norm = LAYERNORMS.get(config.layernorm)
         self.layer_norm_1 = norm(config.hidden_size, eps=config.layernorm_eps)
         self.layer_norm_2 = norm(config.hidden_size, eps=config.layernorm_eps)
@@ -52,9 +54,12 @@ class TransformerLayer(nn.Module):
         rope: torch.Tensor | None,
         cache: KVCache | None = None,
         layer_index: int = 0,
+        packing: Packing | None = None,
     ) -> torch.Tensor:
-        """(B, T, H) -> (B, T, H); see MultiHeadedAttention.forward for mask, rope and cache."""
-        attend = lambda x: self.self_attn(x, mask=mask, rope=rope, cache=cache, layer_index=layer_index)  # noqa: E731
+        """(B, T, H) -> (B, T, H), or (N, H) -> (N, H) with ``packing``; see MultiHeadedAttention.forward."""
+        attend = lambda x: self.self_attn(  # noqa: E731
+            x, mask=mask, rope=rope, cache=cache, layer_index=layer_index, packing=packing
+        )
         if self.pre_norm:
             hidden = hidden + self.dropout_1(attend(self.layer_norm_1(hidden)))
             return hidden + self.dropout_2(self.feed_forward(self.layer_norm_2(hidden)))

@@ -15,6 +15,7 @@ from torch import nn
 
 from tencentpretrain.config import ModelConfig
 from tencentpretrain.errors import ConfigError
+from tencentpretrain.layers.dropout import Dropout
 from tencentpretrain.layers.kv_cache import KVCache
 from tencentpretrain.layers.standard_layer_norm import affine_layernorm_name
 from tencentpretrain.models.capabilities import (
@@ -41,7 +42,7 @@ class Embedding(nn.Module):
         if config.use_embedding_layernorm:
             norm = LAYERNORMS.get(affine_layernorm_name(config.layernorm))
             self.layer_norm = norm(config.emb_size, eps=config.layernorm_eps)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
 
     def default_positions(self, src: torch.Tensor, start: int = 0) -> torch.Tensor:
         """(B, T) positions start, start + 1, ...; T is the number of tokens the embeddings produce for

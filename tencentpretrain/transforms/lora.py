@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tencentpretrain.errors import ConfigError
+from tencentpretrain.layers.dropout import Dropout
 
 DEFAULT_TARGET_MODULES = ("linear_layers.0", "linear_layers.2")  # Q and V, as the original
 
@@ -44,7 +45,7 @@ class LoraLinear(nn.Linear):
         self.scaling = alpha / r
         self.lora_A = nn.Parameter(torch.empty(r, in_features, device=device, dtype=dtype))
         self.lora_B = nn.Parameter(torch.empty(out_features, r, device=device, dtype=dtype))
-        self.lora_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.lora_dropout = Dropout(dropout) if dropout > 0 else nn.Identity()
         self.merged = False
         self.reset_lora_parameters()
         self.weight.requires_grad_(False)
