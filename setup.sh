@@ -10,6 +10,6 @@ fi
 PIP=".venv/bin/python -m pip"
 $PIP install -q --upgrade pip
 if ! .venv/bin/python -c "import torch" 2>/dev/null; then
-    $PIP install -q "torch==2.13.0" || $PIP install -q "torch>=2.4"
+    $PIP install -q "torch==2.13.0" || $PIP install -q "torch>=2.5"
 fi
 $PIP install -q -e ".[dev]"
