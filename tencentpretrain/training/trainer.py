@@ -93,11 +93,13 @@ def build_engine(run: RunConfig, env: DistEnv, vocab: Vocabulary) -> TrainEngine
     """The model, optimizer and schedule of the run behind the engine interface of its process mode."""
     if run.deepspeed.deepspeed:
         return _build_deepspeed_engine(run, env, vocab)
-    model = build_run_model(run, vocab.size, env, None)
-    freeze = _freeze_for_vocabulary(run, model)  # before DDP, which reads the requires_grad flags
+    model = build_run_model(run, vocab.size, env, None).to(env.device)
+    # On the device, so that the saved old rows of new_rows are copied back there without a host round trip; and
+    # before DDP, which reads the requires_grad flags.
+    freeze = _freeze_for_vocabulary(run, model)
     if run.train.gradient_checkpointing or run.deepspeed.deepspeed_checkpoint_activations:
         enable_activation_checkpointing(model)
-    model = wrap_ddp(model.to(env.device), env)
+    model = wrap_ddp(model, env)
     optimizer = build_optimizer(model, run.optim)
     if freeze is not None:
         freeze.attach_optimizer(optimizer)

@@ -50,7 +50,9 @@ class VocabExtensionFreeze:
     @torch.no_grad()
     def restore_frozen_rows(self) -> None:
         """Write the saved old rows back (``new_rows`` mode; a no-op for ``embeddings``)."""
-        for param, rows in zip(self._params, self._frozen_rows, strict=True):
+        for i, (param, rows) in enumerate(zip(self._params, self._frozen_rows, strict=True)):
+            if rows.device != param.device or rows.dtype != param.dtype:  # the model moved after the freeze
+                rows = self._frozen_rows[i] = rows.to(param.device, param.dtype)  # once, not at every step
             param[: rows.shape[0]].copy_(rows)
 
     @property

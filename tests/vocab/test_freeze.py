@@ -147,3 +147,23 @@ def test_original_vocab_size_comes_from_the_flag_or_the_resize_record(spms, tmp_
         resolve_original_vocab_size(None, src)
     with pytest.raises(ConfigError, match="original_vocab_size"):
         resolve_original_vocab_size(None, None)
+
+
+def test_a_model_moved_after_the_freeze_gets_its_saved_rows_moved_once():
+    """The trainer freezes on the device; a model moved later (here to float64, as a device move would be) has its
+    saved old rows converted at the first restore and kept that way, not converted again at every step."""
+    model = make_model()
+    before = snapshot(model)
+    freeze = freeze_for_vocab_extension(model, "new_rows", OLD)
+    model.double()
+    optimizer = adamw(model)
+    freeze.attach_optimizer(optimizer)
+    train(model, optimizer, 1)
+    saved = list(freeze._frozen_rows)
+    assert all(rows.dtype == torch.float64 for rows in saved)
+    train(model, optimizer, 1, first_seed=1)
+    assert all(a is b for a, b in zip(saved, freeze._frozen_rows))  # converted once
+    after = model.state_dict()
+    for key in (EMB, HEAD):
+        assert torch.equal(after[key][:OLD], before[key][:OLD].double())
+        assert not torch.equal(after[key][OLD:], before[key][OLD:].double())
