@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -146,3 +147,19 @@ def test_zero3_offload_bf16_trains_with_deepspeed_cpu_adam(tiny_dataset, tmp_pat
     with torch.no_grad():
         logits = model.logits(SRC)
     torch.testing.assert_close(logits, dumps[0]["logits"], rtol=2e-2, atol=2e-2)  # bf16 engine vs fp32 reload
+
+
+def test_deepspeed_leaves_no_shared_memory_buffers(tmp_path):
+    """DeepSpeed's CPU all-reduce creates a 67 MB /dev/shm file per rank and never removes it; init_distributed
+    removes the names once every rank has mapped them, and the group still works."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+           "-m", "tests.training.shm_worker", str(tmp_path)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, env=env, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    for rank in range(2):
+        dump = json.loads((tmp_path / f"rank{rank}.json").read_text(encoding="utf-8"))
+        assert dump["left"] == []
+        assert dump["summed"] == [3.0] * 8
+    assert not [name for name in os.listdir("/dev/shm") if name.endswith(f"_{port}_0") or name.endswith(f"_{port}_1")]
