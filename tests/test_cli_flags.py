@@ -163,6 +163,12 @@ ORIGINAL_FLAGS = {
         --seq_length --pooling --whitening_size --tokenizer --vocab_path --merges_path --spm_model_path""",
     "scripts/cloze_test.py": """--load_model_path --test_path --prediction_path --config_path --batch_size
         --seq_length --topn --tokenizer --vocab_path --merges_path --spm_model_path""",
+    # The original's family converters (checked against the checkpoint's config here, see convert/hf_scripts.py).
+    **{f"scripts/convert_{family}_{direction}.py": f"--input_model_path --output_model_path {extra}"
+       for family, extra in (("bert", "--layers_num --type"), ("gpt2", "--layers_num"), ("vit", "--layers_num"),
+                             ("t5", "--layers_num --decoder_layers_num --type"))
+       for direction in ("from_huggingface_to_tencentpretrain", "from_tencentpretrain_to_huggingface")},
+    "scripts/convert_llama_from_huggingface_to_tencentpretrain.py": "--input_model_path --output_model_path --type",
 }
 # Flags of features that are not implemented: accepting them would silently ignore what the user asked for.
 NOT_ACCEPTED = {
