@@ -130,3 +130,41 @@ def test_hfpretrained_needs_a_local_directory(tmp_path):
         build_tokenizer("hfpretrained", vocab_path=str(tmp_path / "gpt2"))
     with pytest.raises(TokenizerError, match="not a saved HF tokenizer"):
         build_tokenizer("hfpretrained", vocab_path=str(tmp_path))
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_shipped_gpt2_files_match_gpt2_tokenizer():
+    """models/huggingface_gpt2_{vocab,merges}.txt (RoBERTa's id order, one token per line) through ``bpe`` and
+    through transformers' GPT2Tokenizer built from the same two files."""
+    from tencentpretrain.tokenizers.vocab import load_vocab
+
+    vocab_path, merges_path = REPO / "models" / "huggingface_gpt2_vocab.txt", REPO / "models" / "huggingface_gpt2_merges.txt"
+    ours = build_tokenizer("bpe", vocab_path=str(vocab_path), merges_path=str(merges_path))
+    vocab = {token: i for i, token in enumerate(load_vocab(str(vocab_path)))}
+    merges = [tuple(line.split(" ")) for line in merges_path.read_text(encoding="utf-8").split("\n")[1:] if line]
+    hf = transformers.GPT2Tokenizer(vocab=vocab, merges=merges)
+    assert (ours.vocab_size, ours.bos_id, ours.pad_id, ours.eos_id, ours.unk_id) == (50265, 0, 1, 2, 3)
+    assert ours.encode(" the") == [5] and ours.encode("Hello") == [31414]
+    for text in SAMPLES:
+        ids = ours.encode(text)
+        assert ids == hf.encode(text, add_special_tokens=False), text
+        assert ours.decode(ids) == text
+
+
+def test_xlmroberta_follows_the_originals_rule_for_a_fairseq_layout_model(tmp_path):
+    """A SentencePiece model that already holds <s> <pad> </s> <unk> at ids 0-3 (the layout fairseq writes)
+    keeps its ids; only <mask> is appended, as the original's list rebuilding gives."""
+    sentencepiece = pytest.importorskip("sentencepiece")
+    model = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(CORPUS), model_writer=model, vocab_size=100, character_coverage=1.0,
+        bos_id=0, pad_id=1, eos_id=2, unk_id=3, hard_vocab_limit=False, minloglevel=2,
+    )
+    (tmp_path / "m.model").write_bytes(model.getvalue())
+    sp = sentencepiece.SentencePieceProcessor(model_file=str(tmp_path / "m.model"))
+    ours = build_tokenizer("xlmroberta", spm_model_path=str(tmp_path / "m.model"))
+    assert ours.vocab_size == sp.get_piece_size() + 1 and ours.id_to_piece(ours.mask_id) == "<mask>"
+    for text in SAMPLES:
+        assert ours.encode(text) == sp.encode(text)
