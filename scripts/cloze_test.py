@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None) -> str:
     args = build_parser().parse_args(argv)
     model, tokenizer = load_model_and_tokenizer(model_spec_from_args(args))
     if "mlm" not in model.config.target:
-        raise ConfigError(f"{args.config_path}: cloze_test needs a model with the mlm target, got {model.config.target}")
+        raise ConfigError(f"{args.config_path}: cloze_test needs a model with the mlm target, got "
+                          f"{list(model.config.target)}")
     mask_id = piece_id(tokenizer, args.mask_token, where="--mask_token")
     rows = [sentence_ids(tokenizer, line.strip(), args.seq_length) for _, line in nonblank_lines(args.test_path)]
     results = cloze_predictions(model, [r for r in rows if r], mask_id=mask_id, pad_id=tokenizer.pad_id or 0,

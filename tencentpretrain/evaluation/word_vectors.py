@@ -190,5 +190,6 @@ def format_cloze(tokenizer: Tokenizer, results: Sequence[ClozeResult]) -> str:
     for r in results:
         sentence = "".join(tokenizer.id_to_piece(i) for i in r.ids)
         predicted = " ".join(tokenizer.id_to_piece(i) for i in r.predicted_ids)
-        blocks.append(f"{sentence}\nPredicted answer: {predicted}\nCorrect answer: {tokenizer.id_to_piece(r.answer_id)}\n\n")
+        answer = tokenizer.id_to_piece(r.answer_id)
+        blocks.append(f"{sentence}\nPredicted answer: {predicted}\nCorrect answer: {answer}\n\n")
     return "".join(blocks)

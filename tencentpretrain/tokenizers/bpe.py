@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from functools import lru_cache
+from itertools import pairwise
 
 import regex
 
@@ -82,7 +83,7 @@ def apply_merges(word: str, ranks: dict[tuple[str, str], int]) -> list[str]:
     """The BPE symbols of ``word`` (already byte-mapped): repeatedly merge the adjacent pair of lowest rank."""
     symbols = list(word)
     while len(symbols) > 1:
-        pairs = {(a, b) for a, b in zip(symbols, symbols[1:])}
+        pairs = set(pairwise(symbols))
         best = min(pairs, key=lambda pair: ranks.get(pair, len(ranks)))
         if best not in ranks:
             break

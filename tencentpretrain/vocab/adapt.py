@@ -58,7 +58,8 @@ def remap_rows(tensor: torch.Tensor, mapping: RowMapping, *, key: str, generator
     return out
 
 
-def adapt_state_dict(state: Mapping[str, torch.Tensor], mapping: RowMapping, *, seed: int = 7) -> dict[str, torch.Tensor]:
+def adapt_state_dict(state: Mapping[str, torch.Tensor], mapping: RowMapping, *,
+                     seed: int = 7) -> dict[str, torch.Tensor]:
     """A copy of ``state`` whose vocabulary rows follow ``mapping``; other tensors are shared, unchanged."""
     keys = [k for k in vocab_row_keys() if k in state]
     if not keys:

@@ -140,7 +140,8 @@ def test_shipped_gpt2_files_match_gpt2_tokenizer():
     through transformers' GPT2Tokenizer built from the same two files."""
     from tencentpretrain.tokenizers.vocab import load_vocab
 
-    vocab_path, merges_path = REPO / "models" / "huggingface_gpt2_vocab.txt", REPO / "models" / "huggingface_gpt2_merges.txt"
+    vocab_path = REPO / "models" / "huggingface_gpt2_vocab.txt"
+    merges_path = REPO / "models" / "huggingface_gpt2_merges.txt"
     ours = build_tokenizer("bpe", vocab_path=str(vocab_path), merges_path=str(merges_path))
     vocab = {token: i for i, token in enumerate(load_vocab(str(vocab_path)))}
     merges = [tuple(line.split(" ")) for line in merges_path.read_text(encoding="utf-8").split("\n")[1:] if line]
