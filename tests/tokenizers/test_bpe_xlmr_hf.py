@@ -169,3 +169,33 @@ def test_xlmroberta_follows_the_originals_rule_for_a_fairseq_layout_model(tmp_pa
     assert ours.vocab_size == sp.get_piece_size() + 1 and ours.id_to_piece(ours.mask_id) == "<mask>"
     for text in SAMPLES:
         assert ours.encode(text) == sp.encode(text)
+
+
+@pytest.mark.slow  # two subprocesses: preprocess.py and pretrain.py
+def test_preprocess_and_pretrain_with_the_shipped_gpt2_files(tmp_path):
+    """The original's GPT-2 command shape: --tokenizer bpe --vocab_path ... --merges_path ... through preprocess
+    and pretrain; the checkpoint has a row per vocabulary entry and reloads strictly."""
+    import subprocess
+    import sys
+
+    from tencentpretrain.config import model_config_from_dict, read_json
+    from tencentpretrain.convert.loading import load_model
+
+    tokenizer_flags = ["--tokenizer", "bpe", "--vocab_path", str(REPO / "models" / "huggingface_gpt2_vocab.txt"),
+                       "--merges_path", str(REPO / "models" / "huggingface_gpt2_merges.txt")]
+    (tmp_path / "corpus.txt").write_text("\n".join(CORPUS) + "\n", encoding="utf-8")
+    config = read_json(REPO / "models" / "gpt2" / "config.json")
+    config.update(emb_size=32, hidden_size=32, feedforward_size=64, heads_num=2, layers_num=1, max_seq_length=64)
+    (tmp_path / "tiny.json").write_text(json.dumps(config), encoding="utf-8")
+    commands = [
+        [str(REPO / "preprocess.py"), "--corpus_path", str(tmp_path / "corpus.txt"), "--dataset_path",
+         str(tmp_path / "ds"), "--data_processor", "lm", "--seq_length", "32", *tokenizer_flags],
+        [str(REPO / "pretrain.py"), "--dataset_path", str(tmp_path / "ds"), "--config_path", str(tmp_path / "tiny.json"),
+         "--output_model_path", str(tmp_path / "m.bin"), "--total_steps", "2", "--batch_size", "2",
+         "--report_steps", "1", *tokenizer_flags],
+    ]
+    for command in commands:
+        result = subprocess.run([sys.executable, *command], capture_output=True, text=True, timeout=300, check=False)
+        assert result.returncode == 0, result.stderr[-2000:]
+    model = load_model(model_config_from_dict(config, "tiny.json"), str(tmp_path / "m.bin"), vocab_size=50265)
+    assert model.embedding.word.embedding.weight.shape == (50265, 32)
