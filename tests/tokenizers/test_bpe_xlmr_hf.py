@@ -190,8 +190,8 @@ def test_preprocess_and_pretrain_with_the_shipped_gpt2_files(tmp_path):
     commands = [
         [str(REPO / "preprocess.py"), "--corpus_path", str(tmp_path / "corpus.txt"), "--dataset_path",
          str(tmp_path / "ds"), "--data_processor", "lm", "--seq_length", "32", *tokenizer_flags],
-        [str(REPO / "pretrain.py"), "--dataset_path", str(tmp_path / "ds"), "--config_path", str(tmp_path / "tiny.json"),
-         "--output_model_path", str(tmp_path / "m.bin"), "--total_steps", "2", "--batch_size", "2",
+        [str(REPO / "pretrain.py"), "--dataset_path", str(tmp_path / "ds"),
+         "--config_path", str(tmp_path / "tiny.json"), "--output_model_path", str(tmp_path / "m.bin"), "--total_steps", "2", "--batch_size", "2",
          "--report_steps", "1", *tokenizer_flags],
     ]
     for command in commands:
