@@ -219,3 +219,19 @@ def test_diff_vocab(tmp_path):
     assert report.splitlines()[1:] == [f"vocab_2: {tmp_path / 'b.txt'}, size: 3", "vocab_1 - vocab_2 = 2",
                                        "vocab_2 - vocab_1 = 1", "vocab_1 & vocab_2 = 2"]
     assert report.splitlines()[0].endswith("size: 4")
+
+
+def test_a_vocabulary_larger_than_the_checkpoint_is_refused(bert, tmp_path):
+    from tencentpretrain.errors import CheckpointError, ConfigError
+
+    root, _, _, _ = bert
+    (tmp_path / "big.txt").write_text("\n".join([*TOKENS, "猫", "狗"]) + "\n", encoding="utf-8")
+    with pytest.raises(CheckpointError, match="has 20 rows but the old vocabulary has 22 tokens"):
+        script("dynamic_vocab_adapter")(["--old_model_path", str(root / "model.bin"), "--old_vocab_path",
+                                         str(tmp_path / "big.txt"), "--new_vocab_path", str(tmp_path / "big.txt"),
+                                         "--new_model_path", str(tmp_path / "new.bin")])
+    with pytest.raises(ConfigError, match="the embedding has 20 rows but the vocabulary has 22 tokens"):
+        script("extract_embeddings")(["--load_model_path", str(root / "model.bin"), "--vocab_path",
+                                      str(tmp_path / "big.txt"), "--word_embedding_path", str(tmp_path / "e.txt")])
+    assert not (tmp_path / "new.bin").exists() and not (tmp_path / "e.txt").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["big.txt"]  # no temporary left behind
