@@ -17,6 +17,7 @@ from tencentpretrain.evaluation.common import (
     load_model_and_tokenizer,
     model_spec_from_args,
     nonblank_lines,
+    require_file,
 )
 from tencentpretrain.evaluation.word_vectors import cloze_predictions, format_cloze, piece_id, sentence_ids
 
@@ -36,12 +37,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> str:
     args = build_parser().parse_args(argv)
+    lines = nonblank_lines(require_file(args.test_path, "--test_path"))
     model, tokenizer = load_model_and_tokenizer(model_spec_from_args(args))
     if "mlm" not in model.config.target:
         raise ConfigError(f"{args.config_path}: cloze_test needs a model with the mlm target, got "
                           f"{list(model.config.target)}")
     mask_id = piece_id(tokenizer, args.mask_token, where="--mask_token")
-    rows = [sentence_ids(tokenizer, line.strip(), args.seq_length) for _, line in nonblank_lines(args.test_path)]
+    rows = [sentence_ids(tokenizer, line.strip(), args.seq_length) for _, line in lines]
     results = cloze_predictions(model, [r for r in rows if r], mask_id=mask_id, pad_id=tokenizer.pad_id or 0,
                                 topn=args.topn, seed=args.seed, batch_size=args.batch_size)
     text = format_cloze(tokenizer, results)

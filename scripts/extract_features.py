@@ -20,6 +20,7 @@ from tencentpretrain.evaluation.common import (
     load_model_and_tokenizer,
     model_spec_from_args,
     nonblank_lines,
+    require_file,
 )
 from tencentpretrain.evaluation.word_vectors import sentence_features, sentence_ids, whiten
 from tencentpretrain.layers.pooling import POOLINGS
@@ -41,8 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> torch.Tensor:
     args = build_parser().parse_args(argv)
+    lines = nonblank_lines(require_file(args.test_path, "--test_path"))
     model, tokenizer = load_model_and_tokenizer(model_spec_from_args(args))
-    rows = [sentence_ids(tokenizer, line, args.seq_length) for _, line in nonblank_lines(args.test_path)]
+    rows = [sentence_ids(tokenizer, line, args.seq_length) for _, line in lines]
     rows = [r for r in rows if r]
     features = sentence_features(model, rows, pad_id=tokenizer.pad_id or 0, pooling=args.pooling,
                                  batch_size=args.batch_size)

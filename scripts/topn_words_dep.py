@@ -16,8 +16,9 @@ from tencentpretrain.evaluation.common import (
     load_model_and_tokenizer,
     model_spec_from_args,
     nonblank_lines,
+    require_file,
 )
-from tencentpretrain.evaluation.word_vectors import contextual_nearest_words, piece_id
+from tencentpretrain.evaluation.word_vectors import ContextualSearch, contextual_nearest_report, known_ids
 from tencentpretrain.tokenizers.vocab import load_vocab
 
 logger = logging.getLogger("topn_words_dep")
@@ -36,29 +37,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> str:
     args = build_parser().parse_args(argv)
+    lines = nonblank_lines(require_file(args.test_path, "--test_path"))
     model, tokenizer = load_model_and_tokenizer(model_spec_from_args(args))
-    pieces = load_vocab(args.cand_vocab_path)
-    candidates = [tokenizer.piece_to_id(p) for p in pieces if tokenizer.id_to_piece(tokenizer.piece_to_id(p)) == p]
+    pieces = load_vocab(require_file(args.cand_vocab_path, "--cand_vocab_path"))
+    candidates = known_ids(tokenizer, pieces)
     if len(candidates) < len(pieces):
         logger.warning("%d candidates are not in the model's vocabulary and are skipped", len(pieces) - len(candidates))
-    report = []
-    for number, line in nonblank_lines(args.test_path):
-        fields = line.split("\t")
-        if len(fields) != 2:
-            logger.warning("%s:%d: not 'word<TAB>sentence', skipped", args.test_path, number)
-            continue
-        word, context = fields
-        report.append(f"Original sentence: {context}\nTarget word: {word}\n")
-        ids = tokenizer.encode(context)[: args.seq_length]
-        word_id = piece_id(tokenizer, word, where=f"{args.test_path}:{number}")
-        if word_id not in ids:
-            report.append("The target word is not in the sentence.\n")
-            continue
-        found = contextual_nearest_words(model, ids, ids.index(word_id), candidates, topn=args.topn,
-                                         batch_size=args.batch_size)
-        report += [f"{tokenizer.id_to_piece(i)}\t{sim}\n" for i, sim in found]
-    print("".join(report), end="")
-    return "".join(report)
+    search = ContextualSearch(topn=args.topn, seq_length=args.seq_length, batch_size=args.batch_size,
+                              source=args.test_path)
+    report = contextual_nearest_report(model, tokenizer, lines, candidates, search)
+    print(report, end="")
+    return report
 
 
 if __name__ == "__main__":

@@ -11,8 +11,8 @@ import argparse
 
 from tencentpretrain.checkpoint import load_state_dict
 from tencentpretrain.cli import run
-from tencentpretrain.evaluation.common import nonblank_lines
-from tencentpretrain.evaluation.word_vectors import nearest_words, piece_id, word_embedding_table
+from tencentpretrain.evaluation.common import nonblank_lines, require_file
+from tencentpretrain.evaluation.word_vectors import nearest_words_report, word_embedding_table
 from tencentpretrain.tokenizers import add_tokenizer_args, build_tokenizer, tokenizer_config_from_args
 
 
@@ -27,17 +27,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> str:
     args = build_parser().parse_args(argv)
+    lines = nonblank_lines(require_file(args.test_path, "--test_path"))
     tokenizer = build_tokenizer(tokenizer_config_from_args(args))
     table = word_embedding_table(load_state_dict(args.load_model_path), source=args.load_model_path)
-    report = []
-    for number, line in nonblank_lines(args.test_path):
-        word = line.split()[0]
-        word_id = piece_id(tokenizer, word, where=f"{args.test_path}:{number}")
-        report.append(f"Target word: {word}\n")
-        report += [f"{tokenizer.id_to_piece(i)}\t{sim}\n" for i, sim in nearest_words(table, word_id, args.topn)]
-        report.append("\n")
-    print("".join(report), end="")
-    return "".join(report)
+    report = nearest_words_report(tokenizer, table, lines, topn=args.topn, source=args.test_path)
+    print(report, end="")
+    return report
 
 
 if __name__ == "__main__":

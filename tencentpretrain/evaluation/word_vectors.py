@@ -13,8 +13,9 @@ Sentences are encoded as the original did: ``[CLS] tokens [SEP]`` (the tokenizer
 
 from __future__ import annotations
 
+import logging
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,7 +27,19 @@ from tencentpretrain.layers.pooling import pool
 from tencentpretrain.models.model import Model
 from tencentpretrain.tokenizers import Tokenizer
 
+logger = logging.getLogger(__name__)
+
 WORD_EMBEDDING_KEY = "embedding.word.embedding.weight"
+
+
+@dataclass(frozen=True)
+class ContextualSearch:
+    """Settings of ``contextual_nearest_report``."""
+
+    topn: int = 15  # neighbours per line
+    seq_length: int = 128  # sentences are cut to this many tokens
+    batch_size: int = 64  # candidates per forward pass
+    source: str = "<input>"  # the file the lines come from, for messages
 
 
 def vocabulary(tokenizer: Tokenizer) -> list[str]:
@@ -193,3 +206,46 @@ def format_cloze(tokenizer: Tokenizer, results: Sequence[ClozeResult]) -> str:
         answer = tokenizer.id_to_piece(r.answer_id)
         blocks.append(f"{sentence}\nPredicted answer: {predicted}\nCorrect answer: {answer}\n\n")
     return "".join(blocks)
+
+
+def known_ids(tokenizer: Tokenizer, pieces: Sequence[str]) -> list[int]:
+    """The ids of those ``pieces`` that are vocabulary entries, in order (the others are left out)."""
+    ids = [tokenizer.piece_to_id(p) for p in pieces]
+    return [i for i, p in zip(ids, pieces) if tokenizer.id_to_piece(i) == p]
+
+
+def nearest_words_report(tokenizer: Tokenizer, table: torch.Tensor, lines: Iterable[tuple[int, str]], *,
+                         topn: int, source: str) -> str:
+    """topn_words_indep's output: per word (first field of each numbered line), ``Target word: w``, then
+    ``piece<TAB>cosine`` lines, then a blank line."""
+    report = []
+    for number, line in lines:
+        word = line.split()[0]
+        word_id = piece_id(tokenizer, word, where=f"{source}:{number}")
+        report.append(f"Target word: {word}\n")
+        report += [f"{tokenizer.id_to_piece(i)}\t{sim}\n" for i, sim in nearest_words(table, word_id, topn)]
+        report.append("\n")
+    return "".join(report)
+
+
+def contextual_nearest_report(model: Model, tokenizer: Tokenizer, lines: Iterable[tuple[int, str]],
+                              candidates: Sequence[int], config: ContextualSearch) -> str:
+    """topn_words_dep's output: per ``word<TAB>sentence`` line, the sentence, the word, then ``piece<TAB>cosine``
+    lines (or a note that the word is not among the sentence's tokens). Malformed lines are skipped, logged."""
+    report = []
+    for number, line in lines:
+        fields = line.split("\t")
+        if len(fields) != 2:
+            logger.warning("%s:%d: not 'word<TAB>sentence', skipped", config.source, number)
+            continue
+        word, context = fields
+        report.append(f"Original sentence: {context}\nTarget word: {word}\n")
+        ids = tokenizer.encode(context)[: config.seq_length]
+        word_id = piece_id(tokenizer, word, where=f"{config.source}:{number}")
+        if word_id not in ids:
+            report.append("The target word is not in the sentence.\n")
+            continue
+        found = contextual_nearest_words(model, ids, ids.index(word_id), candidates, topn=config.topn,
+                                         batch_size=config.batch_size)
+        report += [f"{tokenizer.id_to_piece(i)}\t{sim}\n" for i, sim in found]
+    return "".join(report)
