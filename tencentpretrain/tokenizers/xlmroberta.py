@@ -42,6 +42,8 @@ class XLMRobertaTokenizer(Tokenizer):
         self.bos_id, self.pad_id, self.eos_id, self.unk_id = range(4)
         self.mask_id = len(self.tokens) - 1
         self._skipped = {self.bos_id, self.pad_id, self.eos_id, self.unk_id, self.mask_id}
+        pieces_of_a = self._sp.encode("a", out_type=str)
+        self._dummy_prefix = bool(pieces_of_a) and pieces_of_a[0].startswith(WORD_BOUNDARY)
 
     @classmethod
     def from_config(cls, config: TokenizerConfig) -> XLMRobertaTokenizer:
@@ -53,8 +55,7 @@ class XLMRobertaTokenizer(Tokenizer):
 
     @property
     def adds_dummy_prefix(self) -> bool:
-        pieces = self._sp.encode("a", out_type=str)
-        return bool(pieces) and pieces[0].startswith(WORD_BOUNDARY)
+        return self._dummy_prefix
 
     @property
     def files(self) -> tuple[str, ...]:
