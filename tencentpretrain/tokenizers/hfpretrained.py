@@ -26,8 +26,8 @@ def _load_auto_tokenizer(directory: str) -> Any:
     try:
         from transformers import AutoTokenizer
     except ImportError:
-        raise TokenizerError("--tokenizer hfpretrained needs the transformers package: pip install transformers") \
-            from None
+        raise TokenizerError("--tokenizer hfpretrained needs the transformers package: pip install transformers "
+                             "(or this project's hf extra)") from None
     try:
         return AutoTokenizer.from_pretrained(directory, local_files_only=True)
     except (OSError, ValueError, KeyError) as e:
