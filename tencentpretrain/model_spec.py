@@ -40,6 +40,7 @@ class ModelSpec:
     spm_model_path: str | None = None  # SentencePiece model (LLaMA's tokenizer.model)
     tokenizer: str | None = None  # registered tokenizer name; default from the files given
     vocab_path: str | None = None  # vocabulary file of non-SentencePiece tokenizers
+    merges_path: str | None = None  # bpe: GPT-2's merges.txt
     dtype: str = AUTO  # fp32 | fp16 | bf16 (or float32 | float16 | bfloat16) | auto: fp32 on CPU, bf16 on a GPU
     device: str = AUTO  # cpu | cuda | cuda:N | auto (a GPU when there is one)
     quantization: str | None = None  # int8 | int4 weights (inference)
@@ -86,7 +87,8 @@ def load_tokenizer(spec: ModelSpec) -> Tokenizer:
             raise ConfigError("no tokenizer given: pass --spm_model_path tokenizer.model (or --tokenizer with "
                               "--vocab_path)")
     return build_tokenizer(
-        TokenizerConfig(tokenizer=spec.tokenizer, spm_model_path=spec.spm_model_path, vocab_path=spec.vocab_path)
+        TokenizerConfig(tokenizer=spec.tokenizer, spm_model_path=spec.spm_model_path, vocab_path=spec.vocab_path,
+                        merges_path=spec.merges_path)
     )
 
 

@@ -150,11 +150,29 @@ ORIGINAL_FLAGS = {
         --log_level --log_file_level""",
     "scripts/generate_lm.py": """--load_model_path --test_path --prediction_path --config_path --batch_size
         --seq_length --top_k --top_p --temperature --spm_model_path --tokenizer --vocab_path""",
+    # The original's small scripts (its scripts/*.py argparse calls; model_opts' architecture flags are left out:
+    # our scripts read the architecture from --config_path).
+    "scripts/average_models.py": "--model_list_path --output_model_path",
+    "scripts/diff_vocab.py": "--vocab_1 --vocab_2",
+    "scripts/dynamic_vocab_adapter.py": "--old_model_path --old_vocab_path --new_vocab_path --new_model_path",
+    "scripts/extract_embeddings.py": "--load_model_path --vocab_path --spm_model_path --word_embedding_path",
+    "scripts/topn_words_indep.py": "--load_model_path --vocab_path --spm_model_path --test_path --topn",
+    "scripts/topn_words_dep.py": """--load_model_path --cand_vocab_path --test_path --config_path --batch_size
+        --seq_length --topn --tokenizer --vocab_path --merges_path --spm_model_path""",
+    "scripts/extract_features.py": """--load_model_path --test_path --prediction_path --config_path --batch_size
+        --seq_length --pooling --whitening_size --tokenizer --vocab_path --merges_path --spm_model_path""",
+    "scripts/cloze_test.py": """--load_model_path --test_path --prediction_path --config_path --batch_size
+        --seq_length --topn --tokenizer --vocab_path --merges_path --spm_model_path""",
+    # The original's family converters (checked against the checkpoint's config here, see convert/hf_scripts.py).
+    **{f"scripts/convert_{family}_{direction}.py": f"--input_model_path --output_model_path {extra}"
+       for family, extra in (("bert", "--layers_num --type"), ("gpt2", "--layers_num"), ("vit", "--layers_num"),
+                             ("t5", "--layers_num --decoder_layers_num --type"))
+       for direction in ("from_huggingface_to_tencentpretrain", "from_tencentpretrain_to_huggingface")},
+    "scripts/convert_llama_from_huggingface_to_tencentpretrain.py": "--input_model_path --output_model_path --type",
 }
 # Flags of features that are not implemented: accepting them would silently ignore what the user asked for.
 NOT_ACCEPTED = {
     "preprocess.py": {
-        "--merges_path": "BPE tokenizers (GPT-2 style) are not implemented",
         "--vqgan_model_path": "image tokenizers (VQGAN) are not implemented",
         "--vqgan_config_path": "image tokenizers (VQGAN) are not implemented",
         "--tgt_tokenizer": "the mt processor (a second, target-side tokenizer) is not implemented",

@@ -137,6 +137,16 @@ def _has_hf_config(directory: str) -> bool:
         return False
 
 
+def hf_model_config(input_path: str, family: str | None = None) -> ModelConfig | None:
+    """The TencentPretrain config of the HF model at ``input_path`` (a directory, or one weight file with the
+    config.json beside it), from config.json alone; None when there is no HF config.json (a bare state dict)."""
+    directory = _config_dir(input_path)
+    if not _has_hf_config(directory):
+        return None
+    hf = read_hf_config(directory)
+    return _family_for(hf, input_path, family).config_from_hf(hf)
+
+
 def hf_task_head(path: str) -> HfHead | None:
     """The task head of the HF directory at ``path`` (None for a pretraining or generative class)."""
     hf = read_hf_config(path)
@@ -198,8 +208,10 @@ def _convert_bare_state_file(path: str, output_path: str, family: str | None, he
                              overwrite: bool) -> None:
     """A bare HF state dict of a task head (no config.json): keys checked, no JSON config written."""
     if family is None or head is None:
-        raise ConfigError(f"{path}: no {HF_CONFIG} beside it; give the HF model directory (a bare state dict is "
-                          "read only by the task-head converters, e.g. convert_bert_text_classification_...)")
+        raise ConfigError(f"{path}: no HF {HF_CONFIG} beside it, so the model's sizes are unknown; put the "
+                          f"{HF_CONFIG} that came with the weights in the same directory (or give the directory). "
+                          "A bare state dict is read only by the task-head converters (convert_bert_text_"
+                          "classification_...), which keep the original's --layers_num")
     fam = get_family(family)
     task_head = fam.head(head)
     weight_map = task_head.weight_map(fam.backbone_map({}))

@@ -41,6 +41,7 @@ def add_model_spec_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--spm_model_path", help="SentencePiece tokenizer model (LLaMA's tokenizer.model)")
     group.add_argument("--tokenizer", help="registered tokenizer name (default: sentencepiece with --spm_model_path)")
     group.add_argument("--vocab_path", help="vocabulary file of a non-SentencePiece tokenizer")
+    group.add_argument("--merges_path", help="bpe: GPT-2's merges.txt")
     group.add_argument("--dtype", default=AUTO, choices=dtype_choices(AUTO),
                         help="weight dtype (auto: fp32 on CPU, bf16 on a GPU)")
     group.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (a GPU when there is one)")
@@ -55,6 +56,7 @@ def model_spec_from_args(args: argparse.Namespace) -> ModelSpec:
         spm_model_path=args.spm_model_path,
         tokenizer=args.tokenizer,
         vocab_path=args.vocab_path,
+        merges_path=args.merges_path,
         dtype=args.dtype,
         device=args.device,
     )

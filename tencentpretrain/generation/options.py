@@ -34,7 +34,9 @@ def add_inference_args(parser: argparse.ArgumentParser, *, seq_length: int = 128
     group.add_argument("--spm_model_path", help="SentencePiece tokenizer.model (default: the HF directory's)")
     group.add_argument("--tokenizer", choices=TOKENIZERS.names(),
                        help="tokenizer (default: sentencepiece with --spm_model_path, else bert with --vocab_path)")
-    group.add_argument("--vocab_path", help="vocabulary file of a non-SentencePiece tokenizer (bert, char, space)")
+    group.add_argument("--vocab_path", help="vocabulary file of a non-SentencePiece tokenizer (bert, char, space, "
+                       "bpe's vocab.json; hfpretrained: a saved HF tokenizer directory)")
+    group.add_argument("--merges_path", help="bpe: GPT-2's merges.txt")
     group.add_argument("--lora_path", help="LoRA adapter file to load on top and merge")
     group.add_argument("--use_int8", action="store_true", help="int8 weights (per output channel)")
     group.add_argument("--use_int4", action="store_true", help="int4 weights (per group of input channels)")
@@ -91,7 +93,7 @@ def model_spec_from_inference_args(args: argparse.Namespace) -> ModelSpec:
     the quantization)."""
     return ModelSpec(
         load_model_path=args.load_model_path, config_path=args.config_path, spm_model_path=args.spm_model_path,
-        tokenizer=args.tokenizer, vocab_path=args.vocab_path, lora_path=args.lora_path,
+        tokenizer=args.tokenizer, vocab_path=args.vocab_path, merges_path=args.merges_path, lora_path=args.lora_path,
         dtype="fp16" if args.fp16 else "bf16" if args.bf16 else "fp32",
         device=args.device, quantization="int8" if args.use_int8 else "int4" if args.use_int4 else None,
         int4_group_size=args.int4_group_size,

@@ -100,7 +100,9 @@ class TokenizerConfig:
 
     tokenizer: str | None = None  # registered name; None = "sentencepiece" with spm_model_path, else "bert"
     spm_model_path: str | None = None  # SentencePiece .model (LLaMA's tokenizer.model)
-    vocab_path: str | None = None  # one token per line (BERT wordpiece, char, space)
+    vocab_path: str | None = None  # one token per line (BERT wordpiece, char, space); bpe: vocab.json too;
+    # hfpretrained: the directory of a saved HF tokenizer
+    merges_path: str | None = None  # bpe: GPT-2's merges.txt
     do_lower_case: bool = True  # BERT basic tokenizer: lower-case and strip accents
 
     @property
@@ -148,14 +150,17 @@ def require_file(path: str | None, flag: str, what: str) -> str:
 
 
 def add_tokenizer_args(parser: Any) -> None:
-    """Add the original's tokenizer flags: --tokenizer, --spm_model_path, --vocab_path, --do_lower_case."""
+    """Add the original's tokenizer flags: --tokenizer, --spm_model_path, --vocab_path, --merges_path,
+    --do_lower_case."""
     group = parser.add_argument_group("tokenizer")
     group.add_argument(
         "--tokenizer", choices=TOKENIZERS.names(), default=None,
         help="tokenizer (default: sentencepiece when --spm_model_path is given, else bert)",
     )
     group.add_argument("--spm_model_path", default=None, help="SentencePiece model, e.g. LLaMA's tokenizer.model")
-    group.add_argument("--vocab_path", default=None, help="vocabulary file, one token per line (bert, char, space)")
+    group.add_argument("--vocab_path", default=None, help="vocabulary file, one token per line (bert, char, space); "
+                       "bpe: also vocab.json; hfpretrained: a saved HF tokenizer directory")
+    group.add_argument("--merges_path", default=None, help="bpe: GPT-2's merges.txt")
     group.add_argument(
         "--do_lower_case", choices=("true", "false"), default="true", help="bert: lower-case and strip accents"
     )
@@ -167,5 +172,6 @@ def tokenizer_config_from_args(args: Any) -> TokenizerConfig:
         tokenizer=args.tokenizer,
         spm_model_path=args.spm_model_path,
         vocab_path=args.vocab_path,
+        merges_path=args.merges_path,
         do_lower_case=args.do_lower_case == "true",
     )

@@ -132,6 +132,7 @@ class DataOptions:
         choices=TOKENIZERS))
     spm_model_path: str | None = field(default=None, metadata=flag("SentencePiece model (LLaMA tokenizer.model)"))
     vocab_path: str | None = field(default=None, metadata=flag("vocabulary file (BERT-style tokenizers)"))
+    merges_path: str | None = field(default=None, metadata=flag("bpe: GPT-2's merges.txt"))
     do_lower_case: str = field(default="true", metadata=flag("lower-case text (BERT tokenizer)",
                                                              choices=("true", "false")))
 

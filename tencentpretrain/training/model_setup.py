@@ -63,7 +63,8 @@ def _tokenizer_vocabulary(data: DataOptions) -> Vocabulary | None:
     from tencentpretrain.tokenizers import TokenizerConfig, build_tokenizer
 
     tokenizer = build_tokenizer(TokenizerConfig(tokenizer=data.tokenizer, spm_model_path=data.spm_model_path,
-                                                vocab_path=data.vocab_path, do_lower_case=data.do_lower_case == "true"))
+                                                vocab_path=data.vocab_path, merges_path=data.merges_path,
+                                                do_lower_case=data.do_lower_case == "true"))
     description = tokenizer.describe()
     return Vocabulary(tokenizer.vocab_size, tuple(f["sha256"] for f in description["files"]),
                       data.spm_model_path or data.vocab_path or "")

@@ -18,6 +18,7 @@ from tests.helpers import REPO_ROOT, tiny_llama_config
 
 SPM = f"{REPO_ROOT}/tests/assets/tiny_spm.model"
 MODEL_FLAGS = {"--config_path", "--load_model_path", "--lora_path", "--spm_model_path", "--tokenizer", "--vocab_path",
+               "--merges_path",
                "--dtype", "--device", "-h", "--help"}
 
 
