@@ -99,6 +99,27 @@ def test_greedy_generation_equals_transformers_generate(tmp_path):
     assert len({tuple(e) for e in expected}) == 2
 
 
+@pytest.mark.parametrize(("mode", "min_cosine"), [("int8", 0.995), ("int4", 0.9)])
+def test_quantized_qwen2_keeps_its_biases_and_its_logits(tmp_path, mode, min_cosine):
+    """The inference quantization swaps every Linear: the Q/K/V biases must survive it (without them the
+    logits move far: the check can fail)."""
+    from tencentpretrain.transforms.quantize import quantize_model
+
+    _hf_qwen2(tmp_path / "hf", tie=True, std=0.05)
+    ours, quantized = load_model(None, str(tmp_path / "hf")), load_model(None, str(tmp_path / "hf")).eval()
+    quantize_model(quantized, mode)
+    ids = torch.randint(0, VOCAB, (1, 16))
+    with torch.no_grad():
+        full, fast = ours.logits(ids)[0], quantized.logits(ids)[0]
+        for layer in ours.encoder.transformer:
+            for projection in layer.self_attn.linear_layers:
+                projection.bias.zero_()
+        unbiased = ours.logits(ids)[0]
+    cosine = torch.nn.functional.cosine_similarity
+    assert cosine(full, fast, dim=-1).min() >= min_cosine
+    assert cosine(full, unbiased, dim=-1).min() < 0.9
+
+
 def test_a_config_without_qkv_biases_is_not_qwen2(tmp_path):
     model = random_model(tiny_llama_config(vocab_size=VOCAB))
     save_checkpoint(model, str(tmp_path / "llama.bin"))
