@@ -30,6 +30,7 @@ import torch
 from tencentpretrain.atomic import atomic_path
 from tencentpretrain.config import ModelConfig
 from tencentpretrain.convert.gguf_map import llama_gguf_weight_map  # noqa: F401 (its public home before)
+from tencentpretrain.convert.hf_family import HfFamily, check_exportable
 from tencentpretrain.convert.stream import expected_shapes, iter_tensors, list_keys
 from tencentpretrain.convert.weight_map import check_complete
 from tencentpretrain.errors import ConfigError
@@ -147,14 +148,12 @@ def add_tokenizer_metadata(writer, spm_model_path: str, vocab_size: int, chat_te
         writer.add_chat_template(chat_template)
 
 
-def gguf_problems(family, config: ModelConfig, vocab_size: int) -> list[str]:
+def gguf_problems(family: HfFamily, config: ModelConfig, vocab_size: int) -> list[str]:
     """What llama.cpp's ``family.gguf.arch`` would compute differently from ``config`` (empty: nothing).
 
     That is the HF family's architecture (checked by its round trip) with the activation fixed to SiLU: llama.cpp
     has no activation field for these architectures, so any other one would be replaced without a word.
     """
-    from tencentpretrain.convert.hf_family import check_exportable
-
     problems = []
     if config.hidden_act != "silu":
         problems.append(f"hidden_act={config.hidden_act!r} (llama.cpp's {family.gguf.arch} runs 'silu')")
@@ -165,7 +164,7 @@ def gguf_problems(family, config: ModelConfig, vocab_size: int) -> list[str]:
     return problems
 
 
-def gguf_family(config: ModelConfig, vocab_size: int):
+def gguf_family(config: ModelConfig, vocab_size: int) -> HfFamily:
     """The HF family (``HfFamily`` with a ``gguf`` architecture) whose llama.cpp architecture computes what
     ``config`` computes: ``llama`` for LLaMA, ``qwen2`` for a config with Q/K/V biases. A ConfigError naming what
     the closest architecture lacks otherwise."""
