@@ -1,5 +1,6 @@
-"""Export a TencentPretrain LLaMA checkpoint to GGUF for llama.cpp (f32, f16, q8_0 or q4_0), with the
-tokenizer's pieces, scores, types and special ids and the chat template in the metadata.
+"""Export a TencentPretrain LLaMA (arch=llama) or Qwen2 (arch=qwen2: a config with qkv_bias) checkpoint to GGUF for
+llama.cpp (f32, f16, q8_0 or q4_0), with the tokenizer's pieces, scores, types and special ids and the chat template
+in the metadata.
 
     python3 scripts/convert_tencentpretrain_to_gguf.py --input_model_path models/chatllama_7b.bin \\
         --config_path models/llama/7b_config.json --spm_model_path models/tokenizer.model \\

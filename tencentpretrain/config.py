@@ -62,6 +62,7 @@ class ModelConfig:
     dropout: float = 0.1
     remove_embedding_layernorm: bool = False  # no embedding.layer_norm
     remove_transformer_bias: bool = False  # bias=False on attention and feed-forward linears
+    qkv_bias: bool = False  # biases on the Q, K, V linears even with remove_transformer_bias (Qwen2)
     remove_attention_scale: bool = False  # no 1/sqrt(head size) on attention scores
     has_lmtarget_bias: bool = False  # bias on target.lm.output_layer
     tie_weights: bool = False  # share the word embedding with the output layer
@@ -109,6 +110,11 @@ class ModelConfig:
     def use_bias(self) -> bool:
         """Whether attention and feed-forward linears have biases."""
         return not self.remove_transformer_bias
+
+    @property
+    def use_qkv_bias(self) -> bool:
+        """Whether the attention's Q, K and V linears have biases (``qkv_bias`` adds them to a bias-free model)."""
+        return self.use_bias or self.qkv_bias
 
     @property
     def use_embedding_layernorm(self) -> bool:

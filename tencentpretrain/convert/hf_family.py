@@ -98,6 +98,14 @@ class HfHead:
 
 
 @dataclass(frozen=True)
+class GgufArch:
+    """How a family is written as GGUF: llama.cpp's architecture name and the GGUF tensor map for a config."""
+
+    arch: str  # general.architecture: "llama", "qwen2"
+    weight_map: Callable[[ModelConfig], WeightMap]  # GGUF tensor names <-> TencentPretrain keys
+
+
+@dataclass(frozen=True)
 class HfFamily:
     """Everything that differs between two HF families."""
 
@@ -109,6 +117,7 @@ class HfFamily:
     generation_config: bool = False  # a generative family: the export writes generation_config.json
     heads: tuple[HfHead, ...] = ()  # fine-tuned task heads on the encoder (needs backbone_map)
     backbone_map: Callable[[dict], WeightMap] | None = None  # config.json dict -> embedding + encoder map
+    gguf: GgufArch | None = None  # llama.cpp runs this family (tencentpretrain.convert.llama_gguf)
 
     def head(self, architecture: str) -> HfHead:
         """The head of the HF class ``architecture``; a ConfigError listing the family's heads otherwise."""
@@ -135,7 +144,8 @@ def computed_fields(config: ModelConfig) -> dict:
     """The fields of ``config`` that decide the function the model computes, normalized (derived head counts,
     fields of absent components left out), so two configs of the same model compare equal."""
     values = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name not in _NOT_COMPUTED}
-    values.update(local_kv_heads_num=config.kv_heads_num, attention_head_size=config.head_size)
+    values.update(local_kv_heads_num=config.kv_heads_num, attention_head_size=config.head_size,
+                  qkv_bias=config.use_qkv_bias)
     absent = []
     if config.decoder is None:
         absent += ["decoder_layers_num", "tgt_embedding", "share_embedding"]

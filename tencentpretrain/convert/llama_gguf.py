@@ -1,14 +1,17 @@
 """TencentPretrain LLaMA -> GGUF (the llama.cpp file format), through the ``gguf`` package of the llama.cpp project.
 
-Layout: llama.cpp's ``llama`` architecture rotates adjacent pairs of dimensions, i.e. Meta's interleaved RoPE
-layout, which is ours; llama.cpp's own HF converter un-permutes HF's Q/K back to it. So Q and K are written
-as they are, and the GGUF map below is a pure rename, like the Meta one.
+Architectures: each HF family that llama.cpp runs declares its GGUF architecture and tensor map
+(``HfFamily.gguf``); the export picks the one that computes what the config computes (``gguf_family``).
+llama.cpp's ``llama`` architecture rotates adjacent pairs of dimensions, i.e. Meta's interleaved RoPE layout,
+which is ours; llama.cpp's own HF converter un-permutes HF's Q/K back to it. So for ``llama`` Q and K are
+written as they are, and the GGUF map below is a pure rename, like the Meta one. ``qwen2`` (Q/K/V biases)
+rotates halves, as HF does: its map (in ``families/qwen2.py``) permutes Q and K to HF's row order.
 
 Types: 1-D tensors (norms) are always f32; 2-D weights take the requested type. q8_0 and q4_0 quantize rows
 in blocks of 32; a weight whose rows are not a multiple of 32 is written as f16 instead (logged).
 
-Refused: a config llama.cpp's ``llama`` architecture does not compute (SiLU gated feed-forward, RMS norm,
-pre-norm, RoPE, no biases...): the file would load and silently run another function (``check_gguf_llama``).
+Refused: a config none of those architectures computes (SiLU gated feed-forward, RMS norm, pre-norm, RoPE, no
+biases but Qwen2's...): the file would load and silently run another function (``gguf_family``).
 
 Metadata: architecture (sizes, head counts, rope theta and scaling, RMS eps, context length), the tokenizer
 (pieces, scores and piece types from the SentencePiece model, bos/eos/unk/pad ids, dummy-prefix flag) and
@@ -26,8 +29,10 @@ import torch
 
 from tencentpretrain.atomic import atomic_path
 from tencentpretrain.config import ModelConfig
+from tencentpretrain.convert.gguf_map import llama_gguf_weight_map  # noqa: F401 (its public home before)
+from tencentpretrain.convert.hf_family import HfFamily, check_exportable
 from tencentpretrain.convert.stream import expected_shapes, iter_tensors, list_keys
-from tencentpretrain.convert.weight_map import Rule, WeightMap, check_complete
+from tencentpretrain.convert.weight_map import check_complete
 from tencentpretrain.errors import ConfigError
 from tencentpretrain.vocab.check import check_vocab_sizes
 
@@ -35,26 +40,6 @@ logger = logging.getLogger(__name__)
 
 OUTTYPES = ("f32", "f16", "q8_0", "q4_0")
 PAD_PIECE_SCORE = -1000.0
-
-
-def llama_gguf_weight_map() -> WeightMap:
-    """GGUF tensor names (llama.cpp's ``llama`` architecture) <-> TencentPretrain keys; no tensor changes."""
-    blk, attn, ffn = "blk.{}", "encoder.transformer.{}.self_attn", "encoder.transformer.{}.feed_forward"
-    rules = [
-        Rule("token_embd.weight", "embedding.word.embedding.weight"),
-        Rule(f"{blk}.attn_q.weight", f"{attn}.linear_layers.0.weight"),
-        Rule(f"{blk}.attn_k.weight", f"{attn}.linear_layers.1.weight"),
-        Rule(f"{blk}.attn_v.weight", f"{attn}.linear_layers.2.weight"),
-        Rule(f"{blk}.attn_output.weight", f"{attn}.final_linear.weight"),
-        Rule(f"{blk}.ffn_gate.weight", f"{ffn}.linear_gate.weight"),
-        Rule(f"{blk}.ffn_up.weight", f"{ffn}.linear_1.weight"),
-        Rule(f"{blk}.ffn_down.weight", f"{ffn}.linear_2.weight"),
-        Rule(f"{blk}.attn_norm.weight", "encoder.transformer.{}.layer_norm_1.weight"),
-        Rule(f"{blk}.ffn_norm.weight", "encoder.transformer.{}.layer_norm_2.weight"),
-        Rule("output_norm.weight", "encoder.layer_norm.weight"),
-        Rule("output.weight", "target.lm.output_layer.weight"),
-    ]
-    return WeightMap("GGUF llama", rules)
 
 
 def _gguf():
@@ -163,25 +148,37 @@ def add_tokenizer_metadata(writer, spm_model_path: str, vocab_size: int, chat_te
         writer.add_chat_template(chat_template)
 
 
-def check_gguf_llama(config: ModelConfig, vocab_size: int) -> None:
-    """Raise a ConfigError unless llama.cpp's ``llama`` architecture computes what ``config`` computes.
+def gguf_problems(family: HfFamily, config: ModelConfig, vocab_size: int) -> list[str]:
+    """What llama.cpp's ``family.gguf.arch`` would compute differently from ``config`` (empty: nothing).
 
-    That is HF LLaMA's architecture (checked by the LLaMA family's round trip) with the activation fixed to SiLU:
-    llama.cpp has no activation field for ``llama``, so any other one would be replaced without a word.
+    That is the HF family's architecture (checked by its round trip) with the activation fixed to SiLU: llama.cpp
+    has no activation field for these architectures, so any other one would be replaced without a word.
     """
-    from tencentpretrain.convert.families.llama import FAMILY as LLAMA
-    from tencentpretrain.convert.hf_family import check_exportable
-
     problems = []
     if config.hidden_act != "silu":
-        problems.append(f"hidden_act={config.hidden_act!r} (llama.cpp's llama runs 'silu')")
+        problems.append(f"hidden_act={config.hidden_act!r} (llama.cpp's {family.gguf.arch} runs 'silu')")
     try:
-        check_exportable(LLAMA, config, vocab_size)
+        check_exportable(family, config, vocab_size)
     except ConfigError as e:
         problems.append(str(e).split("cannot represent this config: ", 1)[-1].split(". Writing it", 1)[0])
-    if problems:
-        raise ConfigError("GGUF arch=llama cannot represent this config: " + "; ".join(problems)
-                          + ". llama.cpp would run another function; only LLaMA-architecture models can be exported")
+    return problems
+
+
+def gguf_family(config: ModelConfig, vocab_size: int) -> HfFamily:
+    """The HF family (``HfFamily`` with a ``gguf`` architecture) whose llama.cpp architecture computes what
+    ``config`` computes: ``llama`` for LLaMA, ``qwen2`` for a config with Q/K/V biases. A ConfigError naming what
+    the closest architecture lacks otherwise."""
+    from tencentpretrain.convert.families import registry
+
+    candidates = [family for _, family in sorted(registry().items()) if family.gguf is not None]
+    found = {family.gguf.arch: gguf_problems(family, config, vocab_size) for family in candidates}
+    for family in candidates:
+        if not found[family.gguf.arch]:
+            return family
+    closest = min(found, key=lambda arch: (len(found[arch]), arch != "llama"))
+    raise ConfigError(f"GGUF arch={closest} cannot represent this config: " + "; ".join(found[closest])
+                      + ". llama.cpp would run another function; only models of the GGUF architectures ("
+                      + ", ".join(sorted(found)) + ") can be exported")
 
 
 def space_prefix(spec, spm_model_path: str) -> bool:
@@ -219,23 +216,23 @@ def convert_tencentpretrain_to_gguf(
     check_vocab_sizes(tokenizer=load_sentencepiece(spm_model_path).get_piece_size(), embedding=rows,
                       config=config.vocab_size, source=input_path, allow_padding=options.allow_vocab_padding)
     check_complete(keys, expected_shapes(config, rows), what=f"{input_path} (for the config given)")
-    check_gguf_llama(config, rows)
-    weight_map = llama_gguf_weight_map()
-    plan = weight_map.external_keys(keys, source=input_path)
+    family = gguf_family(config, rows)
+    plan = family.gguf.weight_map(config).export_plan(keys, source=input_path)
     gguf = _gguf()
     name = options.name or os.path.splitext(os.path.basename(output_path))[0]
     types: dict[str, str] = {}
     with atomic_path(output_path) as tmp:
-        writer = gguf.GGUFWriter(tmp, arch="llama")
+        writer = gguf.GGUFWriter(tmp, arch=family.gguf.arch)
         add_architecture_metadata(writer, config, rows, options.outtype, name)
         add_tokenizer_metadata(writer, spm_model_path, rows, options.chat_template)
         for _, key, tensor in iter_tensors(input_path):
-            qtype = tensor_type(options.outtype, tensor)
-            if qtype.name.lower() != options.outtype and tensor.dim() == 2:
-                logger.warning("%s: rows of %d are not a multiple of the %s block; written as %s",
-                               key, tensor.shape[-1], options.outtype, qtype.name)
-            writer.add_tensor(plan[key], encode_tensor(tensor, qtype), raw_dtype=qtype)
-            types[plan[key]] = qtype.name
+            for gguf_name, converted in plan.convert(key, tensor).items():
+                qtype = tensor_type(options.outtype, converted)
+                if qtype.name.lower() != options.outtype and converted.dim() == 2:
+                    logger.warning("%s: rows of %d are not a multiple of the %s block; written as %s",
+                                   key, converted.shape[-1], options.outtype, qtype.name)
+                writer.add_tensor(gguf_name, encode_tensor(converted, qtype), raw_dtype=qtype)
+                types[gguf_name] = qtype.name
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()

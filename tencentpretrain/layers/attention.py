@@ -30,9 +30,13 @@ class MultiHeadedAttention(nn.Module):
         kv_heads_num: int | None = None,
         dropout: float = 0.0,
         bias: bool = True,
+        qkv_bias: bool | None = None,
         with_scale: bool = True,
     ) -> None:
+        """``bias`` is for all four linears; ``qkv_bias`` (None: as ``bias``) overrides it for Q, K and V alone
+        (Qwen2: biases on Q, K, V and none on O)."""
         super().__init__()
+        qkv_bias = bias if qkv_bias is None else qkv_bias
         self.heads_num = heads_num
         self.kv_heads_num = kv_heads_num or heads_num
         self.head_size = head_size
@@ -40,9 +44,9 @@ class MultiHeadedAttention(nn.Module):
         self.scale = 1.0 / math.sqrt(head_size) if with_scale else 1.0
         self.linear_layers = nn.ModuleList(
             [
-                nn.Linear(hidden_size, heads_num * head_size, bias=bias),  # Q
-                nn.Linear(hidden_size, self.kv_heads_num * head_size, bias=bias),  # K
-                nn.Linear(hidden_size, self.kv_heads_num * head_size, bias=bias),  # V
+                nn.Linear(hidden_size, heads_num * head_size, bias=qkv_bias),  # Q
+                nn.Linear(hidden_size, self.kv_heads_num * head_size, bias=qkv_bias),  # K
+                nn.Linear(hidden_size, self.kv_heads_num * head_size, bias=qkv_bias),  # V
             ]
         )
         self.final_linear = nn.Linear(heads_num * head_size, hidden_size, bias=bias)

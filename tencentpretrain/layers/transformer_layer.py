@@ -22,6 +22,7 @@ def attention_from_config(config: ModelConfig) -> MultiHeadedAttention:
         kv_heads_num=config.kv_heads_num,
         dropout=config.dropout,
         bias=config.use_bias,
+        qkv_bias=config.use_qkv_bias,
         with_scale=not config.remove_attention_scale,
     )
 

@@ -13,7 +13,8 @@ from functools import partial
 import torch
 
 from tencentpretrain.config import ModelConfig
-from tencentpretrain.convert.hf_family import HfFamily
+from tencentpretrain.convert.gguf_map import llama_gguf_weight_map
+from tencentpretrain.convert.hf_family import GgufArch, HfFamily
 from tencentpretrain.convert.weight_map import Rule, Tie, WeightMap
 
 EMBEDDING_KEY, OUTPUT_KEY = "embedding.word.embedding.weight", "target.lm.output_layer.weight"
@@ -160,4 +161,5 @@ FAMILY = HfFamily(
     hf_config=hf_config_from_model_config,
     weight_map=llama_hf_weight_map,
     generation_config=True,
+    gguf=GgufArch("llama", lambda config: llama_gguf_weight_map()),  # Q and K as they are: interleaved RoPE
 )

@@ -1,0 +1,15 @@
+"""Convert a TencentPretrain ALBERT checkpoint into an HF AlbertForMaskedLM (or AlbertForPreTraining, with the
+sentence-order head) directory, refusing a config the HF class cannot compute (e.g. the original's LayerNorm)."""
+
+from collections.abc import Sequence
+
+from tencentpretrain.cli import run
+from tencentpretrain.convert.hf_scripts import tencentpretrain_to_hf_main
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return tencentpretrain_to_hf_main("albert", argv, __doc__)
+
+
+if __name__ == "__main__":
+    run(main)

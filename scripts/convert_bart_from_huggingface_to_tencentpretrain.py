@@ -1,0 +1,16 @@
+"""Convert an HF BART (BartForConditionalGeneration) directory into a TencentPretrain encoder-decoder checkpoint,
+shard by shard and strict (shared word table, tied head with its final_logits_bias, positions without HF's offset
+rows). A JSON config is written beside the output (x.bin -> x_config.json) unless --output_config_path says where."""
+
+from collections.abc import Sequence
+
+from tencentpretrain.cli import run
+from tencentpretrain.convert.hf_scripts import hf_to_tencentpretrain_main
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return hf_to_tencentpretrain_main("bart", argv, __doc__)
+
+
+if __name__ == "__main__":
+    run(main)
