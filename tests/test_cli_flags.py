@@ -157,12 +157,6 @@ NOT_ACCEPTED = {
         "--merges_path": "BPE tokenizers (GPT-2 style) are not implemented",
         "--vqgan_model_path": "image tokenizers (VQGAN) are not implemented",
         "--vqgan_config_path": "image tokenizers (VQGAN) are not implemented",
-        "--tgt_tokenizer": "the mt processor (a second, target-side tokenizer) is not implemented",
-        "--tgt_vocab_path": "the mt processor is not implemented",
-        "--tgt_merges_path": "the mt processor is not implemented",
-        "--tgt_spm_model_path": "the mt processor is not implemented",
-        "--tgt_do_lower_case": "the mt processor is not implemented",
-        "--sentence_selection_strategy": "the gsg processor (PEGASUS) is not implemented",
     },
 }
 

@@ -44,7 +44,7 @@ RUNS = {
 
 
 class NoGlobals(pickle.Unpickler):
-    def find_class(self, module: str, name: str):  # noqa: ANN201 - the original stores plain tuples only
+    def find_class(self, module: str, name: str) -> None:  # the original stores plain tuples only
         raise pickle.UnpicklingError(f"refusing global {module}.{name}")
 
 

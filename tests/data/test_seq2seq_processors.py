@@ -4,6 +4,7 @@ t5 sentinel scheme), with our fixed seeds; plus their errors, options and the bi
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -71,7 +72,7 @@ def test_bart_pairs_permute_sentences_and_infill(tmp_path, vocab):
     for k, (src, tgt) in enumerate(pairs):
         doc = DOCUMENTS[(k // 3) % len(DOCUMENTS)]
         sentences = [tokenizer.encode(s) for s in doc]
-        assert tgt == [2, *sum(sentences, []), 3]  # [CLS] the sentences in order [SEP]
+        assert tgt == [2, *(t for s in sentences for t in s), 3]  # [CLS] the sentences in order [SEP]
         assert src[0] == 2 and src[-1] == 3 and sorted(src) == sorted(tgt)
         permuted += src != tgt
     assert permuted >= len(pairs) // 3  # the copies are permuted independently
@@ -82,7 +83,7 @@ def test_bart_pairs_permute_sentences_and_infill(tmp_path, vocab):
     changed = 0
     for row, (src, _) in enumerate(pairs):
         masked = first.src[row][first.seg[row] > 0].tolist()
-        assert not any(a == b == MASK for a, b in zip(masked, masked[1:]))  # runs collapsed to one [MASK]
+        assert not any(a == b == MASK for a, b in itertools.pairwise(masked))  # runs collapsed to one [MASK]
         assert masked[0] == 2 and masked[-1] == 3 and len(masked) <= len(src)
         assert first.seg[row].sum() == len(masked)  # seg ends where the collapsed source ends
         changed += masked != src
@@ -190,7 +191,7 @@ def test_t5_whole_word_and_span_masking_act_on_sentinels(tmp_path, vocab):
 # ---------------------------------------------------------------------------------------------- mt / cls / prefixlm
 def test_mt_target_tokenizer_and_bad_lines(tmp_path, vocab):
     tgt_vocab = tmp_path / "tgt_vocab.txt"
-    tgt_vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "the", "cat", "dog"]) + "\n", "utf-8")
+    tgt_vocab.write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\nthe\ncat\ndog\n", "utf-8")
     corpus = tmp_path / "pairs.tsv"
     corpus.write_text("北京\tthe cat\n\n上海\tthe dog dog\n", encoding="utf-8")
     dataset = _build(tmp_path, vocab, corpus, "mt", seq_length=8, tgt_seq_length=3, tgt_vocab_path=str(tgt_vocab))
@@ -232,7 +233,7 @@ def test_mlm_full_sentences_packs_and_copies(tmp_path, vocab):
     corpus = write_lines(tmp_path / "l.txt", repeat=2)
     packed = _build(tmp_path, vocab, corpus, "mlm", name="p.pt", seq_length=16, full_sentences=True, dup_factor=2)
     tokenizer = build_tokenizer("bert", vocab_path=str(vocab))
-    stream = sum(([2, *tokenizer.encode(line), 3] for line in corpus.read_text("utf-8").splitlines()), [])
+    stream = [t for line in corpus.read_text("utf-8").splitlines() for t in (2, *tokenizer.encode(line), 3)]
     chunks = [stream[i : i + 16] for i in range(0, len(stream), 16)]
     if len(chunks[-1]) == 1:
         chunks.pop()

@@ -32,7 +32,7 @@ GAP_SENTENCE_RATIO = 0.3
 
 def gap_sentences(count: int, strategy: str, rng: np.random.Generator) -> set[int]:
     """Indices of the gap sentences among ``count`` sentences."""
-    gaps = int(round(count * GAP_SENTENCE_RATIO))
+    gaps = round(count * GAP_SENTENCE_RATIO)  # Python rounds half to even, as the original did
     if strategy == "lead":
         return set(range(gaps))
     return {int(i) for i in rng.choice(max(count - 1, 0), size=gaps, replace=False)}
