@@ -199,6 +199,10 @@ def test_mt_target_tokenizer_and_bad_lines(tmp_path, vocab):
     assert _pairs(dataset) == [([2, *src_ids("北京"), 3], [2, 4, 5, 3]), ([2, *src_ids("上海"), 3], [2, 4, 6, 6])]
     assert dataset.options["tgt_tokenizer"]["vocab_size"] == 7 and dataset.manifest["counts"]["skipped"] == {
         "empty_line": 1}
+    transformer = ModelConfig(emb_size=8, hidden_size=8, feedforward_size=8, heads_num=2, layers_num=1,
+                              decoder="transformer", tgt_embedding=("word",))
+    with pytest.raises(ConfigError, match="separate target vocabulary is not supported"):
+        BatchLoader(dataset.path, 2, model_config=transformer)
     corpus.write_text("北京\tthe cat\nno tab here\n", encoding="utf-8")
     with pytest.raises(DataError, match=r"pairs.tsv:2: expected source<TAB>target"):
         _build(tmp_path, vocab, corpus, "mt", name="bad.pt")

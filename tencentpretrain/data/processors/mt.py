@@ -85,4 +85,22 @@ class MtProcessor(Processor):
     def build_collator(cls, dataset: Any, *, seq_length: int, seed: int, model_config: Any = None) -> Any:
         require_decoder(cls.name, model_config)
         check_targets(cls.name, cls.provides_labels, model_config)
+        if model_config is not None and not shares_vocabulary(dataset.manifest):
+            # The model's decoder embedding and output layer have the source vocabulary's rows: another target
+            # vocabulary would train on ids that mean other pieces (or index past the table).
+            raise ConfigError(
+                f"{dataset.path}: built with a target vocabulary other than the source's (--tgt_* flags), and "
+                "training with a separate target vocabulary is not supported yet; build the dataset with one joint "
+                "vocabulary (no --tgt_vocab_path/--tgt_spm_model_path, or the same file as the source)"
+            )
         return PairCollator(dataset, seq_length, seed)
+
+
+def shares_vocabulary(manifest: dict[str, Any]) -> bool:
+    """Whether a dataset's target ids are the source tokenizer's (no target tokenizer, or the same files)."""
+    target = manifest.get("options", {}).get("tgt_tokenizer")
+    if target is None:
+        return True
+    source = manifest["tokenizer"]
+    digests = [[f["sha256"] for f in side["files"]] for side in (source, target)]
+    return target["vocab_size"] == source["vocab_size"] and digests[0] == digests[1]
