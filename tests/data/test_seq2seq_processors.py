@@ -247,6 +247,12 @@ def test_mlm_full_sentences_packs_and_copies(tmp_path, vocab):
     batch = next(BatchLoader(packed.path, len(packed), seed=1, shuffle=False))
     half = len(chunks)
     assert not torch.equal(batch.loss_mask[:half], batch.loss_mask[half:])  # each copy masked its own way
+    assert packed.manifest["counts"]["instances"] == 2 * len(chunks)
+    config = DataConfig(corpus_path=str(corpus), dataset_path=str(tmp_path / "q.pt"), data_processor="mlm",
+                        seq_length=16, full_sentences=True, dup_factor=2, processes_num=2)
+    build_dataset(config, TokenizerConfig(tokenizer="bert", vocab_path=str(vocab)), chunk_bytes=61)
+    for name in ("tokens.bin", "token_flags.bin", "index.npy"):  # the same bytes, whatever --processes_num
+        assert (tmp_path / "q.pt" / name).read_bytes() == (packed.path / name).read_bytes()
 
 
 # ---------------------------------------------------------------------------------------------- bilm target
