@@ -13,7 +13,11 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
+from tencentpretrain.checkpoint import load_checkpoint
+from tencentpretrain.config import load_model_config
+from tencentpretrain.models.model import build_model
 from tests.data.family_corpus import DOCUMENTS, write_documents, write_lines, write_vocab
 from tests.families.test_pipeline import _falls, _preprocess, _reload, _train, _vocab_size
 
@@ -98,6 +102,32 @@ def test_mt_translation_pairs(tmp_path, vocab):
     keys = _run(tmp_path, vocab, dataset, _config(tmp_path, "transformer", TRANSFORMER), "--decoder_layers_num", "2",
                 decoder_layers_num=2)
     assert "tgt_embedding.word.embedding.weight" in keys
+
+
+@pytest.mark.slow
+def test_mt_with_a_target_vocabulary_of_its_own(tmp_path, vocab):
+    """--tgt_vocab_path: the decoder's embedding and the output layer get the target vocabulary's rows (the
+    original's model_builder), found by pretrain.py in the dataset's manifest."""
+    tgt_vocab = write_vocab(tmp_path / "tgt_vocab.txt")
+    with open(tgt_vocab, "a", encoding="utf-8") as f:
+        f.write("".join(f"[unused{i}]\n" for i in range(9)))
+    source_size, target_size = _vocab_size(vocab), _vocab_size(tgt_vocab)
+    dataset = _preprocess(tmp_path, _pairs(tmp_path, 8), "mt", "--seq_length", "24", "--tgt_seq_length", "24",
+                          "--tgt_vocab_path", str(tgt_vocab), vocab=vocab)
+    config = _config(tmp_path, "transformer", TRANSFORMER)
+    losses, out = _train(tmp_path, dataset, config, "--vocab_path", str(vocab), "--tokenizer", "bert",
+                         "--max_seq_length", "64", "--decoder_layers_num", "2", steps=25)
+    _falls(losses, 0.9)
+    model_config = load_model_config(config).replace(emb_size=32, hidden_size=32, feedforward_size=64, heads_num=4,
+                                                     layers_num=2, decoder_layers_num=2, dropout=0.0,
+                                                     max_seq_length=64)
+    with torch.device("meta"):
+        model = build_model(model_config, source_size, init=False, tgt_vocab_size=target_size)
+    load_checkpoint(model, out)  # strict
+    state = torch.load(out, map_location="cpu", weights_only=True)
+    assert state["embedding.word.embedding.weight"].shape == (source_size, 32)
+    assert state["tgt_embedding.word.embedding.weight"].shape == (target_size, 32)
+    assert state["target.lm.output_layer.weight"].shape == (target_size, 32)
 
 
 @pytest.mark.slow

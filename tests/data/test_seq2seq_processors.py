@@ -199,10 +199,6 @@ def test_mt_target_tokenizer_and_bad_lines(tmp_path, vocab):
     assert _pairs(dataset) == [([2, *src_ids("北京"), 3], [2, 4, 5, 3]), ([2, *src_ids("上海"), 3], [2, 4, 6, 6])]
     assert dataset.options["tgt_tokenizer"]["vocab_size"] == 7 and dataset.manifest["counts"]["skipped"] == {
         "empty_line": 1}
-    transformer = ModelConfig(emb_size=8, hidden_size=8, feedforward_size=8, heads_num=2, layers_num=1,
-                              decoder="transformer", tgt_embedding=("word",))
-    with pytest.raises(ConfigError, match="separate target vocabulary is not supported"):
-        BatchLoader(dataset.path, 2, model_config=transformer)
     corpus.write_text("北京\tthe cat\nno tab here\n", encoding="utf-8")
     with pytest.raises(DataError, match=r"pairs.tsv:2: expected source<TAB>target"):
         _build(tmp_path, vocab, corpus, "mt", name="bad.pt")
@@ -272,3 +268,19 @@ def test_bilm_target_loss_is_forward_plus_backward():
     torch.testing.assert_close(out.metrics["loss_backward"], backward.detach())
     with pytest.raises(ConfigError, match="even"):
         BilmTarget(config.replace(hidden_size=9, emb_size=9, heads_num=3), 11)
+
+
+def test_a_target_vocabulary_of_its_own_needs_a_decoder_without_shared_embeddings():
+    from tencentpretrain.models.model import build_model
+
+    base = dict(emb_size=8, hidden_size=8, feedforward_size=8, heads_num=2, layers_num=1)
+    seq2seq = ModelConfig(**base, decoder="transformer", tgt_embedding=("word",), tie_weights=True)
+    model = build_model(seq2seq, 20, tgt_vocab_size=30)
+    assert model.tgt_embedding.word.embedding.weight.shape == (30, 8)
+    assert model.target.lm.output_layer.weight is model.tgt_embedding.word.embedding.weight  # tie_weights
+    assert model.embedding.word.embedding.weight.shape == (20, 8)
+    with pytest.raises(ConfigError, match="share_embedding"):
+        build_model(seq2seq.replace(share_embedding=True), 20, tgt_vocab_size=30)
+    with pytest.raises(ConfigError, match="needs a decoder"):
+        build_model(ModelConfig(**base), 20, tgt_vocab_size=30)
+    assert build_model(seq2seq.replace(share_embedding=True), 20, tgt_vocab_size=20).tgt_vocab_size == 20

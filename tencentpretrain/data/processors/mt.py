@@ -7,6 +7,8 @@ as the source one is; without any ``--tgt_*`` file the source tokenizer is used,
 ``[CLS] target [SEP]`` cut to ``tgt_seq_length + 1`` tokens, so the decoder reads and predicts ``tgt_seq_length``.
 A line that is not exactly two tab-separated fields is an error (the original skipped it silently; it is counted
 and skipped under ``--skip_bad_lines``), a blank line is skipped. Storage and batches: ``seq2seq``.
+The manifest records the target tokenizer (``options.tgt_tokenizer``, None when it is the source's); pretrain.py
+then builds the decoder's embedding and the targets with its vocabulary size, as the original did.
 """
 
 from __future__ import annotations
@@ -85,22 +87,5 @@ class MtProcessor(Processor):
     def build_collator(cls, dataset: Any, *, seq_length: int, seed: int, model_config: Any = None) -> Any:
         require_decoder(cls.name, model_config)
         check_targets(cls.name, cls.provides_labels, model_config)
-        if model_config is not None and not shares_vocabulary(dataset.manifest):
-            # The model's decoder embedding and output layer have the source vocabulary's rows: another target
-            # vocabulary would train on ids that mean other pieces (or index past the table).
-            raise ConfigError(
-                f"{dataset.path}: built with a target vocabulary other than the source's (--tgt_* flags), and "
-                "training with a separate target vocabulary is not supported yet; build the dataset with one joint "
-                "vocabulary (no --tgt_vocab_path/--tgt_spm_model_path, or the same file as the source)"
-            )
         return PairCollator(dataset, seq_length, seed)
 
-
-def shares_vocabulary(manifest: dict[str, Any]) -> bool:
-    """Whether a dataset's target ids are the source tokenizer's (no target tokenizer, or the same files)."""
-    target = manifest.get("options", {}).get("tgt_tokenizer")
-    if target is None:
-        return True
-    source = manifest["tokenizer"]
-    digests = [[f["sha256"] for f in side["files"]] for side in (source, target)]
-    return target["vocab_size"] == source["vocab_size"] and digests[0] == digests[1]
