@@ -51,6 +51,7 @@ def resolve_vocabulary(run: RunConfig, manifest: dict[str, Any] | None) -> Vocab
         )
     vocab = from_tokenizer or from_manifest
     if vocab is not None and from_manifest is not None:
+        _check_target_tokenizer(run.data, manifest)
         vocab = replace(vocab, tgt_size=from_manifest.tgt_size)
     if vocab is None and run.model.vocab_size is not None:
         vocab = Vocabulary(run.model.vocab_size, (), "config vocab_size")
@@ -58,6 +59,24 @@ def resolve_vocabulary(run: RunConfig, manifest: dict[str, Any] | None) -> Vocab
         raise ConfigError("the vocabulary size is unknown: pass --spm_model_path (or --vocab_path), "
                           "or set vocab_size in the config")
     return vocab
+
+
+def _check_target_tokenizer(data: DataOptions, manifest: dict[str, Any]) -> None:
+    """The original's ``--tgt_*`` flags, when they name a file, must name the tokenizer of the dataset's targets."""
+    from tencentpretrain.data.processors.mt import target_tokenizer_config
+    from tencentpretrain.tokenizers import build_tokenizer
+
+    config = target_tokenizer_config(data)
+    if config is None:
+        return
+    given = build_tokenizer(config).describe()
+    built = (manifest.get("options") or {}).get("tgt_tokenizer") or manifest["tokenizer"]
+    if [f["sha256"] for f in given["files"]] != [f["sha256"] for f in built["files"]]:
+        raise ConfigError(
+            f"the target tokenizer ({given['files'][0]['path'] if given['files'] else config.name}, "
+            f"{given['vocab_size']} pieces) is not the one {data.dataset_path} was built with "
+            f"({built['vocab_size']} pieces); pass the --tgt_* files given to preprocess.py, or none"
+        )
 
 
 def _tokenizer_vocabulary(data: DataOptions) -> Vocabulary | None:

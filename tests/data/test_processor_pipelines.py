@@ -17,6 +17,7 @@ import torch
 
 from tencentpretrain.checkpoint import load_checkpoint
 from tencentpretrain.config import load_model_config
+from tencentpretrain.errors import ConfigError
 from tencentpretrain.models.model import build_model
 from tests.data.family_corpus import DOCUMENTS, write_documents, write_lines, write_vocab
 from tests.families.test_pipeline import _falls, _preprocess, _reload, _train, _vocab_size
@@ -116,8 +117,11 @@ def test_mt_with_a_target_vocabulary_of_its_own(tmp_path, vocab):
                           "--tgt_vocab_path", str(tgt_vocab), vocab=vocab)
     config = _config(tmp_path, "transformer", TRANSFORMER)
     losses, out = _train(tmp_path, dataset, config, "--vocab_path", str(vocab), "--tokenizer", "bert",
-                         "--max_seq_length", "64", "--decoder_layers_num", "2", steps=25)
+                         "--tgt_vocab_path", str(tgt_vocab), "--max_seq_length", "64", "--decoder_layers_num", "2",
+                         steps=25)
     _falls(losses, 0.9)
+    with pytest.raises(ConfigError, match="not the one .* was built with"):  # the original's flag, checked
+        _train(tmp_path, dataset, config, "--vocab_path", str(vocab), "--tgt_vocab_path", str(vocab), steps=1)
     model_config = load_model_config(config).replace(emb_size=32, hidden_size=32, feedforward_size=64, heads_num=4,
                                                      layers_num=2, decoder_layers_num=2, dropout=0.0,
                                                      max_seq_length=64)

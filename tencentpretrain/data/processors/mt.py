@@ -30,8 +30,9 @@ from tencentpretrain.tokenizers.base import Tokenizer, TokenizerConfig, build_to
 TARGET_FILE_FLAGS = ("tgt_vocab_path", "tgt_spm_model_path", "tgt_merges_path")
 
 
-def target_tokenizer_config(config: DataConfig) -> TokenizerConfig | None:
-    """The TokenizerConfig the ``--tgt_*`` flags describe, or None when they name no file (use the source's)."""
+def target_tokenizer_config(config: Any) -> TokenizerConfig | None:
+    """The TokenizerConfig the ``--tgt_*`` flags of ``config`` (a DataConfig, or pretrain.py's DataOptions)
+    describe, or None when they name no file (use the source's)."""
     if not any(getattr(config, name) for name in TARGET_FILE_FLAGS):
         return None
     fields = {f.name for f in dataclasses.fields(TokenizerConfig)}
