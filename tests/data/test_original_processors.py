@@ -156,8 +156,8 @@ def test_gsg_lead_equals_the_original(tmp_path):
     dataset = _build(tmp_path, "gsg")
     ours = _records(dataset)
     original = _original("gsg")
-    # The original never reads the last line of its corpus, so it loses the last document (the corpus ends
-    # without a blank line after it); every pair it did build is ours, in order.
+    # The original's document reader stops before the corpus's last line and keeps a document only after reading
+    # the blank line that ends it, so it loses the last document; every pair it did build is ours, in order.
     assert len(ours) > len(original) == 4
     for (tokens, flags), (src, tgt, seg_pos) in zip(ours, original):
         target_start = int(np.argmax(flags & FLAG_SEGMENT_B))
