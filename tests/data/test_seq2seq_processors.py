@@ -90,6 +90,7 @@ def test_bart_pairs_permute_sentences_and_infill(tmp_path, vocab):
     assert changed >= len(pairs) - 2
 
 
+@pytest.mark.slow  # worker processes
 def test_bart_does_not_depend_on_processes(tmp_path, vocab):
     corpus = write_documents(tmp_path / "d.txt", repeat=3)
     one = _build(tmp_path, vocab, corpus, "bart", name="a.pt", seq_length=24)
@@ -229,6 +230,7 @@ def test_seq2seq_processors_need_a_decoder(tmp_path, vocab):
 
 
 # ---------------------------------------------------------------------------------------------- mlm --full_sentences
+@pytest.mark.slow  # worker processes
 def test_mlm_full_sentences_packs_and_copies(tmp_path, vocab):
     corpus = write_lines(tmp_path / "l.txt", repeat=2)
     packed = _build(tmp_path, vocab, corpus, "mlm", name="p.pt", seq_length=16, full_sentences=True, dup_factor=2)
