@@ -147,7 +147,8 @@ ORIGINAL_FLAGS = {
         --gpu_ranks --master_ip --backend --deepspeed --enable_zero3 --deepspeed_config
         --deepspeed_checkpoint_activations --deepspeed_checkpoint_layers_num --resume_from_checkpoint --local_rank
         --global_rank --use_lora --lora_pretrained_model_path --lora_r --lora_alpha --lora_dropout --log_path
-        --log_level --log_file_level""",
+        --log_level --log_file_level --tgt_tokenizer --tgt_vocab_path --tgt_merges_path --tgt_spm_model_path
+        --tgt_do_lower_case""",
     "scripts/generate_lm.py": """--load_model_path --test_path --prediction_path --config_path --batch_size
         --seq_length --top_k --top_p --temperature --spm_model_path --tokenizer --vocab_path""",
     # The original's small scripts (its scripts/*.py argparse calls; model_opts' architecture flags are left out:
@@ -175,12 +176,6 @@ NOT_ACCEPTED = {
     "preprocess.py": {
         "--vqgan_model_path": "image tokenizers (VQGAN) are not implemented",
         "--vqgan_config_path": "image tokenizers (VQGAN) are not implemented",
-        "--tgt_tokenizer": "the mt processor (a second, target-side tokenizer) is not implemented",
-        "--tgt_vocab_path": "the mt processor is not implemented",
-        "--tgt_merges_path": "the mt processor is not implemented",
-        "--tgt_spm_model_path": "the mt processor is not implemented",
-        "--tgt_do_lower_case": "the mt processor is not implemented",
-        "--sentence_selection_strategy": "the gsg processor (PEGASUS) is not implemented",
     },
 }
 

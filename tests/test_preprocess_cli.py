@@ -35,6 +35,9 @@ def test_flag_surface_is_frozen():
         "--image_height", "--image_width", "--channels_num",
         "--span_masking", "--span_geo_prob", "--span_max_length",
         "--docs_buffer_size",  # the original's; no effect here
+        # gsg and mt (issue 16), the original's names
+        "--sentence_selection_strategy", "--tgt_tokenizer", "--tgt_vocab_path", "--tgt_merges_path",
+        "--tgt_spm_model_path", "--tgt_do_lower_case",
     }
 
 

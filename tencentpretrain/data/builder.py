@@ -367,11 +367,13 @@ class _Shard:
         for instance in instances:
             ids = np.asarray(instance.tokens).astype(self.dtype, copy=False)  # (L,); ids < vocab_size fit
             marks = None if instance.mask is None else np.asarray(instance.mask, dtype=np.uint8)  # (L,)
-            if not self.cuts:
-                self._add_record(ids, marks, instance, counts)
-                kept += 1
-            elif self.stream:
+            if self.stream:
+                if self.has_flags:
+                    self.flags.append(np.asarray(instance.flags, dtype=np.uint8))
                 self._append(ids, marks, counts, scored=None)
+                kept += 1
+            elif not self.cuts:
+                self._add_record(ids, marks, instance, counts)
                 kept += 1
             elif marks is None:
                 kept += self._add_unmasked(ids, counts)
@@ -478,20 +480,27 @@ def _merge_shards(work: Path, results: list[ChunkResult], processor: Processor, 
             out.close()
     shutil.rmtree(shards)
     if processor.packs_stream:
-        lengths = [_pack_stream(work / TOKENS_FILE, dtype, processor.max_tokens, counts)]
+        per_token = [(work / TOKENS_FILE, dtype.itemsize)] + [(work / FLAGS_FILE, 1)] * processor.has_token_flags
+        packed = _pack_stream(per_token, processor.max_tokens, counts)
+        lengths = [np.tile(packed, processor.stream_copies)]
+        _repeat_files([path for path, _ in per_token], processor.stream_copies, counts)
     _write_index(work / INDEX_FILE, np.concatenate(lengths) if lengths else np.zeros(0, "<u4"))
     if processor.has_labels:
         np.save(work / LABELS_FILE, np.concatenate(labels) if labels else np.zeros(0, "<i8"))
     return counts
 
 
-def _pack_stream(tokens_path: Path, dtype: np.dtype, max_tokens: int, counts: Counter[str]) -> np.ndarray:
-    """Cut the packed token stream into instances of ``max_tokens``; a 1-token tail has no target and is cut off."""
-    total = tokens_path.stat().st_size // dtype.itemsize
+def _pack_stream(per_token: list[tuple[Path, int]], max_tokens: int, counts: Counter[str]) -> np.ndarray:
+    """Cut the packed token stream into instances of ``max_tokens``; a 1-token tail has no target (or, for
+    ``mlm``, only the last [SEP]) and is cut off. ``per_token``: (file, bytes per token) of the token file first,
+    then the other per-token files, which are cut alike."""
+    tokens_path, itemsize = per_token[0]
+    total = tokens_path.stat().st_size // itemsize
     full, tail = divmod(total, max_tokens)
     if tail == 1:
-        with open(tokens_path, "r+b") as f:
-            f.truncate((total - 1) * dtype.itemsize)
+        for path, size in per_token:
+            with open(path, "r+b") as f:
+                f.truncate((total - 1) * size)
         counts["skipped:empty_loss"] += 1
         counts["tokens"] -= 1
         tail = 0
@@ -501,6 +510,24 @@ def _pack_stream(tokens_path: Path, dtype: np.dtype, max_tokens: int, counts: Co
     counts["instances"] = len(lengths)
     counts["loss_tokens"] = int(lengths.sum()) - len(lengths)
     return lengths
+
+
+def _repeat_files(paths: list[Path], copies: int, counts: Counter[str]) -> None:
+    """Append ``copies - 1`` more copies of each file's content to it (packed instances stored several times)."""
+    if copies <= 1:
+        return
+    for path in paths:
+        size = path.stat().st_size
+        with open(path, "rb") as source, open(path, "ab") as out:
+            for _ in range(copies - 1):
+                source.seek(0)
+                left = size
+                while left:
+                    block = source.read(min(1 << 20, left))
+                    out.write(block)
+                    left -= len(block)
+    for key in ("tokens", "instances", "loss_tokens"):
+        counts[key] *= copies
 
 
 def _write_index(path: Path, lengths: np.ndarray) -> None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from tencentpretrain.cli import flag
 from tencentpretrain.errors import ConfigError
-from tencentpretrain.registry import DATA_PROCESSORS
+from tencentpretrain.registry import DATA_PROCESSORS, TOKENIZERS
 
 
 def _template_names() -> list[str]:
@@ -34,7 +34,7 @@ class DataConfig:
     processes_num: int = field(default=1, metadata=flag("worker processes; the output is the same for any number"))
     json_format_corpus: bool = field(default=False, metadata=flag('lm: each line is a JSON object {"text": ...}'))
     full_sentences: bool = field(
-        default=False, metadata=flag("lm: pack documents back to back across sequence boundaries")
+        default=False, metadata=flag("lm/mlm/t5: pack documents back to back across sequence boundaries")
     )
     seed: int = field(default=7, metadata=flag("random seed (recorded; the built-in processors are deterministic)"))
     prompt_template: str | None = field(
@@ -73,7 +73,26 @@ class DataConfig:
     span_max_length: int = field(
         default=10, metadata=flag("bert/albert/mlm: --span_masking spans are at most this many words")
     )
-    tgt_seq_length: int = field(default=128, metadata=flag("t5: decoder sequence length (targets and sentinels)"))
+    tgt_seq_length: int = field(
+        default=128, metadata=flag("mt/gsg: target sequence length (mt keeps tgt_seq_length + 1 target tokens, "
+                                   "[CLS] and [SEP] included; gsg keeps tgt_seq_length)")
+    )
+    sentence_selection_strategy: str = field(
+        default="lead", metadata=flag("gsg: which sentences become gaps: the first 30%% (lead) or 30%% drawn at "
+                                      "random (random)", choices=("lead", "random"))
+    )
+    # --- the target side of mt (the original's tgt_tokenizer_opts); no tgt_* file: the source tokenizer ---
+    tgt_tokenizer: str = field(
+        default="bert", metadata=flag("mt: tokenizer of the target side", choices=TOKENIZERS)
+    )
+    tgt_vocab_path: str | None = field(default=None, metadata=flag("mt: vocabulary file of the target side"))
+    tgt_merges_path: str | None = field(default=None, metadata=flag("mt: BPE merges file of the target side"))
+    tgt_spm_model_path: str | None = field(
+        default=None, metadata=flag("mt: SentencePiece model of the target side")
+    )
+    tgt_do_lower_case: str = field(
+        default="true", metadata=flag("mt: lower-case the target side (bert tokenizer)", choices=("true", "false"))
+    )
     # --- images (vit) ---
     image_height: int = field(default=224, metadata=flag("vit: images are resized to this height"))
     image_width: int = field(default=224, metadata=flag("vit: images are resized to this width"))

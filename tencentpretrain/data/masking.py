@@ -1,5 +1,5 @@
-"""Masking shared by the masked-LM and span-corruption processors: whole-word units, BERT's 80/10/10 rule, T5's
-random spans, and the seeded per-instance random streams that make masking static or dynamic.
+"""Masking shared by the masked-LM and span-corruption processors: whole-word units, BERT's 80/10/10 rule, SpanBERT's
+spans, and the seeded per-instance random streams that make masking static or dynamic.
 
 Randomness. A collator draws the masks of instance ``i`` from ``instance_rng(seed, salt, i, epoch)``: with static
 masking ``epoch`` is None, so an instance is masked the same way in every epoch (the original's masks drawn once
@@ -295,38 +295,3 @@ def masker(options: dict) -> Callable[..., tuple[np.ndarray, np.ndarray]]:
         return mask_tokens
     settings = SpanMasking(float(span["geo_prob"]), int(span["max_length"]))
     return lambda *args: mask_spans(*args, settings)
-
-
-# ---------------------------------------------------------------------------------------------- T5 spans
-def t5_span_counts(length: int, noise_density: float, mean_span: float, max_spans: int) -> tuple[int, int]:
-    """(noise tokens, noise spans) of a ``length``-token sequence, as T5 computes them."""
-    if length < 2:
-        return 0, 0
-    noise = min(max(round(length * noise_density), 1), length - 1)
-    spans = min(max(round(noise / mean_span), 1), noise, length - noise, max_spans)
-    return noise, spans
-
-
-def random_spans_noise_mask(
-    length: int, noise_density: float, mean_span: float, max_spans: int, rng: np.random.Generator
-) -> np.ndarray:
-    """(length,) bool: T5's span corruption noise. Non-noise and noise spans alternate, starting with non-noise;
-    the span lengths are random partitions of the noise and non-noise token counts."""
-    noise, spans = t5_span_counts(length, noise_density, mean_span, max_spans)
-    mask = np.zeros(length, dtype=bool)
-    if spans == 0:
-        return mask
-    noise_lengths = _random_partition(noise, spans, rng)
-    keep_lengths = _random_partition(length - noise, spans, rng)
-    pos = 0
-    for keep, drop in zip(keep_lengths, noise_lengths):
-        pos += keep
-        mask[pos : pos + drop] = True
-        pos += drop
-    return mask
-
-
-def _random_partition(total: int, parts: int, rng: np.random.Generator) -> np.ndarray:
-    """``parts`` positive integers summing to ``total``, uniformly among such compositions."""
-    cuts = np.sort(rng.choice(np.arange(1, total), size=parts - 1, replace=False)) if parts > 1 else np.zeros(0, int)
-    return np.diff(np.concatenate(([0], cuts, [total])))

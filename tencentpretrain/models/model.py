@@ -108,16 +108,21 @@ class Target(nn.Module):
 class Model(nn.Module):
     """embedding -> encoder [-> tgt_embedding + decoder] -> target, built from a ModelConfig."""
 
-    def __init__(self, config: ModelConfig, vocab_size: int) -> None:
+    def __init__(self, config: ModelConfig, vocab_size: int, tgt_vocab_size: int | None = None) -> None:
+        """``tgt_vocab_size``: rows of the decoder's embeddings and of the targets when the decoder side has a
+        vocabulary of its own (``mt`` data built with ``--tgt_vocab_path``, as the original built the model);
+        default ``vocab_size``."""
         super().__init__()
         self.config = config
         self.vocab_size = vocab_size
+        self.tgt_vocab_size = vocab_size if tgt_vocab_size is None else tgt_vocab_size
+        _check_target_vocabulary(config, vocab_size, self.tgt_vocab_size)
         self.embedding = Embedding(config, vocab_size, config.embedding)
         self.encoder = ENCODERS.get(config.encoder)(config)
         if config.decoder is not None:  # encoder-decoder: the target reads the decoder's output
-            self.tgt_embedding = Embedding(config, vocab_size, config.tgt_embedding)
+            self.tgt_embedding = Embedding(config, self.tgt_vocab_size, config.tgt_embedding)
             self.decoder = DECODERS.get(config.decoder)(config)
-        self.target = Target(config, vocab_size)
+        self.target = Target(config, self.tgt_vocab_size)
         self.tie_parameters()
 
     # ------------------------------------------------------------------ capabilities
@@ -301,13 +306,29 @@ def init_module_(name: str, module: nn.Module, *, std: float = INIT_STD, deep_in
         module.reset_parameters()
 
 
-def build_model(config: ModelConfig, vocab_size: int | None = None, *, init: bool = True) -> Model:
+def _check_target_vocabulary(config: ModelConfig, vocab_size: int, tgt_vocab_size: int) -> None:
+    if tgt_vocab_size == vocab_size:
+        return
+    if config.decoder is None:
+        raise ConfigError(f"a target vocabulary of {tgt_vocab_size} pieces (source: {vocab_size}) needs a decoder; "
+                          "the config has none")
+    if config.share_embedding:
+        raise ConfigError(f"share_embedding ties the decoder's word embedding to the encoder's, but the source "
+                          f"vocabulary has {vocab_size} pieces and the target vocabulary {tgt_vocab_size}: set "
+                          "share_embedding to false or use one joint vocabulary")
+
+
+def build_model(
+    config: ModelConfig, vocab_size: int | None = None, *, init: bool = True, tgt_vocab_size: int | None = None
+) -> Model:
     """Assemble the model named by ``config``.
 
     Args:
         vocab_size: rows of the embedding and output layer; default ``config.vocab_size``. When both are
             given they must agree.
         init: initialise weights for training from scratch (skip it when a checkpoint will be loaded).
+        tgt_vocab_size: rows of the decoder side and the targets when they have their own vocabulary
+            (encoder-decoder models trained on ``mt`` data with a target tokenizer); default ``vocab_size``.
     """
     if vocab_size is None:
         vocab_size = config.vocab_size
@@ -318,7 +339,7 @@ def build_model(config: ModelConfig, vocab_size: int | None = None, *, init: boo
             f"vocabulary size mismatch: the config says vocab_size={config.vocab_size}, "
             f"the tokenizer has {vocab_size} pieces"
         )
-    model = Model(config, vocab_size)
+    model = Model(config, vocab_size, tgt_vocab_size)
     if init:
         model.init_weights()
     return model

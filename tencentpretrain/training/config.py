@@ -135,6 +135,16 @@ class DataOptions:
     merges_path: str | None = field(default=None, metadata=flag("bpe: GPT-2's merges.txt"))
     do_lower_case: str = field(default="true", metadata=flag("lower-case text (BERT tokenizer)",
                                                              choices=("true", "false")))
+    # The original's target-side tokenizer flags (mt). The dataset's manifest already says which tokenizer made
+    # its targets; given here, it must be that one.
+    tgt_tokenizer: str = field(default="bert", metadata=flag("mt: target-side tokenizer", choices=TOKENIZERS))
+    tgt_vocab_path: str | None = field(default=None, metadata=flag(
+        "mt: target vocabulary file; must be the one the dataset was built with"))
+    tgt_spm_model_path: str | None = field(default=None, metadata=flag(
+        "mt: target SentencePiece model; must be the one the dataset was built with"))
+    tgt_merges_path: str | None = field(default=None, metadata=flag("mt: target BPE merges file"))
+    tgt_do_lower_case: str = field(default="true", metadata=flag("mt: lower-case the target side",
+                                                                 choices=("true", "false")))
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -7,7 +7,7 @@ tensor by tensor, so no rank ever holds a full copy.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -33,6 +33,7 @@ class Vocabulary:
     size: int
     tokenizer_files: tuple[str, ...] = ()  # sha256 of the files defining the tokenizer
     source: str = ""
+    tgt_size: int | None = None  # the decoder side's own vocabulary (mt data with a target tokenizer)
 
 
 def resolve_vocabulary(run: RunConfig, manifest: dict[str, Any] | None) -> Vocabulary:
@@ -49,12 +50,33 @@ def resolve_vocabulary(run: RunConfig, manifest: dict[str, Any] | None) -> Vocab
             "preprocess.py or build the dataset again"
         )
     vocab = from_tokenizer or from_manifest
+    if vocab is not None and from_manifest is not None:
+        _check_target_tokenizer(run.data, manifest)
+        vocab = replace(vocab, tgt_size=from_manifest.tgt_size)
     if vocab is None and run.model.vocab_size is not None:
         vocab = Vocabulary(run.model.vocab_size, (), "config vocab_size")
     if vocab is None:
         raise ConfigError("the vocabulary size is unknown: pass --spm_model_path (or --vocab_path), "
                           "or set vocab_size in the config")
     return vocab
+
+
+def _check_target_tokenizer(data: DataOptions, manifest: dict[str, Any]) -> None:
+    """The original's ``--tgt_*`` flags, when they name a file, must name the tokenizer of the dataset's targets."""
+    from tencentpretrain.data.processors.mt import target_tokenizer_config
+    from tencentpretrain.tokenizers import build_tokenizer
+
+    config = target_tokenizer_config(data)
+    if config is None:
+        return
+    given = build_tokenizer(config).describe()
+    built = (manifest.get("options") or {}).get("tgt_tokenizer") or manifest["tokenizer"]
+    if [f["sha256"] for f in given["files"]] != [f["sha256"] for f in built["files"]]:
+        raise ConfigError(
+            f"the target tokenizer ({given['files'][0]['path'] if given['files'] else config.name}, "
+            f"{given['vocab_size']} pieces) is not the one {data.dataset_path} was built with "
+            f"({built['vocab_size']} pieces); pass the --tgt_* files given to preprocess.py, or none"
+        )
 
 
 def _tokenizer_vocabulary(data: DataOptions) -> Vocabulary | None:
@@ -77,23 +99,27 @@ def _manifest_vocabulary(manifest: dict[str, Any] | None, path: str) -> Vocabula
     if tokenizer.get("vocab_size") is None:
         return None
     files = tuple(f["sha256"] for f in tokenizer.get("files", []))
-    return Vocabulary(int(tokenizer["vocab_size"]), files, f"{path}/manifest.json")
+    target = (manifest.get("options") or {}).get("tgt_tokenizer")  # mt: the target side's tokenizer
+    tgt_size = int(target["vocab_size"]) if target else None
+    return Vocabulary(int(tokenizer["vocab_size"]), files, f"{path}/manifest.json", tgt_size)
 
 
-def build_run_model(run: RunConfig, vocab_size: int, env: DistEnv, ds_config: dict[str, Any] | None) -> Model:
-    """The model of the run on the CPU (ZeRO-3: partitioned), initialised or loaded, with LoRA applied."""
+def build_run_model(run: RunConfig, vocab_size: int, env: DistEnv, ds_config: dict[str, Any] | None,
+                    tgt_vocab_size: int | None = None) -> Model:
+    """The model of the run on the CPU (ZeRO-3: partitioned), initialised or loaded, with LoRA applied;
+    ``tgt_vocab_size``: the decoder side's own vocabulary, if any."""
     torch.manual_seed(run.train.seed)  # the same initial weights on every rank
     deep_layers = run.model.layers_num if run.train.deep_init else None
     path = run.train.pretrained_model_path
     if run.deepspeed.enable_zero3:
-        model = _build_zero3(run, vocab_size, env, ds_config, deep_layers)
+        model = _build_zero3(run, vocab_size, env, ds_config, deep_layers, tgt_vocab_size)
     elif path:
         with torch.device("meta"):
-            model = build_model(run.model, vocab_size, init=False)
+            model = build_model(run.model, vocab_size, init=False, tgt_vocab_size=tgt_vocab_size)
         load_pretrained(model, path)
         logger.info("loaded %s", path)
     else:
-        model = build_model(run.model, vocab_size, init=True)
+        model = build_model(run.model, vocab_size, init=True, tgt_vocab_size=tgt_vocab_size)
         if deep_layers:
             for name, module in model.named_modules():
                 if name.endswith(DEEP_INIT_SUFFIXES):
@@ -104,11 +130,11 @@ def build_run_model(run: RunConfig, vocab_size: int, env: DistEnv, ds_config: di
 
 
 def _build_zero3(run: RunConfig, vocab_size: int, env: DistEnv, ds_config: dict[str, Any] | None,
-                 deep_layers: int | None) -> Model:
+                 deep_layers: int | None, tgt_vocab_size: int | None = None) -> Model:
     if ds_config is None:
         raise ConfigError("--enable_zero3 needs --deepspeed")
     with zero3_init(ds_config):
-        model = build_model(run.model, vocab_size, init=False)
+        model = build_model(run.model, vocab_size, init=False, tgt_vocab_size=tgt_vocab_size)
     if run.train.pretrained_model_path:
         load_pretrained_zero3(model, run.train.pretrained_model_path, env)
     else:

@@ -93,7 +93,7 @@ def build_engine(run: RunConfig, env: DistEnv, vocab: Vocabulary) -> TrainEngine
     """The model, optimizer and schedule of the run behind the engine interface of its process mode."""
     if run.deepspeed.deepspeed:
         return _build_deepspeed_engine(run, env, vocab)
-    model = build_run_model(run, vocab.size, env, None).to(env.device)
+    model = build_run_model(run, vocab.size, env, None, vocab.tgt_size).to(env.device)
     # On the device, so that the saved old rows of new_rows are copied back there without a host round trip; and
     # before DDP, which reads the requires_grad flags.
     freeze = _freeze_for_vocabulary(run, model)
@@ -113,7 +113,7 @@ def _build_deepspeed_engine(run: RunConfig, env: DistEnv, vocab: Vocabulary) -> 
 
     deepspeed = glue.import_deepspeed()
     cfg = glue.to_deepspeed_dict(run, glue.read_deepspeed_json(run.deepspeed.deepspeed_config), env)
-    model = build_run_model(run, vocab.size, env, cfg)
+    model = build_run_model(run, vocab.size, env, cfg, vocab.tgt_size)
     if run.train.train_only == "new_rows":
         # DeepSpeed keeps the fp32 master weights in its optimizer, where the old rows cannot be written back.
         raise ConfigError("--train_only new_rows is not supported under DeepSpeed; use --train_only embeddings")
@@ -156,6 +156,7 @@ def fingerprint(run: RunConfig, vocab: Vocabulary, engine: TrainEngine) -> dict[
     return {
         "model_config": run.model.to_dict(),
         "vocab_size": vocab.size,
+        **({"tgt_vocab_size": vocab.tgt_size} if vocab.tgt_size is not None else {}),
         "tokenizer_files": list(vocab.tokenizer_files),
         "use_lora": run.lora.use_lora,
         "lora": [run.lora.lora_r, list(run.lora.lora_target_modules)] if run.lora.use_lora else None,

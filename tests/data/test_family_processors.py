@@ -14,7 +14,7 @@ from tencentpretrain.data.builder import build_dataset
 from tencentpretrain.data.config import DataConfig
 from tencentpretrain.data.dataset import FLAG_WORD_START, IndexedDataset
 from tencentpretrain.data.loader import BatchLoader, Seq2SeqBatch
-from tencentpretrain.data.masking import MaskingSpec, SpanMasking, WordEncoder, mask_spans, random_spans_noise_mask
+from tencentpretrain.data.masking import MaskingSpec, SpanMasking, WordEncoder, mask_spans
 from tencentpretrain.errors import ConfigError, DataError
 from tencentpretrain.tokenizers import TokenizerConfig, build_tokenizer
 from tests.data.family_corpus import sentences, write_documents, write_lines, write_vocab
@@ -51,15 +51,6 @@ def test_whole_word_encoding_keeps_the_ids_and_marks_word_starts(vocab):
     assert flags[0] == FLAG_WORD_START and 1 <= int(flags.sum()) < len(ids)  # some characters continue a word
     plain_ids, plain_flags = WordEncoder(tokenizer, whole_word=False).encode("北京是中国的首都")
     assert plain_ids.tolist() == ids.tolist() and (plain_flags == FLAG_WORD_START).all()
-
-
-def test_t5_noise_mask_matches_t5_counts():
-    rng = np.random.default_rng(0)
-    for length in (10, 34, 100):
-        mask = random_spans_noise_mask(length, 0.15, 3.0, 100, rng)
-        spans = int(np.sum(mask[1:] & ~mask[:-1]) + mask[0])
-        assert mask.sum() == round(length * 0.15) and not mask[0]
-        assert spans == max(1, round(round(length * 0.15) / 3))
 
 
 def test_mlm_masking_statistics_static_and_dynamic(tmp_path, vocab):
@@ -188,29 +179,35 @@ def test_documents_and_lines_do_not_depend_on_processes(tmp_path, vocab):
     assert IndexedDataset(one).manifest["counts"]["documents"] == 30
 
 
-def test_t5_span_corruption_round_trip(tmp_path, vocab):
-    dataset = _build(tmp_path, vocab, write_lines(tmp_path / "l.txt", repeat=3), "t5", seq_length=24,
-                     tgt_seq_length=12)
+def test_t5_sentinel_corruption_round_trip(tmp_path, vocab):
+    """The original's T5 scheme: masked runs -> one sentinel each in src; tgt_in = [CLS] s0 span0 s1 span1 ... sK
+    [SEP] with sentinels in vocabulary order; replacing each sentinel of src by its span gives the stored tokens."""
+    dataset = _build(tmp_path, vocab, write_lines(tmp_path / "l.txt", repeat=3), "t5", seq_length=24)
     stored = IndexedDataset(dataset)
     batch = next(BatchLoader(dataset, len(stored), seed=2, shuffle=False))
-    assert isinstance(batch, Seq2SeqBatch) and batch.src.shape[1] == 24 and batch.tgt.shape[1] == 12
+    assert isinstance(batch, Seq2SeqBatch) and batch.src.shape[1] == 24
     sentinels = stored.options["sentinel_ids"]
-    eos = stored.options["eos_id"]
+    cls_id, sep_id = stored.manifest["tokenizer"]["bos_id"], stored.manifest["tokenizer"]["eos_id"]
     for row in range(len(stored)):
         src = batch.src[row][batch.seg[row] > 0].tolist()
-        tgt = batch.tgt[row][batch.tgt_seg[row] > 0].tolist()
-        assert src[-1] == eos and tgt[-1] == eos and tgt[0] == sentinels[0]
-        assert batch.tgt_in[row, 0] == stored.pad_id and batch.tgt_in[row, 1:len(tgt)].tolist() == tgt[:-1]
+        tgt_in = batch.tgt_in[row][batch.tgt_seg[row] > 0].tolist()
+        n = len(tgt_in)
+        assert tgt_in[0] == cls_id and tgt_in[-1] == sep_id
+        assert batch.tgt[row, : n - 1].tolist() == tgt_in[1:]
+        assert batch.loss_mask[row].nonzero().flatten().tolist() == list(range(n - 1))
+        used = [t for t in tgt_in if t in sentinels]
+        assert used == sentinels[: len(used)] and len(used) >= 2  # in order, plus the closing one
+        assert [t for t in src if t in sentinels] == used[:-1]
         spans, current = {}, None  # sentinel -> the tokens it replaced
-        for token in tgt[:-1]:
+        for token in tgt_in[1:-2]:
             if token in sentinels:
                 current = token
                 spans[current] = []
             else:
                 spans[current].append(token)
-        rebuilt = [t for s in src[:-1] for t in (spans[s] if s in sentinels else [s])]
+        rebuilt = [t for s in src for t in (spans[s] if s in sentinels else [s])]
         assert rebuilt == stored[row][0].tolist()
-    assert torch.equal(batch.loss_mask, batch.tgt_seg > 0)
+        assert all(spans.values())
 
 
 def test_model_targets_are_checked(tmp_path, vocab):

@@ -86,6 +86,11 @@ class Processor(ABC):
         """True when instances are documents to be packed back to back after all lines are read."""
         return False
 
+    @property
+    def stream_copies(self) -> int:
+        """With ``packs_stream``: how many times the packed instances are stored (``mlm``'s ``--dup_factor``)."""
+        return 1
+
     def options(self) -> dict[str, Any]:
         """The options that shaped the output, recorded in the manifest."""
         return {"seq_length": self.config.seq_length}

@@ -5,6 +5,8 @@ One document per line. Each stripped document becomes ``[CLS] ids [SEP]``, cut i
 ``seq_length`` tokens (only the first starts with [CLS], as in the original). The stored instances are not
 masked: the collator masks them at batch time (``tencentpretrain.data.masking``), the same way every epoch unless
 ``--dynamic_masking``; ``--dup_factor`` stores that many copies, each masked differently (1 with dynamic masking).
+With ``--full_sentences`` the documents are packed back to back and cut into instances of ``seq_length`` tokens
+after every line was read (the original's layout: ``--dup_factor`` copies of the whole packed corpus).
 Batches: ``src`` masked ids, ``tgt`` the original ids, ``seg`` 1 / 0 (padding), ``loss_mask`` the masked positions
 (the ``mlm`` target scores those).
 """
@@ -48,15 +50,19 @@ class MaskedLmProcessor(Processor):
         self.max_tokens = config.seq_length  # no shift: an instance fills at most one row of the batch
         self.cls_id = self.require_special("bos_id", "[CLS] (beginning-of-sequence)")
         self.sep_id = self.require_special("eos_id", "[SEP] (end-of-sequence)")
+        self.mask_id = self.find_mask_id(tokenizer)
+        self.words = WordEncoder(tokenizer, config.whole_word_masking, config.seed)
+        self.copies = 1 if config.dynamic_masking else config.dup_factor
+
+    def find_mask_id(self, tokenizer: Tokenizer) -> int:
+        """The id masked tokens become; a TokenizerError when the vocabulary has no mask token."""
         mask_id = find_piece(tokenizer, MASK_TOKEN_NAMES)
         if mask_id is None:
             raise TokenizerError(
                 f"data processor {self.name!r} needs a mask token ({' or '.join(MASK_TOKEN_NAMES)}) in the "
                 f"vocabulary of tokenizer {tokenizer.name!r}"
             )
-        self.mask_id = mask_id
-        self.words = WordEncoder(tokenizer, config.whole_word_masking, config.seed)
-        self.copies = 1 if config.dynamic_masking else config.dup_factor
+        return mask_id
 
     def options(self) -> dict[str, Any]:
         specials = sorted({i for i in (self.cls_id, self.sep_id, self.tokenizer.pad_id, self.tokenizer.unk_id,
@@ -87,6 +93,17 @@ class MlmProcessor(MaskedLmProcessor):
     name = "mlm"
     provides_labels = (LABELS_MASKED_TOKENS,)
 
+    @property
+    def packs_stream(self) -> bool:
+        return self.config.full_sentences
+
+    @property
+    def stream_copies(self) -> int:
+        return self.copies
+
+    def options(self) -> dict[str, Any]:
+        return {**super().options(), "full_sentences": self.config.full_sentences}
+
     def process(self, line: str, stats: Counter[str]) -> list[Instance]:
         text = line.strip()
         if not text:
@@ -94,6 +111,8 @@ class MlmProcessor(MaskedLmProcessor):
         body, body_flags = self.words.encode(text)
         ids = np.concatenate(([self.cls_id], body, [self.sep_id]))  # (L + 2,)
         flags = np.concatenate(([FLAG_WORD_START], body_flags, [FLAG_WORD_START])).astype(np.uint8)
+        if self.packs_stream:  # the builder packs documents back to back and makes the copies
+            return [Instance(ids, None, flags)]
         chunks = []
         for start in range(0, len(ids), self.max_tokens):
             piece = ids[start : start + self.max_tokens]
