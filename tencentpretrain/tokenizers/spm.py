@@ -20,6 +20,16 @@ from tencentpretrain.tokenizers.base import Tokenizer, TokenizerConfig, require_
 PAD_BYTE_PIECE = "<0x00>"
 
 
+def load_sentencepiece(path: str) -> sentencepiece.SentencePieceProcessor:
+    """The SentencePiece model at ``path`` (an existing file), or a TokenizerError saying it is not one."""
+    processor = sentencepiece.SentencePieceProcessor()
+    try:
+        processor.Load(model_file=path)
+    except (OSError, RuntimeError) as e:
+        raise TokenizerError(f"{path}: not a SentencePiece model ({e})") from None
+    return processor
+
+
 @TOKENIZERS.register("sentencepiece")
 class SentencePieceTokenizer(Tokenizer):
     """A SentencePiece model; byte-fallback pieces decode back to UTF-8 text."""
@@ -28,11 +38,7 @@ class SentencePieceTokenizer(Tokenizer):
 
     def __init__(self, model_path: str) -> None:
         self.model_path = require_file(model_path, "--spm_model_path", "SentencePiece model")
-        self._sp = sentencepiece.SentencePieceProcessor()
-        try:
-            self._sp.Load(model_file=self.model_path)
-        except (OSError, RuntimeError) as e:
-            raise TokenizerError(f"{self.model_path}: not a SentencePiece model ({e})") from None
+        self._sp = load_sentencepiece(self.model_path)
         self.bos_id = _optional_id(self._sp.bos_id())
         self.eos_id = _optional_id(self._sp.eos_id())
         self.unk_id = _optional_id(self._sp.unk_id())

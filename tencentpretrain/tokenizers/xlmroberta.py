@@ -11,11 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import sentencepiece
-
-from tencentpretrain.errors import TokenizerError
 from tencentpretrain.registry import TOKENIZERS
 from tencentpretrain.tokenizers.base import Tokenizer, TokenizerConfig, require_file
+from tencentpretrain.tokenizers.spm import load_sentencepiece
 
 FAIRSEQ_SPECIALS = ("<s>", "<pad>", "</s>", "<unk>")
 MASK = "<mask>"
@@ -30,11 +28,7 @@ class XLMRobertaTokenizer(Tokenizer):
 
     def __init__(self, model_path: str) -> None:
         self.model_path = require_file(model_path, "--spm_model_path", "SentencePiece model (sentencepiece.bpe.model)")
-        self._sp = sentencepiece.SentencePieceProcessor()
-        try:
-            self._sp.Load(model_file=self.model_path)
-        except (OSError, RuntimeError) as e:
-            raise TokenizerError(f"{self.model_path}: not a SentencePiece model ({e})") from None
+        self._sp = load_sentencepiece(self.model_path)
         pieces = [self._sp.id_to_piece(i) for i in range(self._sp.get_piece_size())]
         self.tokens = [*FAIRSEQ_SPECIALS, *(p for p in pieces if p not in FAIRSEQ_SPECIALS), MASK]
         self.token_to_id = {token: i for i, token in enumerate(self.tokens)}
