@@ -25,8 +25,8 @@ B, T, EMB, HIDDEN, VOCAB = 2, 6, 6, 8, 11
 
 
 def _args(**changes) -> Namespace:
-    base = dict(emb_size=EMB, hidden_size=HIDDEN, layers_num=2, dropout=0.0, bidirectional=False,
-                kernel_size=3, block_size=2, max_seq_length=16, embedding=["word", "sinusoidalpos"])
+    base = {"emb_size": EMB, "hidden_size": HIDDEN, "layers_num": 2, "dropout": 0.0, "bidirectional": False,
+            "kernel_size": 3, "block_size": 2, "max_seq_length": 16, "embedding": ["word", "sinusoidalpos"]}
     base.update(changes)
     return Namespace(**base)
 
@@ -39,8 +39,14 @@ def _randomize(module: torch.nn.Module) -> None:
 
 def record_encoders(out: dict[str, torch.Tensor]) -> None:
     from tencentpretrain.encoders.cnn_encoder import GatedcnnEncoder
-    from tencentpretrain.encoders.rnn_encoder import (BigruEncoder, BilstmEncoder, BirnnEncoder, GruEncoder,
-                                                      LstmEncoder, RnnEncoder)
+    from tencentpretrain.encoders.rnn_encoder import (
+        BigruEncoder,
+        BilstmEncoder,
+        BirnnEncoder,
+        GruEncoder,
+        LstmEncoder,
+        RnnEncoder,
+    )
 
     cases = {"rnn": (RnnEncoder, {}), "lstm": (LstmEncoder, {}), "gru": (GruEncoder, {}),
              "lstm_bidirectional": (LstmEncoder, {"bidirectional": True}),
