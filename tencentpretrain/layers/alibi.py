@@ -10,7 +10,7 @@ that every layer gets; attention itself stays unaware of it, as with T5's relati
 ``layer_number_scale`` (the original's Megatron-style query-key layer scaling) divides the scores by the layer
 number before a half-precision softmax and multiplies them back inside it: the same function, a guard against
 fp16 overflow. scaled_dot_product_attention accumulates in float32, so the key is accepted with that meaning
-and changes nothing (tests/core/test_components.py compares the two formulas).
+and changes nothing (tests/core/test_original_components.py runs the original's scaled attention against ours).
 """
 
 from __future__ import annotations
@@ -21,14 +21,15 @@ import torch
 
 
 def alibi_slopes(heads_num: int) -> torch.Tensor:
-    """(heads_num,) float32 slopes."""
+    """(heads_num,) float32 slopes, computed as float32 powers (bit-equal to BLOOM's)."""
     power = 2 ** math.floor(math.log2(heads_num))
-    base = 2.0 ** (-8.0 / power)
-    slopes = [base ** (h + 1) for h in range(power)]
-    if power != heads_num:
-        extra_base = 2.0 ** (-4.0 / power)  # the 2p-head sequence: 2^(-8 (k + 1) / (2p))
-        slopes += [extra_base ** k for k in range(1, 2 * (heads_num - power), 2)]
-    return torch.tensor(slopes, dtype=torch.float32)
+    base = torch.tensor(2.0 ** (-8.0 / power), dtype=torch.float32)
+    slopes = torch.pow(base, torch.arange(1, power + 1, dtype=torch.int32))
+    if power != heads_num:  # the odd terms of the 2p-head sequence, 2^(-8 k / (2p)) for k = 1, 3, ...
+        extra_base = torch.tensor(2.0 ** (-4.0 / power), dtype=torch.float32)
+        extra = torch.pow(extra_base, torch.arange(1, 2 * (heads_num - power), 2, dtype=torch.int32))
+        slopes = torch.cat([slopes, extra])
+    return slopes
 
 
 def alibi_additive_mask(visible: torch.Tensor, key_seg: torch.Tensor, heads_num: int,

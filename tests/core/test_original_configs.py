@@ -135,6 +135,7 @@ def batch_for(config: ModelConfig, generator: torch.Generator) -> tuple[tuple, d
     return (src, tgt, seg), kwargs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", TEXT_CONFIGS)
 def test_each_text_config_builds_small_and_trains(name):
     with open(os.path.join(REPO_ROOT, "models", name), encoding="utf-8") as f:
