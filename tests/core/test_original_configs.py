@@ -103,7 +103,7 @@ def test_the_shipped_copy_has_the_originals_values(name):
 
 def shrink(values: dict) -> dict:
     """The config at test size: widths, depths and tables small, no dropout, the vocabulary from the test."""
-    small = {k: (SMALL[k] if k in SMALL else v) for k, v in values.items() if k != "vocab_size"}
+    small = {k: SMALL.get(k, v) for k, v in values.items() if k != "vocab_size"}
     if small.get("encoder") == "gatedcnn":
         small["layers_num"] = 5  # two residual blocks of block_size 2
     for stream in ("stream_0", "stream_1"):
