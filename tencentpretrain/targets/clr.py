@@ -4,7 +4,8 @@ Each stream's hidden states are pooled (the stream's ``pooling``), optionally pr
 (``projection: true``) and L2-normalised; the logits are the scaled cosine similarities of every stream-0 item
 with every stream-1 item of the batch, and item i of one stream is the right answer for item i of the other.
 The loss is the mean of the cross-entropies in both directions. Under torch.distributed the features of all
-ranks are gathered first (the local ones keep their gradient), so every rank contrasts against the whole batch.
+ranks are gathered first (the local ones keep their gradient), so every rank contrasts against the whole batch;
+the gradient reaches each rank's own features only (the original's rule; tests/core/test_clr_distributed.py).
 
 State keys: ``target.clr.logit_scale`` (scalar, log of the inverse temperature, starts at log(1/0.07)) and, with
 projection, ``target.clr.encoder_{0,1}_projection`` (H_i, feature_size).
