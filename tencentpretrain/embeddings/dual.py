@@ -29,6 +29,8 @@ class DualEmbedding(nn.Module):
     """Two embedding stacks, one per stream."""
 
     whole_embedding = True  # the model's embedding is this module alone (no sum, no outer layer norm)
+    # the streams' word tables, where a stream has one (a patch stream has none; tied streams share one)
+    vocabulary_rows = ("embedding_0.word.embedding.weight", "embedding_1.word.embedding.weight")
 
     def __init__(self, config: ModelConfig, vocab_size: int) -> None:
         super().__init__()

@@ -125,6 +125,9 @@ def test_dual_model_keys_and_ties_are_the_originals():
     assert tied.encoder.encoder_0 is tied.encoder.encoder_1 and untied.encoder.encoder_0 is not untied.encoder.encoder_1
     assert tied.embedding.dual.embedding_0 is tied.embedding.dual.embedding_1
     assert tied.embedding.dual.stream_0_layer_norm is not tied.embedding.dual.stream_1_layer_norm
+    # vocabulary resize and freezing see the streams' word tables (one tensor when tied)
+    assert list(tied.vocabulary_parameters()) == ["embedding.dual.embedding_0.word.embedding.weight"]
+    assert len(untied.vocabulary_parameters()) == 2
     ids = torch.randint(1, VOCAB, (3, 5))
     seg = torch.ones_like(ids)
     out = tied((ids, ids.flip(1)), None, (seg, seg))
