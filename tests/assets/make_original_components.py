@@ -77,6 +77,44 @@ def record_sinusoidal(out: dict[str, torch.Tensor]) -> None:
         out[f"sinusoidal_{width}.out.emb"] = module(src, seg)
 
 
+def record_embedding_stacks(out: dict[str, torch.Tensor]) -> None:
+    """The word + sinusoidalpos embedding (word vectors scaled by sqrt(emb_size)) with its layer norm, and the
+    dual embedding + encoder of a siamese LSTM (untied streams, word + pos)."""
+    from tencentpretrain.embeddings.dual_embedding import DualEmbedding
+    from tencentpretrain.embeddings.embedding import Embedding
+    from tencentpretrain.encoders.dual_encoder import DualEncoder
+
+    from tencentpretrain.embeddings import str2embedding
+
+    torch.manual_seed(7)
+    args = _args(remove_embedding_layernorm=False, tokenizer=Namespace(vocab={"[PAD]": 0}))
+    stack = Embedding(args)
+    for name in args.embedding:
+        stack.update(str2embedding[name](args, VOCAB), name)
+    _randomize(stack)
+    src = torch.tensor([[5, 6, 7, 8, 9, 10], [5, 6, 7, 0, 0, 0]])
+    seg = (src > 0).long()
+    with torch.no_grad():
+        emb = stack(src, seg)
+    out.update({f"word_sinusoidal.state.{k}": v.contiguous() for k, v in stack.state_dict().items()})
+    out.update({"word_sinusoidal.in.src": src, "word_sinusoidal.in.seg": seg, "word_sinusoidal.out.emb": emb})
+
+    stream = {"embedding": ["word", "pos"], "encoder": "lstm"}
+    args = _args(embedding=["dual"], encoder="dual", stream_0=stream, stream_1=stream, tie_weights=False,
+                 remove_embedding_layernorm=False)
+    embedding, encoder = DualEmbedding(args, VOCAB).eval(), DualEncoder(args).eval()
+    _randomize(embedding)
+    _randomize(encoder)
+    src_1 = torch.tensor([[4, 3, 2, 1, 9], [8, 7, 0, 0, 0]])
+    seg_1 = (src_1 > 0).long()
+    with torch.no_grad():
+        hidden = encoder(embedding((src, src_1), (seg, seg_1)), (seg, seg_1))
+    out.update({f"dual.state.embedding.{k}": v.contiguous() for k, v in embedding.state_dict().items()})
+    out.update({f"dual.state.encoder.{k}": v.contiguous() for k, v in encoder.state_dict().items()})
+    out.update({"dual.in.src_0": src, "dual.in.seg_0": seg, "dual.in.src_1": src_1, "dual.in.seg_1": seg_1,
+                "dual.out.hidden_0": hidden[0], "dual.out.hidden_1": hidden[1]})
+
+
 def record_alibi_attention(out: dict[str, torch.Tensor]) -> None:
     """The original's attention with its ALiBi tensor and layer-number scaling (the path its encoder never
     reached), on a left-padded causal batch."""
@@ -135,9 +173,10 @@ def main(path: str) -> None:
     out: dict[str, torch.Tensor] = {}
     record_encoders(out)
     record_sinusoidal(out)
+    record_embedding_stacks(out)
     record_alibi_attention(out)
     record_targets(out)
-    save_file({k: v.contiguous() for k, v in out.items()}, path)
+    save_file({k: v.contiguous().clone() for k, v in out.items()}, path)
     print(f"{len(out)} tensors -> {path}")
 
 

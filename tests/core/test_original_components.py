@@ -1,7 +1,7 @@
 """Our components against the original TencentPretrain's, on the outputs it produced for fixed weights and inputs
 (recorded by tests/assets/make_original_components.py into original_components/components.safetensors): the
-recurrent and gated-CNN encoders load the original's weights under the same state keys and give its outputs;
-the sinusoidal positions, the ALiBi bias (with the original's layer-number scaling), and the clr and bilm losses
+recurrent and gated-CNN encoders and the dual embedding + encoder load the original's weights under the same
+state keys and give its outputs; the sinusoidal positions (and the word scaling that goes with them), the ALiBi bias (with the original's layer-number scaling), and the clr and bilm losses
 are its values."""
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 
 from tencentpretrain.config import ModelConfig
 from tencentpretrain.embeddings.sinusoidalpos import SinusoidalPositionEmbedding
+from tencentpretrain.embeddings.stack import Embedding
 from tencentpretrain.layers.alibi import alibi_additive_mask
 from tencentpretrain.layers.attention import MultiHeadedAttention
 from tencentpretrain.registry import ENCODERS, TARGETS
@@ -65,6 +66,39 @@ def test_sinusoidal_positions_are_the_originals(recorded, width):
     # padding is zero; position 0 reads row 2, whose first pair is (sin 2, cos 2)
     assert expected[1, 3:].abs().sum() == 0
     torch.testing.assert_close(expected[0, 0, :2], torch.stack([torch.tensor(2.0).sin(), torch.tensor(2.0).cos()]))
+
+
+def test_word_and_sinusoidal_embedding_is_the_originals(recorded):
+    """models/transformer/'s embedding: word vectors scaled by sqrt(emb_size), plus the positions, layer norm."""
+    config = ModelConfig(emb_size=6, max_seq_length=16, dropout=0.0, embedding=("word", "sinusoidalpos"))
+    stack = Embedding(config, 11, config.embedding).eval()
+    stack.load_state_dict(case(recorded, "word_sinusoidal", "state"), strict=True)
+    inputs = case(recorded, "word_sinusoidal", "in")
+    positions = stack.default_positions(inputs["src"])
+    with torch.no_grad():
+        emb = stack(inputs["src"], inputs["seg"], positions)
+    torch.testing.assert_close(emb, case(recorded, "word_sinusoidal", "out")["emb"], atol=1e-6, rtol=1e-5)
+
+
+def test_dual_embedding_and_encoder_are_the_originals(recorded):
+    """models/rnn/siamese_lstm's layout, untied: each stream's stack, its second layer norm, its LSTM."""
+    stream = {"embedding": ["word", "pos"], "encoder": "lstm"}
+    config = ModelConfig(emb_size=6, hidden_size=8, layers_num=2, dropout=0.0, max_seq_length=16,
+                         embedding=("dual",), encoder="dual", target=("clr",), stream_0=stream, stream_1=stream)
+    embedding = Embedding(config, 11, config.embedding).eval()
+    encoder = ENCODERS.get("dual")(config).eval()
+    state = case(recorded, "dual", "state")
+    embedding.dual.load_state_dict({k[len("embedding."):]: v for k, v in state.items() if k.startswith("embedding.")},
+                                   strict=True)
+    encoder.load_state_dict({k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")},
+                            strict=True)
+    inputs, expected = case(recorded, "dual", "in"), case(recorded, "dual", "out")
+    src, seg = (inputs["src_0"], inputs["src_1"]), (inputs["seg_0"], inputs["seg_1"])
+    with torch.no_grad():
+        positions = embedding.default_positions(src)
+        hidden = encoder(embedding(src, seg, positions), seg, positions=positions)
+    torch.testing.assert_close(hidden[0], expected["hidden_0"], atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(hidden[1], expected["hidden_1"], atol=1e-6, rtol=1e-5)
 
 
 def test_sinusoidal_positions_past_the_table_are_an_error():
