@@ -205,6 +205,9 @@ class ModelConfig:
             raise ConfigError('the two-stream model needs both "embedding": ["dual"] and "encoder": "dual"')
         if DUAL in self.embedding and len(self.embedding) > 1:
             raise ConfigError(f'embedding "dual" is the whole embedding; got {list(self.embedding)}')
+        if not self.is_dual and (self.stream_0 is not None or self.stream_1 is not None):
+            raise ConfigError('stream_0/stream_1 describe the streams of a two-stream model: set "embedding": '
+                              '["dual"] and "encoder": "dual", or remove them')
 
     def _validate_streams(self) -> None:
         absent = [s for s in STREAMS if not isinstance(getattr(self, s), dict)]

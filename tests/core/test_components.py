@@ -151,6 +151,8 @@ def test_config_rules_of_the_new_components():
         ModelConfig(embedding=("dual",), encoder="dual", stream_0={"data_processor": "lm"}, stream_1={})
     with pytest.raises(ConfigError, match='needs both "embedding": \\["dual"\\] and "encoder": "dual"'):
         ModelConfig(encoder="dual")
+    with pytest.raises(ConfigError, match="stream_0/stream_1 describe the streams of a two-stream model"):
+        ModelConfig(stream_0={"encoder": "lstm"})
     with pytest.raises(ConfigError, match="splits hidden_size between two directions: it must be even, got 7"):
         build_model(ModelConfig(encoder="bilstm", hidden_size=7, target=("lm",)), VOCAB)
     lstm_streams = {"stream_0": {"embedding": ["word"], "encoder": "lstm"}, "stream_1": {"embedding": ["word"],
