@@ -79,12 +79,12 @@ class TransformerEncoder(nn.Module):
         if packing is not None:
             hidden = packing.pack(hidden)  # (N, H)
         query_start = cache.length if cache is not None else 0
+        key_seg = seg if cache is None else cache.stage(seg)  # (B, S): every key slot, the cached ones included
         position_bias = self.config.relative_position_embedding or self.config.alibi_position_embedding
-        mask = self._mask(seg, cache, honor_padding or position_bias)
+        mask = self._mask(key_seg, query_start, cache, honor_padding or position_bias)
         if self.config.relative_position_embedding:  # bias folded into a float additive mask
             mask = self.relative_pos_emb.additive_mask(mask, query_start)
         elif self.config.alibi_position_embedding:
-            key_seg = seg if cache is None else cache.slot_seg[:, : query_start + seg.shape[1]]  # (B, S)
             mask = alibi_additive_mask(mask, key_seg, self.config.heads_num, hidden.dtype)
         rope = self._rope(positions)
         for i in range(self.layers_num):
@@ -101,12 +101,11 @@ class TransformerEncoder(nn.Module):
             hidden = self.layer_norm(hidden)
         return hidden if packing is None else packing.unpack(hidden)
 
-    def _mask(self, seg: torch.Tensor, cache: KVCache | None, honor_padding: bool) -> torch.Tensor | None:
+    def _mask(self, key_seg: torch.Tensor, query_start: int, cache: KVCache | None, honor_padding: bool
+              ) -> torch.Tensor | None:
         if cache is None and self.mask_kind == "causal" and not honor_padding:
             return None  # plain causal: scaled_dot_product_attention's is_causal path
-        if cache is not None:
-            return build_attention_mask(self.mask_kind, cache.stage(seg), cache.length)
-        return build_attention_mask(self.mask_kind, seg, 0)
+        return build_attention_mask(self.mask_kind, key_seg, query_start)
 
     def _rope(self, positions: torch.Tensor) -> torch.Tensor | None:
         if not self.config.rotary_position_embedding:

@@ -168,3 +168,24 @@ def test_recurrent_encoders_refuse_the_kv_cache():
     ids = torch.randint(1, VOCAB, (1, 4))
     with pytest.raises(ConfigError, match="encoder 'gru' has no KV cache"):
         model.logits(ids, cache=model.new_kv_cache(1, 8))
+
+
+def test_alibi_generation_with_continuous_batching_is_greedy_full_recompute():
+    """The serving engine's slot cache (rows joining and leaving, fewer active rows than slots) with ALiBi gives
+    the tokens of greedy decoding by full recomputation."""
+    from tencentpretrain.generation.engine import GenerationConfig
+    from tencentpretrain.generation.generate import generate
+
+    torch.manual_seed(0)
+    model = build_model(bloom_tiny(max_seq_length=32), VOCAB).eval()
+    model.init_weights(std=0.3)
+    prompts = [[3, 4, 5, 6, 7], [8, 9], [10, 11, 12]]
+    lengths = [6, 3, 5]
+    configs = [GenerationConfig(max_new_tokens=n, stop_at_eos=False) for n in lengths]
+    completions = generate(model, None, prompts, configs, batch_size=4, max_length=16)
+    for prompt, n, completion in zip(prompts, lengths, completions):
+        ids = list(prompt)
+        with torch.no_grad():
+            for _ in range(n):
+                ids.append(int(model.logits(torch.tensor([ids]))[0, -1].argmax()))
+        assert completion.token_ids == ids[len(prompt):]
