@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import functools
 import json
 import os
 from collections.abc import Sequence
@@ -25,6 +26,11 @@ from tencentpretrain.errors import ConfigError
 from tencentpretrain.registry import ACTIVATIONS, DECODERS, EMBEDDINGS, ENCODERS, FEEDFORWARDS, LAYERNORMS, TARGETS
 
 MASKS = ("causal", "fully_visible", "causal_with_prefix")
+# The original's encoder treats every mask name other than causal and fully_visible as causal_with_prefix; its
+# dall-e and talk2face configs say "prefix". Accepted as that alias (and stored as the canonical name).
+MASK_ALIASES = {"prefix": "causal_with_prefix"}
+DUAL = "dual"  # the two-stream embedding and encoder (SBERT, siamese LSTM, CLIP)
+STREAMS = ("stream_0", "stream_1")
 LAYERNORM_POSITIONS = ("pre", "post")
 
 
@@ -56,7 +62,8 @@ class ModelConfig:
     layernorm_positioning: str = field(default="post", metadata=flag(
         "pre adds a final encoder.layer_norm", choices=LAYERNORM_POSITIONS))
     layernorm_eps: float = 1e-6
-    mask: str = field(default="fully_visible", metadata=flag(choices=MASKS))  # attention mask of the encoder
+    mask: str = field(default="fully_visible", metadata=flag(
+        choices=MASKS + tuple(MASK_ALIASES)))  # attention mask of the encoder; "prefix" = causal_with_prefix
 
     # --- options ---
     dropout: float = 0.1
@@ -75,10 +82,23 @@ class ModelConfig:
     rotary_position_embedding: bool = False  # RoPE, Meta's interleaved layout
     rope_theta: float = 10000.0  # RoPE base
     rope_scaling: dict[str, Any] | None = None  # JSON, e.g. {"type": "linear", "factor": 2.0}
+    alibi_position_embedding: bool = False  # ALiBi: per-head linear bias of the key position (BLOOM)
+    layer_number_scale: bool = False  # the original's fp16 query-key layer scaling; the same function (see docs)
     pooling: str = "first"  # sentence representation of classification targets
     labels_num: int | None = None  # classes of a "cls" target
     label_smoothing: float = 0.0
     ignore_index: int | None = None
+
+    # --- recurrent and convolutional encoders ---
+    bidirectional: bool = False  # rnn/lstm/gru: one bidirectional stack, each direction hidden_size / 2 wide
+    kernel_size: int | None = None  # gatedcnn (required): convolution width over the sequence
+    block_size: int | None = None  # gatedcnn (required): layers per residual connection
+
+    # --- two streams (``embedding: ["dual"]``, ``encoder: "dual"``) ---
+    stream_0: dict[str, Any] | None = None  # JSON: stream 0's keys over the top-level ones
+    stream_1: dict[str, Any] | None = None  # JSON: stream 1's keys over the top-level ones
+    projection: bool = False  # clr: project each stream's pooled vector to feature_size
+    feature_size: int | None = None  # clr with projection (required): width of the projected features
 
     # --- vision (``patch`` embedding) ---
     image_height: int = 224  # input image height in pixels
@@ -93,6 +113,7 @@ class ModelConfig:
                 object.__setattr__(self, name, (value,))
             elif not isinstance(value, tuple):
                 object.__setattr__(self, name, tuple(value))
+        object.__setattr__(self, "mask", MASK_ALIASES.get(self.mask, self.mask))
         self._validate()
 
     # ------------------------------------------------------------------ derived values
@@ -133,6 +154,21 @@ class ModelConfig:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("vocab_size", "kernel_size", "block_size", "feature_size"):
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+        _check_choice("mask", self.mask, MASKS)
+        _check_choice("layernorm_positioning", self.layernorm_positioning, LAYERNORM_POSITIONS)
+        self._validate_components()
+        if self.uses_attention:
+            self._validate_attention()
+        if self.is_dual:
+            self._validate_streams()
+
+    def _validate_attention(self) -> None:
+        """Head arithmetic and position schemes: only for models with attention layers (not rnn or gatedcnn)."""
         if self.attention_head_size is None and self.hidden_size % self.heads_num:
             raise ConfigError(
                 f"hidden_size={self.hidden_size} is not divisible by heads_num={self.heads_num}; "
@@ -144,19 +180,18 @@ class ModelConfig:
             )
         if self.rotary_position_embedding and self.head_size % 2:
             raise ConfigError(f"rotary_position_embedding needs an even head size, got {self.head_size}")
-        if self.vocab_size is not None and self.vocab_size <= 0:
-            raise ConfigError(f"vocab_size must be positive, got {self.vocab_size}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
-        _check_choice("mask", self.mask, MASKS)
-        _check_choice("layernorm_positioning", self.layernorm_positioning, LAYERNORM_POSITIONS)
+        schemes = [k for k in ("alibi_position_embedding", "rotary_position_embedding", "relative_position_embedding")
+                   if getattr(self, k)]
+        if len(schemes) > 1:
+            raise ConfigError(f"{' and '.join(schemes)} are alternative position schemes: set one of them")
+        if self.alibi_position_embedding and self.decoder is not None:
+            raise ConfigError("alibi_position_embedding is for decoder-only models (BLOOM); this config has a decoder")
         if self.rope_scaling is not None:
             kind = self.rope_scaling.get("type", self.rope_scaling.get("rope_type", "linear"))
             if kind != "linear" or float(self.rope_scaling.get("factor", 1.0)) <= 0:
                 raise ConfigError(
                     f"rope_scaling {self.rope_scaling!r} is not supported; use {{\"type\": \"linear\", \"factor\": F}}"
                 )
-        self._validate_components()
 
     def _validate_components(self) -> None:
         checks = [(EMBEDDINGS, "embedding", n) for n in self.embedding]
@@ -169,6 +204,55 @@ class ModelConfig:
         for registry, key, name in checks:
             if name not in registry:
                 raise ConfigError(f"{key}: {registry.unknown_message(name)}")
+        for key in getattr(ENCODERS.get(self.encoder), "required_keys", ()):
+            if getattr(self, key) is None:
+                raise ConfigError(f"encoder {self.encoder!r} needs {key} in the config")
+        if (DUAL in self.embedding) != (self.encoder == DUAL):
+            raise ConfigError('the two-stream model needs both "embedding": ["dual"] and "encoder": "dual"')
+        if DUAL in self.embedding and len(self.embedding) > 1:
+            raise ConfigError(f'embedding "dual" is the whole embedding; got {list(self.embedding)}')
+        if not self.is_dual and (self.stream_0 is not None or self.stream_1 is not None):
+            raise ConfigError('stream_0/stream_1 describe the streams of a two-stream model: set "embedding": '
+                              '["dual"] and "encoder": "dual", or remove them')
+
+    def _validate_streams(self) -> None:
+        absent = [s for s in STREAMS if not isinstance(getattr(self, s), dict)]
+        if absent:
+            raise ConfigError(f"a dual config (embedding ['dual'], encoder 'dual') needs the objects "
+                              f"{', '.join(absent)} describing each stream, as in models/sbert/base_config.json")
+        for name, stream in zip(STREAMS, self.streams):
+            if DUAL in stream.embedding or stream.encoder == DUAL:
+                raise ConfigError(f"{name}: a stream sets its own embedding and encoder (not 'dual')")
+
+    # ------------------------------------------------------------------ kinds of model
+    @property
+    def is_dual(self) -> bool:
+        """Two streams (``embedding: ["dual"]``, ``encoder: "dual"``): SBERT, siamese LSTM, CLIP."""
+        return self.encoder == DUAL
+
+    @property
+    def uses_attention(self) -> bool:
+        """Whether the encoder or decoder has attention layers (whose head arithmetic must work out)."""
+        if self.decoder is not None:
+            return True
+        return bool(getattr(ENCODERS.get(self.encoder), "uses_attention", False))
+
+    @functools.cached_property
+    def streams(self) -> tuple[ModelConfig, ModelConfig]:
+        """The two streams of a dual config: each is the top-level keys overridden by its ``stream_i`` object
+        (the original's rule), validated as a model config of its own."""
+        top = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in STREAMS}
+        configs = []
+        for name in STREAMS:
+            stream_keys, _ = split_config_keys(getattr(self, name) or {}, name, model_only=True)
+            unset = [k for k in ("embedding", "encoder") if k not in stream_keys]
+            if unset:
+                raise ConfigError(f"{name}: a stream sets its own {' and '.join(unset)} (the top level's is 'dual')")
+            try:
+                configs.append(ModelConfig(**{**top, **stream_keys}))
+            except ConfigError as e:
+                raise ConfigError(f"{name}: {e}") from None
+        return configs[0], configs[1]
 
     # ------------------------------------------------------------------ serialisation
     def to_dict(self) -> dict[str, Any]:
@@ -193,13 +277,20 @@ MODEL_KEYS: frozenset[str] = frozenset(f.name for f in dataclasses.fields(ModelC
 NON_MODEL_KEYS: frozenset[str] = frozenset(
     {
         "data_processor", "tokenizer", "tgt_tokenizer", "seq_length", "tgt_seq_length", "learning_rate",
-        "warmup", "decay", "batch_size", "total_steps", "optimizer", "scheduler", "stream_0", "stream_1",
-        "image_tokenizer", "feature_size",
-        "specaugment", "projection", "kernel_size", "block_size", "bidirectional", "alibi_position_embedding",
-        "layer_number_scale", "deepspeed_checkpoint_activations", "deepspeed_checkpoint_layers_num",
-        "prefix_lm_loss", "lora_params", "conv_channels", "audio_preprocess", "frame_length",
+        "warmup", "decay", "batch_size", "total_steps", "optimizer", "scheduler",
+        "deepspeed_checkpoint_activations", "deepspeed_checkpoint_layers_num", "prefix_lm_loss",
+        "lora_params",  # read by scripts/merge_lora.py (lora_alpha)
     }
 )
+
+_MULTIMODAL = "a key of the original's image/speech models ({}), which are not supported yet"
+# Keys of the original that nothing here implements: an error that says so, never silently dropped.
+UNSUPPORTED_KEYS: dict[str, str] = {
+    **{key: _MULTIMODAL.format("beit, dall-e, talk2face") for key in ("image_tokenizer", "image_preprocess")},
+    **{key: _MULTIMODAL.format("s2t speech-to-text") for key in (
+        "specaugment", "audio_preprocess", "audio_feature_size", "max_audio_frames", "conv_channels",
+        "conv_kernel_sizes", "conv_layers_num", "sampling_rate", "frame_length")},
+}
 
 
 def read_json(path: str | os.PathLike) -> dict[str, Any]:
@@ -217,14 +308,19 @@ def read_json(path: str | os.PathLike) -> dict[str, Any]:
     return data
 
 
-def split_config_keys(data: dict[str, Any], source: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Split a config dict into (model keys, other known keys); unknown keys raise ConfigError."""
+def split_config_keys(
+    data: dict[str, Any], source: str, *, model_only: bool = False
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Split a config dict into (model keys, other known keys); unknown keys raise ConfigError (with
+    ``model_only``, as do non-model keys: a stream object holds model keys only)."""
     model, other = {}, {}
     for key, value in data.items():
         if key in MODEL_KEYS:
             model[key] = value
-        elif key in NON_MODEL_KEYS:
+        elif key in NON_MODEL_KEYS and not model_only:
             other[key] = value
+        elif key in UNSUPPORTED_KEYS:
+            raise ConfigError(f"{source}: key {key!r} is not supported: {UNSUPPORTED_KEYS[key]}")
         else:
             close = difflib.get_close_matches(key, sorted(MODEL_KEYS | NON_MODEL_KEYS), n=3, cutoff=0.6)
             hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -13,6 +15,10 @@ from tencentpretrain.registry import EMBEDDINGS
 class WordEmbedding(nn.Module):
     """Token ids -> vectors. State key: ``embedding.word.embedding.weight`` (V, E).
 
+    With ``sinusoidalpos`` among the config's (source-side) ``embedding`` names, the vectors are scaled by
+    sqrt(emb_size), on both sides of an encoder-decoder: the original's rule (the Transformer paper's), which
+    keeps the word vectors comparable in size to the fixed sin/cos rows.
+
     Capabilities (read by ``tencentpretrain.models.capabilities``, not by name): this is a word embedding
     whose table ``word_weight`` heads tie to, and that table has one row per vocabulary piece.
     """
@@ -23,7 +29,9 @@ class WordEmbedding(nn.Module):
     def __init__(self, config: ModelConfig, vocab_size: int) -> None:
         super().__init__()
         self.embedding = nn.Embedding(vocab_size, config.emb_size)
+        self.scale = math.sqrt(config.emb_size) if "sinusoidalpos" in config.embedding else None
 
     def forward(self, src: torch.Tensor, seg: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """src (B, T) -> (B, T, E)."""
-        return self.embedding(src)
+        emb = self.embedding(src)
+        return emb if self.scale is None else emb * self.scale

@@ -12,6 +12,7 @@ from torch import nn
 
 from tencentpretrain.config import ModelConfig
 from tencentpretrain.errors import ConfigError
+from tencentpretrain.layers.alibi import alibi_additive_mask
 from tencentpretrain.layers.kv_cache import KVCache
 from tencentpretrain.layers.masks import build_attention_mask
 from tencentpretrain.layers.packing import Packing
@@ -25,6 +26,8 @@ from tencentpretrain.registry import ENCODERS, LAYERNORMS
 class TransformerEncoder(nn.Module):
     """State keys: ``encoder.transformer.{i}.*`` (or ``encoder.transformer.*`` with parameter sharing),
     ``encoder.layer_norm.*`` for pre-norm models, ``encoder.linear.*`` with factorized embeddings."""
+
+    uses_attention = True  # the config checks its head arithmetic
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -76,9 +79,13 @@ class TransformerEncoder(nn.Module):
         if packing is not None:
             hidden = packing.pack(hidden)  # (N, H)
         query_start = cache.length if cache is not None else 0
-        mask = self._mask(seg, cache, honor_padding or self.config.relative_position_embedding)
+        key_seg = seg if cache is None else cache.stage(seg)  # (B, S): every key slot, the cached ones included
+        position_bias = self.config.relative_position_embedding or self.config.alibi_position_embedding
+        mask = self._mask(key_seg, query_start, cache, honor_padding or position_bias)
         if self.config.relative_position_embedding:  # bias folded into a float additive mask
             mask = self.relative_pos_emb.additive_mask(mask, query_start)
+        elif self.config.alibi_position_embedding:
+            mask = alibi_additive_mask(mask, key_seg, self.config.heads_num, hidden.dtype)
         rope = self._rope(positions)
         for i in range(self.layers_num):
             layer = self.layer(i)
@@ -94,12 +101,11 @@ class TransformerEncoder(nn.Module):
             hidden = self.layer_norm(hidden)
         return hidden if packing is None else packing.unpack(hidden)
 
-    def _mask(self, seg: torch.Tensor, cache: KVCache | None, honor_padding: bool) -> torch.Tensor | None:
+    def _mask(self, key_seg: torch.Tensor, query_start: int, cache: KVCache | None, honor_padding: bool
+              ) -> torch.Tensor | None:
         if cache is None and self.mask_kind == "causal" and not honor_padding:
             return None  # plain causal: scaled_dot_product_attention's is_causal path
-        if cache is not None:
-            return build_attention_mask(self.mask_kind, cache.stage(seg), cache.length)
-        return build_attention_mask(self.mask_kind, seg, 0)
+        return build_attention_mask(self.mask_kind, key_seg, query_start)
 
     def _rope(self, positions: torch.Tensor) -> torch.Tensor | None:
         if not self.config.rotary_position_embedding:

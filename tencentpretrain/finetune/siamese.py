@@ -12,14 +12,13 @@ Config forms (``--config_path``):
   the keys ``stream_0`` / ``stream_1``, each overriding the top-level keys for its stream (embedding list,
   encoder, sizes...). ``tie_weights: true`` shares one embedding and one encoder between the streams (their
   keys are still saved under both stream names, as the original saved them); false gives two separate ones.
-  A stream's encoder must be registered here (``transformer``): the original's ``models/rnn/siamese_lstm_config.json``
-  (``encoder: lstm``) is refused with the registered names.
+  A stream's encoder is any registered one: ``models/rnn/siamese_lstm_config.json`` has LSTM streams.
 * a single-stream config (e.g. ``models/bert/base_config.json``): both texts go through one shared stream of
   that config, stored under the same dual keys.
 
 State keys are the original's: ``embedding.dual.embedding_{0,1}.*`` (each stream's embeddings and its
 ``layer_norm``), ``embedding.dual.stream_{0,1}_layer_norm.*`` (a second layer norm the original applies after
-each stream's embedding), ``encoder.encoder_{0,1}.*`` and ``classifier.*``. ``--pretrained_model_path`` takes
+each stream's embedding, when the stream keeps embedding layer norms), ``encoder.encoder_{0,1}.*`` and ``classifier.*``. ``--pretrained_model_path`` takes
 such a checkpoint, or a single-stream one (a BERT): its ``embedding.*`` and ``encoder.*`` initialise both streams
 (the original mapped them to names that do not exist, so its embeddings stayed random); the stream layer norms
 then start as the identity-initialised LayerNorm.
@@ -39,7 +38,7 @@ from torch import nn
 
 from tencentpretrain.checkpoint import StateDict, load_state_into
 from tencentpretrain.cli import dataclass_from_args
-from tencentpretrain.config import ModelConfig, parse_args_with_config, split_config_keys
+from tencentpretrain.config import DUAL, ModelConfig, parse_args_with_config
 from tencentpretrain.convert.loading import iter_pretrained_state
 from tencentpretrain.errors import CheckpointError, ConfigError
 from tencentpretrain.finetune.classifier import (
@@ -66,51 +65,30 @@ from tencentpretrain.finetune.options import (
     infer_parser,
     required_labels_num,
 )
-from tencentpretrain.layers.dropout import Dropout
 from tencentpretrain.layers.pooling import pool
-from tencentpretrain.layers.standard_layer_norm import affine_layernorm_name
 from tencentpretrain.models.model import Embedding, init_module_
-from tencentpretrain.registry import ENCODERS, LAYERNORMS
+from tencentpretrain.registry import ENCODERS
 from tencentpretrain.tokenizers import Tokenizer, build_tokenizer, tokenizer_config_from_args
 
 logger = logging.getLogger("tencentpretrain.finetune")
 
-DUAL = "dual"
-STREAMS = ("stream_0", "stream_1")
 
 
 # ---------------------------------------------------------------------- configuration
-@dataclasses.dataclass(frozen=True)
-class DualConfig:
-    """The two streams' architectures, whether they share weights, and the top-level pooling and dropout."""
-
-    streams: tuple[ModelConfig, ModelConfig]
-    tied: bool
-    pooling: str
-    dropout: float
-
-
-def dual_config_from_args(args: argparse.Namespace, other: dict[str, Any], source: str) -> DualConfig:
-    """The streams of the original's dual config (``stream_0``/``stream_1`` over the top-level keys), or one
-    shared stream of a single-stream config."""
+def dual_config_from_args(args: argparse.Namespace, source: str) -> ModelConfig:
+    """The dual ModelConfig of the original's two-stream config (``stream_0``/``stream_1`` over the top-level
+    keys, see ``ModelConfig.streams``), or of a single-stream config, whose one stream serves both texts."""
     top = {f.name: getattr(args, f.name) for f in dataclasses.fields(ModelConfig) if hasattr(args, f.name)}
-    is_dual = DUAL in (top.get("embedding") or ()) or top.get("encoder") == DUAL
-    if not is_dual:
-        config = _model_config(top, source)
-        return DualConfig((config, config), True, config.pooling, config.dropout)
-    absent = [s for s in STREAMS if not isinstance(other.get(s), dict)]
-    if absent:
-        raise ConfigError(f"{source}: a dual config (embedding ['dual'], encoder 'dual') needs the objects "
-                          f"{', '.join(absent)} describing each stream, as in models/sbert/base_config.json")
-    streams = []
-    for name in STREAMS:
-        stream_keys, _ = split_config_keys(other[name], f"{source}: {name}")
-        streams.append(_model_config({**top, **stream_keys}, f"{source}: {name}"))
-    if streams[0].hidden_size != streams[1].hidden_size:
-        raise ConfigError(f"{source}: the streams' hidden_size differ ({streams[0].hidden_size} and "
-                          f"{streams[1].hidden_size}); the siamese features compare them element by element")
-    return DualConfig((streams[0], streams[1]), bool(top.get("tie_weights")), top.get("pooling", "first"),
-                      top.get("dropout", 0.1))
+    if DUAL not in (top.get("embedding") or ()) and top.get("encoder") != DUAL:
+        single = _model_config(top, source)
+        stream = {"embedding": list(single.embedding), "encoder": single.encoder}
+        top.update(embedding=(DUAL,), encoder=DUAL, stream_0=stream, stream_1=stream, tie_weights=True)
+    config = _model_config(top, source)
+    first, second = config.streams
+    if first.hidden_size != second.hidden_size:
+        raise ConfigError(f"{source}: the streams' hidden_size differ ({first.hidden_size} and "
+                          f"{second.hidden_size}); the siamese features compare them element by element")
+    return config
 
 
 def _model_config(values: dict[str, Any], source: str) -> ModelConfig:
@@ -121,62 +99,26 @@ def _model_config(values: dict[str, Any], source: str) -> ModelConfig:
 
 
 # ---------------------------------------------------------------------- model
-class DualEmbedding(nn.Module):
-    """Each stream's embeddings (``embedding_i``, with its own layer norm and dropout), then the stream's second
-    layer norm and the shared dropout, as the original's ``dual`` embedding."""
-
-    def __init__(self, config: DualConfig, vocab_size: int) -> None:
-        super().__init__()
-        for i, stream in enumerate(config.streams):
-            if i == 1 and config.tied:
-                self.embedding_1 = self.embedding_0
-            else:
-                self.add_module(f"embedding_{i}", Embedding(stream, vocab_size, stream.embedding))
-            norm = LAYERNORMS.get(affine_layernorm_name(stream.layernorm))
-            self.add_module(f"stream_{i}_layer_norm", norm(stream.emb_size, eps=stream.layernorm_eps))
-        self.dropout = Dropout(config.dropout)
-
-    def forward(self, stream: int, src: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
-        """(B, T) ids of one stream -> (B, T, E)."""
-        embedding = getattr(self, f"embedding_{stream}")
-        emb = embedding(src, seg, embedding.default_positions(src))
-        return self.dropout(getattr(self, f"stream_{stream}_layer_norm")(emb))
-
-
-class DualEmbeddingHolder(nn.Module):
-    """``embedding.dual``: where the original's embedding wrapper kept its ``dual`` embedding."""
-
-    def __init__(self, config: DualConfig, vocab_size: int) -> None:
-        super().__init__()
-        self.dual = DualEmbedding(config, vocab_size)
-
-
-class DualEncoder(nn.Module):
-    """``encoder_0`` and ``encoder_1`` (one module under both names when tied)."""
-
-    def __init__(self, config: DualConfig) -> None:
-        super().__init__()
-        self.encoder_0 = ENCODERS.get(config.streams[0].encoder)(config.streams[0])
-        self.encoder_1 = self.encoder_0 if config.tied else ENCODERS.get(config.streams[1].encoder)(config.streams[1])
-
-
 class SiameseClassifier(nn.Module):
-    """Two separately encoded texts -> ``classifier([u, v, |u - v|, u * v])``; keys as the original's."""
+    """Two separately encoded texts -> ``classifier([u, v, |u - v|, u * v])``; keys as the original's.
 
-    def __init__(self, config: DualConfig, vocab_size: int, *, labels_num: int) -> None:
+    The streams are the registered ``dual`` embedding and encoder (``embedding.dual.*``, ``encoder.encoder_i.*``).
+    """
+
+    def __init__(self, config: ModelConfig, vocab_size: int, *, labels_num: int) -> None:
         super().__init__()
-        self.dual_config = config
+        self.config = config
         self.labels_num = labels_num
-        self.embedding = DualEmbeddingHolder(config, vocab_size)
-        self.encoder = DualEncoder(config)
+        self.embedding = Embedding(config, vocab_size, config.embedding)
+        self.encoder = ENCODERS.get(DUAL)(config)
         self.classifier = nn.Linear(4 * config.streams[0].hidden_size, labels_num)
 
     def features(self, stream: int, src: torch.Tensor, seg: torch.Tensor) -> torch.Tensor:
         """The pooled vector (B, H) of one stream's texts ``src`` (B, T); seg 0 marks padding."""
-        emb = self.embedding.dual(stream, src, seg)
         positions = torch.arange(src.shape[1], device=src.device).expand(src.shape[0], -1)
-        hidden = getattr(self.encoder, f"encoder_{stream}")(emb, seg, positions=positions, honor_padding=True)
-        return pool(hidden, seg > 0, self.dual_config.pooling)
+        emb = self.embedding.dual.embed(stream, src, seg, positions)
+        hidden = self.encoder.encode(stream, emb, seg, positions=positions, honor_padding=True)
+        return pool(hidden, seg > 0, self.config.pooling)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> TaskOutput:
         """batch: ``src_a``, ``seg_a`` (B, Ta), ``src_b``, ``seg_b`` (B, Tb); optional ``label`` (B,)."""
@@ -217,7 +159,7 @@ def load_pretrained_siamese(model: SiameseClassifier, path: str) -> None:
     """Both streams' weights from ``path`` (checked: every embedding/encoder weight must be there, bar the
     stream layer norms); the classifier stays fresh unless the checkpoint has it."""
     state: StateDict = {}
-    for _, shard in iter_pretrained_state(path, model.dual_config.streams[0]):
+    for _, shard in iter_pretrained_state(path, model.config.streams[0]):
         state.update(shard)
     state = stream_keys(state)
     expected = model.state_dict()
@@ -256,10 +198,10 @@ def collate_siamese(tokenizer: Tokenizer):
 
 # ---------------------------------------------------------------------- scripts
 def parse_siamese(parser: argparse.ArgumentParser, argv: Sequence[str] | None
-                  ) -> tuple[argparse.Namespace, DualConfig, Tokenizer]:
-    args, other = parse_args_with_config(parser, argv)
+                  ) -> tuple[argparse.Namespace, ModelConfig, Tokenizer]:
+    args, _ = parse_args_with_config(parser, argv)
     source = getattr(args, "config_path", None) or "command-line flags"
-    return args, dual_config_from_args(args, other, source), build_tokenizer(tokenizer_config_from_args(args))
+    return args, dual_config_from_args(args, source), build_tokenizer(tokenizer_config_from_args(args))
 
 
 def finetune_main(argv: Sequence[str] | None = None) -> None:

@@ -14,50 +14,32 @@ import torch
 from torch import nn
 
 from tencentpretrain.config import ModelConfig
+from tencentpretrain.embeddings.stack import Embedding
 from tencentpretrain.errors import ConfigError
-from tencentpretrain.layers.dropout import Dropout
 from tencentpretrain.layers.kv_cache import KVCache
-from tencentpretrain.layers.standard_layer_norm import affine_layernorm_name
 from tencentpretrain.models.capabilities import (
     produces_vocabulary_logits,
     tied_keys,
     vocabulary_keys,
     word_embedding_key,
 )
-from tencentpretrain.registry import DECODERS, EMBEDDINGS, ENCODERS, LAYERNORMS, TARGETS
+from tencentpretrain.registry import DECODERS, ENCODERS, TARGETS
 from tencentpretrain.targets.output import EarlierTarget, TargetOutput
 
 INIT_STD = 0.02
 DEEP_INIT_SUFFIXES = ("final_linear", "feed_forward.linear_2")  # projections back into the residual stream
 
 
-class Embedding(nn.Module):
-    """Sum of the named embeddings, then the optional embedding layer norm and dropout."""
+def two_stream_mismatch(target: str, config: ModelConfig) -> str:
+    if config.is_dual:
+        return (f"target {target!r} reads one stream, but this is a two-stream (dual) model: pretrain it with "
+                f"target clr, or fine-tune it with finetune/run_classifier_siamese.py")
+    return f"target {target!r} compares two streams: it needs embedding ['dual'] and encoder 'dual'"
 
-    def __init__(self, config: ModelConfig, vocab_size: int, names: tuple[str, ...]) -> None:
-        super().__init__()
-        self.names = names
-        for name in names:
-            self.add_module(name, EMBEDDINGS.get(name)(config, vocab_size))
-        if config.use_embedding_layernorm:
-            norm = LAYERNORMS.get(affine_layernorm_name(config.layernorm))
-            self.layer_norm = norm(config.emb_size, eps=config.layernorm_eps)
-        self.dropout = Dropout(config.dropout)
 
-    def default_positions(self, src: torch.Tensor, start: int = 0) -> torch.Tensor:
-        """(B, T) positions start, start + 1, ...; T is the number of tokens the embeddings produce for
-        ``src`` (an embedding that is not one token per input id, such as ``patch``, says so with
-        ``sequence_length(src)``)."""
-        first = getattr(self, self.names[0])
-        length = first.sequence_length(src) if hasattr(first, "sequence_length") else src.shape[1]
-        return torch.arange(start, start + length, device=src.device).expand(src.shape[0], -1)
-
-    def forward(self, src: torch.Tensor, seg: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        """src, seg, positions (B, T) -> (B, T, E)."""
-        emb = sum(getattr(self, name)(src, seg, positions) for name in self.names)
-        if hasattr(self, "layer_norm"):
-            emb = self.layer_norm(emb)
-        return self.dropout(emb)
+def real_tokens(seg: torch.Tensor | tuple[torch.Tensor, ...]) -> torch.Tensor | tuple[torch.Tensor, ...]:
+    """seg > 0 (of each stream for a dual model's pair)."""
+    return tuple(s > 0 for s in seg) if isinstance(seg, tuple) else seg > 0
 
 
 class Target(nn.Module):
@@ -68,7 +50,10 @@ class Target(nn.Module):
         super().__init__()
         self.names = config.target
         for name in config.target:
-            self.add_module(name, TARGETS.get(name)(config, vocab_size))
+            target = TARGETS.get(name)
+            if getattr(target, "reads_two_streams", False) != config.is_dual:
+                raise ConfigError(two_stream_mismatch(name, config))
+            self.add_module(name, target(config, vocab_size))
 
     def forward(
         self, hidden: torch.Tensor, tgt: torch.Tensor | dict[str, torch.Tensor], loss_mask: torch.Tensor
@@ -166,7 +151,8 @@ class Model(nn.Module):
         """Training forward.
 
         Args:
-            src: (B, T) input ids (images (B, C, H, W) with the ``patch`` embedding).
+            src: (B, T) input ids (images (B, C, H, W) with the ``patch`` embedding); a dual model takes pairs
+                (stream 0, stream 1) of src and seg.
             tgt: (B, T) target ids (next tokens for ``lm``, original tokens for ``mlm``), (B,) labels for
                 ``sp``/``cls``, or a dict {target name: tensor} with several targets.
             seg: (B, T) segment ids, 0 = padding.
@@ -175,7 +161,7 @@ class Model(nn.Module):
             tgt_in, tgt_seg: (B, T') decoder input ids and segment ids (encoder-decoder models only).
         """
         hidden, seg = self.target_inputs(src, seg, tgt_in=tgt_in, tgt_seg=tgt_seg, honor_padding=False)
-        return self.target(hidden, tgt, seg > 0 if loss_mask is None else loss_mask)
+        return self.target(hidden, tgt, real_tokens(seg) if loss_mask is None else loss_mask)
 
     def target_inputs(
         self,

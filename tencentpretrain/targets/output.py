@@ -21,10 +21,10 @@ import torch
 from torch import nn
 
 LABELS_NEXT_TOKENS = "next-token labels"  # tgt (B, T): the token after each position
+LABELS_BIDIRECTIONAL_TOKENS = "forward and backward next-token labels"  # tgt (B, T, 2): see targets.bilm
 LABELS_MASKED_TOKENS = "masked-token labels"  # tgt (B, T): the original token at each masked position
 LABELS_SENTENCE_PAIR = "sentence-pair labels"  # tgt (B,): is the second segment the real continuation
 LABELS_CLASS = "class labels"  # tgt (B,): a class id per instance
-LABELS_BIDIRECTIONAL = "forward and backward next-token labels"  # tgt (B, T, 2): the next and the previous token
 
 
 class TargetOutput(NamedTuple):

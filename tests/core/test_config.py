@@ -16,11 +16,16 @@ from tencentpretrain.errors import ConfigError
 from tencentpretrain.models.model import build_model
 from tests.helpers import REPO_ROOT
 
+
 # Model configs live in one folder per family; DeepSpeed configs sit at the top of models/.
-# models/sbert/ holds the original's dual (siamese) configs, which only finetune/run_classifier_siamese.py reads
-# (tests/finetune/test_siamese.py builds them); every other config builds a Model.
-ALL_CONFIGS = sorted(p for p in glob.glob(os.path.join(REPO_ROOT, "models", "*", "*.json"))
-                     if os.path.basename(os.path.dirname(p)) != "sbert")
+def _is_dual(path: str) -> bool:
+    """Two-stream configs (sbert, rnn/siamese_lstm) name no target of their own: tests/core/test_original_configs.py
+    builds them with the clr target, tests/finetune/test_siamese.py as siamese classifiers."""
+    with open(path, encoding="utf-8") as f:
+        return json.load(f).get("encoder") == "dual"
+
+
+ALL_CONFIGS = sorted(p for p in glob.glob(os.path.join(REPO_ROOT, "models", "*", "*.json")) if not _is_dual(p))
 
 
 def test_configs_are_shipped():

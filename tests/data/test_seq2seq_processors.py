@@ -267,7 +267,7 @@ def test_bilm_target_loss_is_forward_plus_backward():
     forward = F.cross_entropy(hidden[mask][:, :4] @ weight.T, tgt[mask][:, 0])
     backward = F.cross_entropy(hidden[mask][:, 4:] @ weight.T, tgt[mask][:, 1])
     torch.testing.assert_close(out.loss, forward + backward)
-    torch.testing.assert_close(out.metrics["loss_backward"], backward.detach())
+    torch.testing.assert_close(out.metrics["loss_backward_bilm"], backward.detach())
     with pytest.raises(ConfigError, match="even"):
         BilmTarget(config.replace(hidden_size=9, emb_size=9, heads_num=3), 11)
 

@@ -107,9 +107,9 @@ def test_a_single_stream_config_encodes_both_texts_with_one_shared_stream(bert_c
     assert model.encoder.encoder_0 is model.encoder.encoder_1
 
 
-def test_an_lstm_stream_is_refused_naming_the_config(tmp_path, vocab_path):
-    with pytest.raises(ConfigError, match=r"stream_0: encoder: unknown encoder 'lstm'"):
-        _model(dual_config(tmp_path, encoder="lstm"), vocab_path)
+def test_an_unknown_stream_encoder_is_refused_naming_the_config(tmp_path, vocab_path):
+    with pytest.raises(ConfigError, match=r"sbert_tiny_True.json: stream_0: encoder: unknown encoder 'lsmt'"):
+        _model(dual_config(tmp_path, encoder="lsmt"), vocab_path)
     config = json.loads(Path(dual_config(tmp_path)).read_text(encoding="utf-8"))
     del config["stream_1"]
     path = tmp_path / "one_stream.json"
@@ -185,6 +185,20 @@ def test_inference_of_a_file_without_text_b_writes_nothing(tmp_path, vocab_path)
                             "--load_model_path", str(tmp_path / "m.bin"), "--prediction_path", str(prediction),
                             "--labels_num", "2"])
     assert not list(tmp_path.glob("prediction.tsv*"))
+
+
+def test_lstm_streams_build_with_the_original_keys(tmp_path, vocab_path):
+    """models/rnn/siamese_lstm_config.json's form: LSTM streams, tied (one encoder under both names)."""
+    model = _model(dual_config(tmp_path, encoder="lstm"), vocab_path)
+    keys = [k for k in model.state_dict() if k.startswith("encoder.")]
+    assert sorted(keys) == sorted(f"encoder.encoder_{i}.rnn.{w}_{kind}_l{layer}" for i in (0, 1) for w in ("weight", "bias")
+                                  for kind in ("ih", "hh") for layer in (0, 1))
+    assert model.encoder.encoder_0 is model.encoder.encoder_1
+    batch = {"src_a": torch.randint(1, 50, (2, 5)), "seg_a": torch.ones(2, 5, dtype=torch.long),
+             "src_b": torch.randint(1, 50, (2, 7)), "seg_b": torch.ones(2, 7, dtype=torch.long),
+             "label": torch.tensor([0, 1])}
+    model(batch).loss.backward()
+    assert model.encoder.encoder_0.rnn.weight_ih_l0.grad.abs().sum() > 0
 
 
 @pytest.mark.parametrize("size", ["base", "large"])

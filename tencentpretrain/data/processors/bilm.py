@@ -19,7 +19,7 @@ from tencentpretrain.data.config import DataConfig
 from tencentpretrain.data.dataset import IndexedDataset
 from tencentpretrain.data.processors.base import Instance, Processor, SkipSample, check_targets
 from tencentpretrain.registry import DATA_PROCESSORS
-from tencentpretrain.targets.output import LABELS_BIDIRECTIONAL
+from tencentpretrain.targets.output import LABELS_BIDIRECTIONAL_TOKENS
 from tencentpretrain.tokenizers.base import Tokenizer
 
 
@@ -30,7 +30,7 @@ class BilmProcessor(Processor):
     name = "bilm"
     uses_mask = False
     cuts_instances = False
-    provides_labels = (LABELS_BIDIRECTIONAL,)
+    provides_labels = (LABELS_BIDIRECTIONAL_TOKENS,)
 
     def __init__(self, tokenizer: Tokenizer, config: DataConfig) -> None:
         super().__init__(tokenizer, config)
