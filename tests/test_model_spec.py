@@ -73,6 +73,23 @@ def test_inference_and_evaluation_flags_make_the_same_spec(tmp_path):
         ModelSpec(quantization="int3")
 
 
+def test_inference_defaults_to_bf16_on_a_gpu_that_has_it(monkeypatch):
+    """Without a dtype flag: fp32 on the CPU, bf16 on a CUDA device with bfloat16 (half of fp32's 28 GB at 7B),
+    fp32 on one without; a flag always wins, and two flags are an error. The CUDA queries are patched: no GPU here."""
+    paths = ["--load_model_path", "m.bin", "--spm_model_path", "t.model"]
+    assert model_spec_from_inference_args(_inference_args([*paths, "--device", "cpu"])).dtype == "fp32"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert model_spec_from_inference_args(_inference_args([*paths, "--device", "cuda"])).dtype == "bf16"
+    assert model_spec_from_inference_args(_inference_args([*paths, "--device", "cuda:1"])).dtype == "bf16"
+    assert model_spec_from_inference_args(_inference_args([*paths, "--device", "cuda", "--fp32"])).dtype == "fp32"
+    assert model_spec_from_inference_args(_inference_args([*paths, "--device", "cuda", "--fp16"])).dtype == "fp16"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert model_spec_from_inference_args(_inference_args([*paths, "--device", "cuda"])).dtype == "fp32"
+    with pytest.raises(ConfigError, match="choose one of --bf16 and --fp32"):
+        model_spec_from_inference_args(_inference_args([*paths, "--bf16", "--fp32"]))
+
+
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     root = tmp_path_factory.mktemp("spec")

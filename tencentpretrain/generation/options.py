@@ -44,6 +44,8 @@ def add_inference_args(parser: argparse.ArgumentParser, *, seq_length: int = 128
     group.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu, cuda, cuda:1")
     group.add_argument("--fp16", action="store_true", help="half precision weights (GPU)")
     group.add_argument("--bf16", action="store_true", help="bfloat16 weights")
+    group.add_argument("--fp32", action="store_true", help="float32 weights (the default on the CPU; on a GPU with "
+                       "bfloat16 the default is --bf16)")
     group.add_argument("--world_size", type=int, default=1, help="accepted for compatibility; only 1 is supported")
     gen = parser.add_argument_group("generation")
     gen.add_argument("--batch_size", type=int, default=batch_size, help="prompts decoded together")
@@ -94,10 +96,24 @@ def model_spec_from_inference_args(args: argparse.Namespace) -> ModelSpec:
     return ModelSpec(
         load_model_path=args.load_model_path, config_path=args.config_path, spm_model_path=args.spm_model_path,
         tokenizer=args.tokenizer, vocab_path=args.vocab_path, merges_path=args.merges_path, lora_path=args.lora_path,
-        dtype="fp16" if args.fp16 else "bf16" if args.bf16 else "fp32",
+        dtype=inference_dtype(args),
         device=args.device, quantization="int8" if args.use_int8 else "int4" if args.use_int4 else None,
         int4_group_size=args.int4_group_size,
     )
+
+
+def inference_dtype(args: argparse.Namespace) -> str:
+    """``--fp16``/``--bf16``/``--fp32`` when given; otherwise bf16 on a GPU that has it (half the memory of fp32,
+    and its tensor cores), fp32 elsewhere."""
+    chosen = [name for name in ("fp16", "bf16", "fp32") if getattr(args, name, False)]
+    if len(chosen) > 1:
+        raise ConfigError(f"choose one of --{' and --'.join(chosen)}")
+    if chosen:
+        return chosen[0]
+    device = torch.device(args.device)
+    if device.type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return "bf16"
+    return "fp32"
 
 
 def load_tokenizer_for_inference(args: argparse.Namespace) -> Tokenizer:
@@ -111,6 +127,8 @@ def load_for_inference(args: argparse.Namespace, tokenizer: Tokenizer) -> Model:
     spec = model_spec_from_inference_args(args)
     if spec.load_model_path is None:
         raise ConfigError("--load_model_path is required")
+    if torch.device(spec.device).type == "cuda":
+        torch.set_float32_matmul_precision("high")  # TF32 for what stays in float32 (an fp32 model, norms)
     model_config = None if spec.is_hf_directory else model_config_from_args(args)
     return load_model_for_inference(spec, tokenizer, model_config)
 
