@@ -70,7 +70,8 @@ class TrainConfig:
     batch_size: int = field(default=32, metadata=flag("micro-batch size per process"))
     seed: int = field(default=7, metadata=flag("random seed (initialisation, data order, dropout)"))
     precision: str | None = field(default=None, metadata=flag(
-        "fp32, or bf16/fp16 mixed precision (fp32 master weights); under DeepSpeed default from its config",
+        "fp32, or bf16/fp16 mixed precision (fp32 master weights); default: bf16 on a GPU that has it, fp32 on the "
+        "CPU; under DeepSpeed from its config",
         choices=PRECISIONS))
     gradient_checkpointing: bool = field(default=False, metadata=flag(
         "recompute layer activations in the backward pass to save memory (without DeepSpeed too)"))

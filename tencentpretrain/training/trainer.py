@@ -104,8 +104,24 @@ def build_engine(run: RunConfig, env: DistEnv, vocab: Vocabulary) -> TrainEngine
     if freeze is not None:
         freeze.attach_optimizer(optimizer)
     scheduler = build_scheduler(optimizer, run.optim, run.train.total_steps)
-    return LocalEngine(model, optimizer, scheduler, env=env, precision=run.train.precision or "fp32",
+    return LocalEngine(model, optimizer, scheduler, env=env, precision=default_precision(run.train.precision, env),
                        max_grad_norm=run.optim.max_grad_norm, accumulation_steps=run.train.accumulation_steps)
+
+
+def default_precision(precision: str | None, env: DistEnv) -> str:
+    """``--precision`` when given; otherwise bf16 mixed precision on GPUs that have bfloat16 (fp32 master weights:
+    the same updates at about half the activation memory and on the tensor cores), fp32 on the CPU and on older
+    GPUs (said once in the log)."""
+    if precision is not None:
+        return precision
+    if env.device.type != "cuda":
+        return "fp32"
+    if torch.cuda.is_bf16_supported():
+        logger.info("Training in bf16 mixed precision (fp32 master weights); --precision fp32 turns it off.")
+        return "bf16"
+    logger.warning("This GPU has no bfloat16: training in fp32 (--precision fp16 for mixed precision with loss "
+                   "scaling).")
+    return "fp32"
 
 
 def _build_deepspeed_engine(run: RunConfig, env: DistEnv, vocab: Vocabulary) -> DeepSpeedEngine:

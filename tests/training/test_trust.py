@@ -399,3 +399,21 @@ def test_deepspeed_resume_refuses_a_malicious_engine_file(tiny_dataset, tmp_path
     assert proc.returncode != 0
     assert f"{target}: {REFUSED}" in proc.stderr, proc.stderr[-6000:]
     assert not os.path.exists(marker)
+
+
+def test_training_defaults_to_bf16_on_a_gpu_that_has_it(monkeypatch, caplog):
+    """No --precision: fp32 on the CPU; bf16 mixed precision on a CUDA device with bfloat16, fp32 with a warning on
+    one without; a given --precision always wins. (The CUDA query is patched: there is no GPU here.)"""
+    from tencentpretrain.training.parallel import DistEnv
+    from tencentpretrain.training.trainer import default_precision
+
+    cpu = DistEnv(0, 0, 1, torch.device("cpu"), None)
+    gpu = DistEnv(0, 0, 1, torch.device("cuda", 0), None)
+    assert default_precision(None, cpu) == "fp32"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert default_precision(None, gpu) == "bf16"
+    assert default_precision("fp32", gpu) == "fp32" and default_precision("fp16", cpu) == "fp16"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    caplog.set_level("WARNING")
+    assert default_precision(None, gpu) == "fp32"
+    assert "no bfloat16" in caplog.text
