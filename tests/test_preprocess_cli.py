@@ -37,7 +37,7 @@ def test_flag_surface_is_frozen():
         "--docs_buffer_size",  # the original's; no effect here
         # gsg and mt (issue 16), the original's names
         "--sentence_selection_strategy", "--tgt_tokenizer", "--tgt_vocab_path", "--tgt_merges_path",
-        "--tgt_spm_model_path", "--tgt_do_lower_case",
+        "--tgt_spm_model_path", "--tgt_do_lower_case", "--merges_path",
     }
 
 

@@ -29,7 +29,8 @@ ORIGINAL_FLAGS = {
     "resume_from_checkpoint", "local_rank", "global_rank", "use_lora", "lora_pretrained_model_path", "lora_r",
     "lora_alpha", "lora_dropout", "log_path", "log_level", "log_file_level", "prefix_lm_loss",
     "dynamic_masking", "whole_word_masking", "span_masking", "span_geo_prob", "span_max_length",
-    "virtual_pipeline_model_parallel_size", "distribute_checkpointed_activations",
+    "virtual_pipeline_model_parallel_size", "distribute_checkpointed_activations", "merges_path", "tgt_tokenizer",
+    "tgt_vocab_path", "tgt_merges_path", "tgt_spm_model_path", "tgt_do_lower_case",
 }
 NEW_FLAGS = {
     "precision", "max_grad_norm", "weight_decay", "adam_beta1", "adam_beta2", "adam_epsilon", "bias_correction",
