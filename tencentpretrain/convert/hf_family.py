@@ -136,8 +136,9 @@ class HfFamily:
 
 # Fields that do not change what an exported model computes: training-only ones, the vocabulary (checked against
 # the embedding), and tie_weights: an export writes the output layer as a tensor unless HF ties it itself, so an
-# HF class with an untied head (T5's) still computes what our tied one does.
-_NOT_COMPUTED = ("dropout", "vocab_size", "label_smoothing", "ignore_index", "tie_weights")
+# HF class with an untied head (T5's) still computes what our tied one does. layer_number_scale is an fp16 guard
+# that leaves the function unchanged (tencentpretrain/layers/alibi.py).
+_NOT_COMPUTED = ("dropout", "vocab_size", "label_smoothing", "ignore_index", "tie_weights", "layer_number_scale")
 
 
 def computed_fields(config: ModelConfig) -> dict:
