@@ -52,6 +52,8 @@ __all__ = ["HfExportOptions", "convert_hf_to_tencentpretrain", "convert_tencentp
 
 # ---------------------------------------------------------------------------------------------- HF -> TencentPretrain
 def _family_for(hf: dict, source: str, expected: str | None) -> HfFamily:
+    if expected is not None and get_family(expected).hf_model_type is not None and get_family(expected).claims(hf):
+        return get_family(expected)  # a family that reads another's directories (sbert: BertModel's)
     family = family_of(hf, source)
     if expected is not None and family.model_type != expected:
         raise ConfigError(f"{source} holds an HF {family.name} model (model_type {family.model_type!r}), not "
@@ -114,6 +116,7 @@ def _import_plan(input_dir: str, family: str | None,
                  head: str | None) -> tuple[HfFamily, HfHead | None, ModelConfig, ImportPlan]:
     hf = read_hf_config(_config_dir(input_dir))
     fam = _family_for(hf, input_dir, family)
+    hf = fam.full_hf_config(hf, _config_dir(input_dir))
     task_head = _head_for(fam, hf, input_dir, head)
     config = fam.config_from_hf(hf)
     if task_head is not None:
@@ -144,7 +147,8 @@ def hf_model_config(input_path: str, family: str | None = None) -> ModelConfig |
     if not _has_hf_config(directory):
         return None
     hf = read_hf_config(directory)
-    return _family_for(hf, input_path, family).config_from_hf(hf)
+    fam = _family_for(hf, input_path, family)
+    return fam.config_from_hf(fam.full_hf_config(hf, directory))
 
 
 def hf_task_head(path: str) -> HfHead | None:
@@ -359,6 +363,8 @@ def _checkpoint_labels(path: str, keys: dict[str, str], head: HfHead, config: Mo
 
 def _head_hf_config(hf: dict, head: HfHead, labels_num: int | None) -> dict:
     """The config.json of a task head: its class, and its label names (``num_labels`` is their count)."""
+    if not head.layers:  # a pooling model (sbert's BertModel): no labels
+        return {**hf, "architectures": [head.architecture]}
     labels = head.outputs(labels_num)
     return {**hf, "architectures": [head.architecture],
             "id2label": {str(i): f"LABEL_{i}" for i in range(labels)},
@@ -406,6 +412,8 @@ def _write_hf_metadata(output_dir: str, family: HfFamily, hf: dict, config: Mode
     if dtype in HF_DTYPE_NAMES:
         hf["torch_dtype"] = HF_DTYPE_NAMES[dtype]  # transformers 4.x reads torch_dtype, 5.x reads either
     write_json(os.path.join(output_dir, "config.json"), hf)
+    if family.write_extra_files is not None:
+        family.write_extra_files(output_dir, config)
     if family.generation_config:
         # No max_length: generate() would warn about it on every call that passes max_new_tokens; the context
         # length is config.json's max_position_embeddings.

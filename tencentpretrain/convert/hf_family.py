@@ -118,6 +118,22 @@ class HfFamily:
     heads: tuple[HfHead, ...] = ()  # fine-tuned task heads on the encoder (needs backbone_map)
     backbone_map: Callable[[dict], WeightMap] | None = None  # config.json dict -> embedding + encoder map
     gguf: GgufArch | None = None  # llama.cpp runs this family (tencentpretrain.convert.llama_gguf)
+    # the model_type of its config.json when that is another family's (sbert: a BertModel directory says "bert");
+    # such a family is never picked from config.json, only by a caller that names it
+    hf_model_type: str | None = None
+    # files of the HF directory besides config.json: directory -> keys merged into the config.json dict
+    # before config_from_hf (sbert: the pooling of 1_Pooling/config.json) ...
+    read_extra_config: Callable[[str], dict] | None = None
+    # ... and (output directory, ModelConfig) -> writes them on export
+    write_extra_files: Callable[[str, ModelConfig], None] | None = None
+
+    def claims(self, hf: dict) -> bool:
+        """Whether a config.json dict names this family's model_type (its own, or the one it reads)."""
+        return hf.get("model_type") in (self.model_type, self.hf_model_type)
+
+    def full_hf_config(self, hf: dict, directory: str) -> dict:
+        """The config.json dict with what the family reads from the directory's other files."""
+        return hf if self.read_extra_config is None else {**hf, **self.read_extra_config(directory)}
 
     def head(self, architecture: str) -> HfHead:
         """The head of the HF class ``architecture``; a ConfigError listing the family's heads otherwise."""
@@ -145,6 +161,8 @@ def computed_fields(config: ModelConfig) -> dict:
     """The fields of ``config`` that decide the function the model computes, normalized (derived head counts,
     fields of absent components left out), so two configs of the same model compare equal."""
     values = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name not in _NOT_COMPUTED}
+    if config.is_dual:  # each stream as the config it resolves to, not the JSON object that overrides the top
+        values.update(zip(("stream_0", "stream_1"), (computed_fields(s) for s in config.streams), strict=True))
     values.update(local_kv_heads_num=config.kv_heads_num, attention_head_size=config.head_size,
                   qkv_bias=config.use_qkv_bias)
     absent = []
