@@ -340,6 +340,8 @@ def convert_tencentpretrain_to_hf(
                 writer.add(name, converted)
             del tensor
         plan.finish()
+        for name, fixed in (family.fixed_tensors(config) if family.fixed_tensors else {}).items():
+            writer.add(name, cast(fixed, options.dtype or dtype_seen))
         writer.close()
         _write_hf_metadata(staging, family, hf, config, options, dtype_seen)
     logger.info("wrote HF %s model to %s", head.architecture if head else family.name, output_dir)

@@ -126,6 +126,9 @@ class HfFamily:
     read_extra_config: Callable[[str], dict] | None = None
     # ... and (output directory, ModelConfig) -> writes them on export
     write_extra_files: Callable[[str, ModelConfig], None] | None = None
+    # ModelConfig -> HF tensors that are a fixed function of the config (Pegasus's sinusoidal tables): the export
+    # writes them, the import leaves them out (the weight map ignores them)
+    fixed_tensors: Callable[[ModelConfig], dict[str, torch.Tensor]] | None = None
 
     def claims(self, hf: dict) -> bool:
         """Whether a config.json dict names this family's model_type (its own, or the one it reads)."""
