@@ -23,7 +23,7 @@ import torch
 from tencentpretrain.atomic import staged_directory, write_json
 from tencentpretrain.checkpoint import config_path_beside, is_directory_output, iter_state_dict
 from tencentpretrain.config import ModelConfig, save_model_config
-from tencentpretrain.convert.families import family_of, get_family, read_hf_config
+from tencentpretrain.convert.families import family_of, get_family, read_hf_config, registry
 from tencentpretrain.convert.hf_family import HF_CONFIG, HfFamily, HfHead, check_exportable
 from tencentpretrain.convert.stream import (
     HF_SAFETENSORS,
@@ -51,9 +51,19 @@ __all__ = ["HfExportOptions", "convert_hf_to_tencentpretrain", "convert_tencentp
 
 
 # ---------------------------------------------------------------------------------------------- HF -> TencentPretrain
+def _variant_for(hf: dict, expected: str | None) -> HfFamily | None:
+    """A family that reads another's directories (sbert: BertModel's): when named, or (none named) when the
+    directory's class is one of its heads."""
+    if expected is not None:
+        family = get_family(expected)
+        return family if family.hf_model_type is not None and family.claims(hf) else None
+    return next((f for f in registry().values() if f.hf_model_type and f.claims(hf) and f.head_of(hf)), None)
+
+
 def _family_for(hf: dict, source: str, expected: str | None) -> HfFamily:
-    if expected is not None and get_family(expected).hf_model_type is not None and get_family(expected).claims(hf):
-        return get_family(expected)  # a family that reads another's directories (sbert: BertModel's)
+    variant = _variant_for(hf, expected)
+    if variant is not None:
+        return variant
     family = family_of(hf, source)
     if expected is not None and family.model_type != expected:
         raise ConfigError(f"{source} holds an HF {family.name} model (model_type {family.model_type!r}), not "
@@ -311,7 +321,8 @@ def convert_tencentpretrain_to_hf(
     whole; a non-empty ``output_dir`` is refused unless ``options.overwrite``.
     """
     family = get_family(options.family)
-    head = family.head(options.head) if options.head else None
+    head_name = options.head or family.default_head
+    head = family.head(head_name) if head_name else None
     keys = list_keys(input_path)
     word_key = word_embedding_key(config)
     has_word = word_key is not None and word_key in keys

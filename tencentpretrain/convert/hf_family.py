@@ -121,6 +121,7 @@ class HfFamily:
     # the model_type of its config.json when that is another family's (sbert: a BertModel directory says "bert");
     # such a family is never picked from config.json, only by a caller that names it
     hf_model_type: str | None = None
+    default_head: str | None = None  # the head an export writes when none is asked for (sbert: BertModel)
     # files of the HF directory besides config.json: directory -> keys merged into the config.json dict
     # before config_from_hf (sbert: the pooling of 1_Pooling/config.json) ...
     read_extra_config: Callable[[str], dict] | None = None

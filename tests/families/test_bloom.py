@@ -74,6 +74,11 @@ def test_logits_equal_transformers_both_ways_and_round_trips_are_bit_exact(tmp_p
         expected = hf(ids, attention_mask=attention).logits
     real = attention.bool()
     assert _max_diff(_our_logits(ours, ids, attention)[real], expected[real]) < 1e-4  # HF -> ours
+    left = torch.ones_like(ids)
+    left[0, :5] = 0  # left padding: ALiBi positions count real tokens only, as HF's cumsum of the mask
+    with torch.no_grad():
+        expected_left = hf(ids, attention_mask=left).logits
+    assert _max_diff(_our_logits(ours, ids, left)[left.bool()], expected_left[left.bool()]) < 1e-4
     no_alibi = load_model(config.replace(alibi_position_embedding=False), str(tmp_path / "m.bin")).eval()
     assert _max_diff(_our_logits(no_alibi, ids, attention)[real], expected[real]) > 1e-3  # the check can fail
 

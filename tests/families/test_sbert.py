@@ -153,3 +153,22 @@ def test_a_bare_state_dict_converts_as_the_originals_script_read_it(tmp_path):
                           str(tmp_path / "d.bin")]) == 0
     from_dir, from_bare = load_state_dict(str(tmp_path / "d.bin")), load_state_dict(str(tmp_path / "s.bin"))
     assert set(from_dir) == set(from_bare) and all(torch.equal(from_dir[k], from_bare[k]) for k in from_dir)
+
+
+def test_the_generic_scripts_take_a_bertmodel_directory_as_sbert(tmp_path):
+    from scripts import convert_from_huggingface_to_tencentpretrain as any_hf_to_tp
+    from scripts import convert_from_tencentpretrain_to_huggingface as any_tp_to_hf
+
+    _hf_sentence_bert(tmp_path / "hf", CLS)
+    assert any_hf_to_tp.main(["--input_model_path", str(tmp_path / "hf"), "--output_model_path",
+                              str(tmp_path / "g.bin")]) == 0
+    assert hf_to_tp.main(["--input_model_path", str(tmp_path / "hf"), "--output_model_path",
+                          str(tmp_path / "s.bin")]) == 0
+    generic, specific = load_state_dict(str(tmp_path / "g.bin")), load_state_dict(str(tmp_path / "s.bin"))
+    assert set(generic) == set(specific) and all(torch.equal(generic[k], specific[k]) for k in generic)
+    assert load_model_config(str(tmp_path / "g_config.json")).pooling == "first"
+    assert any_tp_to_hf.main(["--model_type", "sbert", "--input_model_path", str(tmp_path / "g.bin"),
+                              "--output_model_path", str(tmp_path / "back")]) == 0
+    assert read_sentence_transformers_config(str(tmp_path / "back")) == {"sentence_transformers_pooling": "first"}
+    with open(tmp_path / "back" / "config.json", encoding="utf-8") as f:
+        assert json.load(f)["architectures"] == ["BertModel"]

@@ -2,8 +2,8 @@
 SBERT layout (``models/sbert/*``: ``embedding: ["dual"]``, ``encoder: "dual"``, tied streams), the checkpoint
 ``finetune/run_classifier_siamese.py --pretrained_model_path`` takes.
 
-The directory's config.json says ``model_type: bert``, so this family is never picked from it: the
-``convert_sbert_*`` scripts name it. Its keys are BertModel's without the ``bert.`` prefix; the pooler
+The directory's config.json says ``model_type: bert``: the ``convert_sbert_*`` scripts name this family, and
+the generic converter picks it for a ``BertModel`` directory (a BERT without heads). Its keys are BertModel's without the ``bert.`` prefix; the pooler
 (``pooler.dense``, which sentence-transformers never runs) is not converted and the export writes none. The
 pooling comes from ``1_Pooling/config.json`` (``pooling_mode_cls_token`` -> ``first``, ``mean_tokens`` ->
 ``mean``, ``max_tokens`` -> ``max``, ``lasttoken`` -> ``last``; mean when there is none) and goes back there on
@@ -196,6 +196,7 @@ FAMILY = HfFamily(
     heads=HEADS,
     backbone_map=sbert_weight_map,
     hf_model_type="bert",
+    default_head="BertModel",
     read_extra_config=read_sentence_transformers_config,
     write_extra_files=write_sentence_transformers_files,
 )
