@@ -23,7 +23,7 @@ import torch
 from tencentpretrain.atomic import staged_directory, write_json
 from tencentpretrain.checkpoint import config_path_beside, is_directory_output, iter_state_dict
 from tencentpretrain.config import ModelConfig, save_model_config
-from tencentpretrain.convert.families import family_of, get_family, read_hf_config
+from tencentpretrain.convert.families import family_of, get_family, read_hf_config, registry
 from tencentpretrain.convert.hf_family import HF_CONFIG, HfFamily, HfHead, check_exportable
 from tencentpretrain.convert.stream import (
     HF_SAFETENSORS,
@@ -51,7 +51,19 @@ __all__ = ["HfExportOptions", "convert_hf_to_tencentpretrain", "convert_tencentp
 
 
 # ---------------------------------------------------------------------------------------------- HF -> TencentPretrain
+def _variant_for(hf: dict, expected: str | None) -> HfFamily | None:
+    """A family that reads another's directories (sbert: BertModel's): when named, or (none named) when the
+    directory's class is one of its heads."""
+    if expected is not None:
+        family = get_family(expected)
+        return family if family.hf_model_type is not None and family.claims(hf) else None
+    return next((f for f in registry().values() if f.hf_model_type and f.claims(hf) and f.head_of(hf)), None)
+
+
 def _family_for(hf: dict, source: str, expected: str | None) -> HfFamily:
+    variant = _variant_for(hf, expected)
+    if variant is not None:
+        return variant
     family = family_of(hf, source)
     if expected is not None and family.model_type != expected:
         raise ConfigError(f"{source} holds an HF {family.name} model (model_type {family.model_type!r}), not "
@@ -114,6 +126,7 @@ def _import_plan(input_dir: str, family: str | None,
                  head: str | None) -> tuple[HfFamily, HfHead | None, ModelConfig, ImportPlan]:
     hf = read_hf_config(_config_dir(input_dir))
     fam = _family_for(hf, input_dir, family)
+    hf = fam.full_hf_config(hf, _config_dir(input_dir))
     task_head = _head_for(fam, hf, input_dir, head)
     config = fam.config_from_hf(hf)
     if task_head is not None:
@@ -144,7 +157,8 @@ def hf_model_config(input_path: str, family: str | None = None) -> ModelConfig |
     if not _has_hf_config(directory):
         return None
     hf = read_hf_config(directory)
-    return _family_for(hf, input_path, family).config_from_hf(hf)
+    fam = _family_for(hf, input_path, family)
+    return fam.config_from_hf(fam.full_hf_config(hf, directory))
 
 
 def hf_task_head(path: str) -> HfHead | None:
@@ -307,7 +321,8 @@ def convert_tencentpretrain_to_hf(
     whole; a non-empty ``output_dir`` is refused unless ``options.overwrite``.
     """
     family = get_family(options.family)
-    head = family.head(options.head) if options.head else None
+    head_name = options.head or family.default_head
+    head = family.head(head_name) if head_name else None
     keys = list_keys(input_path)
     word_key = word_embedding_key(config)
     has_word = word_key is not None and word_key in keys
@@ -336,6 +351,8 @@ def convert_tencentpretrain_to_hf(
                 writer.add(name, converted)
             del tensor
         plan.finish()
+        for name, fixed in (family.fixed_tensors(config) if family.fixed_tensors else {}).items():
+            writer.add(name, cast(fixed, options.dtype or dtype_seen))
         writer.close()
         _write_hf_metadata(staging, family, hf, config, options, dtype_seen)
     logger.info("wrote HF %s model to %s", head.architecture if head else family.name, output_dir)
@@ -359,6 +376,8 @@ def _checkpoint_labels(path: str, keys: dict[str, str], head: HfHead, config: Mo
 
 def _head_hf_config(hf: dict, head: HfHead, labels_num: int | None) -> dict:
     """The config.json of a task head: its class, and its label names (``num_labels`` is their count)."""
+    if not head.layers:  # a pooling model (sbert's BertModel): no labels
+        return {**hf, "architectures": [head.architecture]}
     labels = head.outputs(labels_num)
     return {**hf, "architectures": [head.architecture],
             "id2label": {str(i): f"LABEL_{i}" for i in range(labels)},
@@ -406,6 +425,8 @@ def _write_hf_metadata(output_dir: str, family: HfFamily, hf: dict, config: Mode
     if dtype in HF_DTYPE_NAMES:
         hf["torch_dtype"] = HF_DTYPE_NAMES[dtype]  # transformers 4.x reads torch_dtype, 5.x reads either
     write_json(os.path.join(output_dir, "config.json"), hf)
+    if family.write_extra_files is not None:
+        family.write_extra_files(output_dir, config)
     if family.generation_config:
         # No max_length: generate() would warn about it on every call that passes max_new_tokens; the context
         # length is config.json's max_position_embeddings.

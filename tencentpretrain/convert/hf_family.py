@@ -118,6 +118,26 @@ class HfFamily:
     heads: tuple[HfHead, ...] = ()  # fine-tuned task heads on the encoder (needs backbone_map)
     backbone_map: Callable[[dict], WeightMap] | None = None  # config.json dict -> embedding + encoder map
     gguf: GgufArch | None = None  # llama.cpp runs this family (tencentpretrain.convert.llama_gguf)
+    # the model_type of its config.json when that is another family's (sbert: a BertModel directory says "bert");
+    # such a family is never picked from config.json, only by a caller that names it
+    hf_model_type: str | None = None
+    default_head: str | None = None  # the head an export writes when none is asked for (sbert: BertModel)
+    # files of the HF directory besides config.json: directory -> keys merged into the config.json dict
+    # before config_from_hf (sbert: the pooling of 1_Pooling/config.json) ...
+    read_extra_config: Callable[[str], dict] | None = None
+    # ... and (output directory, ModelConfig) -> writes them on export
+    write_extra_files: Callable[[str, ModelConfig], None] | None = None
+    # ModelConfig -> HF tensors that are a fixed function of the config (Pegasus's sinusoidal tables): the export
+    # writes them, the import leaves them out (the weight map ignores them)
+    fixed_tensors: Callable[[ModelConfig], dict[str, torch.Tensor]] | None = None
+
+    def claims(self, hf: dict) -> bool:
+        """Whether a config.json dict names this family's model_type (its own, or the one it reads)."""
+        return hf.get("model_type") in (self.model_type, self.hf_model_type)
+
+    def full_hf_config(self, hf: dict, directory: str) -> dict:
+        """The config.json dict with what the family reads from the directory's other files."""
+        return hf if self.read_extra_config is None else {**hf, **self.read_extra_config(directory)}
 
     def head(self, architecture: str) -> HfHead:
         """The head of the HF class ``architecture``; a ConfigError listing the family's heads otherwise."""
@@ -136,14 +156,17 @@ class HfFamily:
 
 # Fields that do not change what an exported model computes: training-only ones, the vocabulary (checked against
 # the embedding), and tie_weights: an export writes the output layer as a tensor unless HF ties it itself, so an
-# HF class with an untied head (T5's) still computes what our tied one does.
-_NOT_COMPUTED = ("dropout", "vocab_size", "label_smoothing", "ignore_index", "tie_weights")
+# HF class with an untied head (T5's) still computes what our tied one does. layer_number_scale is an fp16 guard
+# that leaves the function unchanged (tencentpretrain/layers/alibi.py).
+_NOT_COMPUTED = ("dropout", "vocab_size", "label_smoothing", "ignore_index", "tie_weights", "layer_number_scale")
 
 
 def computed_fields(config: ModelConfig) -> dict:
     """The fields of ``config`` that decide the function the model computes, normalized (derived head counts,
     fields of absent components left out), so two configs of the same model compare equal."""
     values = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name not in _NOT_COMPUTED}
+    if config.is_dual:  # each stream as the config it resolves to, not the JSON object that overrides the top
+        values.update(zip(("stream_0", "stream_1"), (computed_fields(s) for s in config.streams), strict=True))
     values.update(local_kv_heads_num=config.kv_heads_num, attention_head_size=config.head_size,
                   qkv_bias=config.use_qkv_bias)
     absent = []

@@ -41,6 +41,8 @@ def sinusoidal_rows(rows: torch.Tensor, width: int) -> torch.Tensor:
 class SinusoidalPositionEmbedding(nn.Module):
     """Positions -> fixed vectors; ``max_seq_length - 2`` positions fit."""
 
+    scales_word_embedding = True  # the word vectors are multiplied by sqrt(emb_size) (see WordEmbedding)
+
     def __init__(self, config: ModelConfig, vocab_size: int) -> None:
         super().__init__()
         self.max_seq_length = config.max_seq_length

@@ -15,7 +15,8 @@ from tencentpretrain.registry import EMBEDDINGS
 class WordEmbedding(nn.Module):
     """Token ids -> vectors. State key: ``embedding.word.embedding.weight`` (V, E).
 
-    With ``sinusoidalpos`` among the config's (source-side) ``embedding`` names, the vectors are scaled by
+    With ``sinusoidalpos`` (or another embedding that declares ``scales_word_embedding``, such as
+    ``pegasus_sinusoidalpos``) among the config's (source-side) ``embedding`` names, the vectors are scaled by
     sqrt(emb_size), on both sides of an encoder-decoder: the original's rule (the Transformer paper's), which
     keeps the word vectors comparable in size to the fixed sin/cos rows.
 
@@ -29,7 +30,8 @@ class WordEmbedding(nn.Module):
     def __init__(self, config: ModelConfig, vocab_size: int) -> None:
         super().__init__()
         self.embedding = nn.Embedding(vocab_size, config.emb_size)
-        self.scale = math.sqrt(config.emb_size) if "sinusoidalpos" in config.embedding else None
+        scaled = any(getattr(EMBEDDINGS.get(name), "scales_word_embedding", False) for name in config.embedding)
+        self.scale = math.sqrt(config.emb_size) if scaled else None
 
     def forward(self, src: torch.Tensor, seg: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """src (B, T) -> (B, T, E)."""
