@@ -27,6 +27,7 @@ from tencentpretrain.transforms.quantize import optimize_for_inference, quantize
 logger = logging.getLogger(__name__)
 
 HF_SPM_NAME = "tokenizer.model"  # the SentencePiece model an HF LLaMA directory ships
+HF_TOKENIZER_JSON = "tokenizer.json"  # a fast tokenizer an HF directory ships (Qwen2 has no tokenizer.model)
 QUANTIZATIONS = ("int8", "int4")
 
 
@@ -78,11 +79,15 @@ class ModelSpec:
 
 def load_tokenizer(spec: ModelSpec) -> Tokenizer:
     """The tokenizer of ``spec``: its SentencePiece model or vocabulary file, else an HF directory's
-    ``tokenizer.model``."""
+    ``tokenizer.model``, else the HF tokenizer saved in that directory (``tokenizer.json``: Qwen2's byte-level BPE,
+    read through transformers as ``--tokenizer hfpretrained``)."""
     if not (spec.spm_model_path or spec.vocab_path):
-        bundled = os.path.join(spec.load_model_path or "", HF_SPM_NAME)
+        directory = spec.load_model_path or ""
+        bundled = os.path.join(directory, HF_SPM_NAME)
         if spec.is_hf_directory and os.path.isfile(bundled):
             spec = dataclasses.replace(spec, spm_model_path=bundled)
+        elif spec.is_hf_directory and os.path.isfile(os.path.join(directory, HF_TOKENIZER_JSON)):
+            spec = dataclasses.replace(spec, tokenizer="hfpretrained", vocab_path=directory)
         else:
             raise ConfigError("no tokenizer given: pass --spm_model_path tokenizer.model (or --tokenizer with "
                               "--vocab_path)")

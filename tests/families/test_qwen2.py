@@ -259,3 +259,24 @@ def test_the_server_on_an_hf_qwen2_directory_answers_as_transformers(tmp_path):
         expected = expected[: expected.index(tokenizer.eos_id)]
     assert content == tokenizer.decode(expected)
     assert len(expected) >= 3  # something was generated to compare
+
+
+def test_an_hf_qwen2_directory_brings_its_byte_level_tokenizer(tmp_path):
+    """Qwen2 ships tokenizer.json (byte-level BPE), no tokenizer.model: with no tokenizer flag, inference reads it
+    through transformers (``hfpretrained``) and encodes as HF does."""
+    import tokenizers
+
+    from tencentpretrain.model_spec import ModelSpec, load_tokenizer
+
+    _hf_qwen2(tmp_path / "hf", tie=True)
+    trainer = tokenizers.ByteLevelBPETokenizer()
+    trainer.train_from_iterator(["通义千问 Qwen2 speaks 中文 and English."] * 20, vocab_size=300, min_frequency=1,
+                                special_tokens=["<|endoftext|>"], show_progress=False)
+    hf_tokenizer = transformers.PreTrainedTokenizerFast(tokenizer_object=trainer._tokenizer,
+                                                        eos_token="<|endoftext|>")
+    hf_tokenizer.save_pretrained(str(tmp_path / "hf"))
+    ours = load_tokenizer(ModelSpec(load_model_path=str(tmp_path / "hf")))
+    assert ours.name == "hfpretrained"
+    text = "Qwen2 讲中文 and English!"
+    assert ours.encode(text) == hf_tokenizer.encode(text, add_special_tokens=False)
+    assert ours.decode(ours.encode(text)) == text
