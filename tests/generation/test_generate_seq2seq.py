@@ -15,7 +15,8 @@ from scripts import generate_seq2seq
 from tencentpretrain.config import load_model_config
 from tencentpretrain.convert.loading import load_model
 from tencentpretrain.errors import ConfigError
-from tencentpretrain.generation.seq2seq import BeamOptions, beam_search_seq2seq, generate_seq2seq as greedy
+from tencentpretrain.generation.seq2seq import BeamOptions, beam_search_seq2seq
+from tencentpretrain.generation.seq2seq import generate_seq2seq as greedy
 from tests.helpers import REPO_ROOT
 
 transformers = pytest.importorskip("transformers")
