@@ -12,11 +12,13 @@ import torch
 
 from scripts import convert_bart_from_huggingface_to_tencentpretrain as hf_to_tp
 from scripts import generate_seq2seq
-from tencentpretrain.config import load_model_config
+from tencentpretrain.checkpoint import save_file
+from tencentpretrain.config import load_model_config, save_model_config
 from tencentpretrain.convert.loading import load_model
-from tencentpretrain.errors import ConfigError
+from tencentpretrain.errors import CheckpointError, ConfigError
 from tencentpretrain.generation.seq2seq import BeamOptions, beam_search_seq2seq
 from tencentpretrain.generation.seq2seq import generate_seq2seq as greedy
+from tencentpretrain.models.model import build_model
 from tests.helpers import REPO_ROOT
 
 transformers = pytest.importorskip("transformers")
@@ -156,3 +158,28 @@ def test_the_script_reports_bad_input_in_one_line(bart, tmp_path):
                              *_script_args(path, "--tgt_seq_length", "1")], capture_output=True, text=True, check=False)
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "--tgt_seq_length (1)" in result.stderr
+
+
+def test_a_model_with_its_own_target_vocabulary(bart, tmp_path):
+    """mt data built with --tgt_vocab_path gives the decoder side its own vocabulary (Model's tgt_vocab_size):
+    --tgt_vocab_path loads such a model strictly and writes pieces of that vocabulary."""
+    _, _, path = bart
+    config = load_model_config(str(path / "m_config.json")).replace(share_embedding=False, vocab_size=None)
+    torch.manual_seed(5)
+    model = build_model(config, VOCAB, tgt_vocab_size=12).eval()
+    save_file(model.state_dict(), str(tmp_path / "mt.bin"))
+    save_model_config(config, tmp_path / "mt_config.json")
+    target_pieces = ["<s>", "<pad>", "</s>", "<unk>", *(f"t{i}" for i in range(4, 12))]
+    (tmp_path / "tgt_vocab.txt").write_text("\n".join(target_pieces) + "\n", encoding="utf-8")
+    (path / "in.txt").write_text("w5 w9 w17\n", encoding="utf-8")
+    args = _script_args(path, "--tgt_seq_length", "9", "--temperature", "0", "--tgt_vocab_path",
+                        str(tmp_path / "tgt_vocab.txt"))
+    args[1], args[3] = str(tmp_path / "mt.bin"), str(tmp_path / "mt_config.json")
+    generate_seq2seq.main(args)
+    ids = greedy(model, torch.tensor([[BOS, 5, 9, 17, EOS]]), start_id=BOS, eos_id=EOS, max_new_tokens=8)[0].tolist()
+    ids = ids[: ids.index(EOS) + 1] if EOS in ids else ids
+    expected = "".join(target_pieces[i] for i in [BOS, *ids])
+    assert (path / "out.txt").read_text(encoding="utf-8") == "w5 w9 w17\n" + expected
+    with pytest.raises(CheckpointError):  # without the target vocabulary the decoder's shapes do not fit
+        generate_seq2seq.main(_script_args(path)[:1] + [str(tmp_path / "mt.bin"), "--config_path",
+                              str(tmp_path / "mt_config.json"), *_script_args(path)[4:]])
