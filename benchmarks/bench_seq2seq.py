@@ -11,8 +11,9 @@ rounds means something).
 Our model is HF's, loaded through our BART converter (``load_model`` of the saved HF directory), so both start
 from the same numbers: the first-step losses are printed side by side. Tokens per step = batch * (source +
 target). Prints tokens/s (min / median / max over rounds) for both and their ratios: of the medians, of the
-maxima (the least disturbed round of each: the steadier figure on a busy machine) and the median of the per-round
-ratios.
+maxima (the least disturbed round of each) and the median of the per-round ratios; then the same for tokens per
+CPU-second of this process (``time.process_time``), which other jobs on a shared machine disturb less than the
+wall clock.
 """
 
 from __future__ import annotations
@@ -104,11 +105,21 @@ def hf(model, precision: str, batch: Seq2SeqBatch) -> Step:
     return step
 
 
-def measure(step: Step, tokens: int, steps: int) -> float:
-    start = time.perf_counter()
+def measure(step: Step, tokens: int, steps: int) -> tuple[float, float]:
+    """(tokens per wall-clock second, tokens per CPU second of this process) over ``steps`` steps."""
+    start, cpu_start = time.perf_counter(), time.process_time()
     for _ in range(steps):
         step()
-    return tokens * steps / (time.perf_counter() - start)
+    return tokens * steps / (time.perf_counter() - start), tokens * steps / (time.process_time() - cpu_start)
+
+
+def report(rates: dict[str, list[float]], label: str) -> None:
+    for name, r in rates.items():
+        print(f"  {name:4s} {label:12s} min {min(r):8.1f}  median {statistics.median(r):8.1f}  max {max(r):8.1f}")
+    ours_r, hf_r = rates["ours"], rates["hf"]
+    print(f"  ratio ours/hf ({label}): medians {statistics.median(ours_r) / statistics.median(hf_r):.3f}, "
+          f"maxima {max(ours_r) / max(hf_r):.3f}, per round (median) "
+          f"{statistics.median(o / h for o, h in zip(ours_r, hf_r)):.3f}")
 
 
 def profile(step: Step, steps: int) -> None:
@@ -151,16 +162,12 @@ def main() -> None:
             for step in steps.values():
                 for _ in range(args.warmup - 1):
                     step()
-            rates: dict[str, list[float]] = {name: [] for name in steps}
+            rates: dict[str, list[tuple[float, float]]] = {name: [] for name in steps}
             for _ in range(args.rounds):
                 for name, step in steps.items():
                     rates[name].append(measure(step, tokens, args.steps))
-            for name, r in rates.items():
-                print(f"  {name:4s} tokens/s min {min(r):8.1f}  median {statistics.median(r):8.1f}  max {max(r):8.1f}")
-            ours_r, hf_r = rates["ours"], rates["hf"]
-            print(f"  ratio ours/hf: medians {statistics.median(ours_r) / statistics.median(hf_r):.3f}, "
-                  f"maxima {max(ours_r) / max(hf_r):.3f}, per round (median) "
-                  f"{statistics.median(o / h for o, h in zip(ours_r, hf_r)):.3f}")
+            for column, label in ((0, "tokens/s"), (1, "tokens/CPU-s")):
+                report({name: [r[column] for r in rs] for name, rs in rates.items()}, label)
 
 
 if __name__ == "__main__":
