@@ -111,12 +111,14 @@ def load_model(
     lora_path: str | None = None,
     lora_config: LoraConfig | None = None,
     dtype: torch.dtype = torch.float32,
+    tgt_vocab_size: int | None = None,
 ) -> Model:
     """Build the model of ``config`` (a ModelConfig or a JSON path) and load ``model_path`` strictly.
 
     ``model_path`` may be a TencentPretrain .bin, a .safetensors file or a sharded directory; an HF directory of
     any registered family is read through its weight map (then ``config`` is ignored and may be None). A LoRA file
     (``lora_path``) is loaded on top, with only LoRA keys allowed; its rank comes from the file.
+    ``tgt_vocab_size``: rows of the decoder side when it has its own vocabulary (``mt`` with ``--tgt_vocab_path``).
     The model is returned in eval mode.
     """
     if model_path and is_hf_directory(model_path):
@@ -125,10 +127,10 @@ def load_model(
         if isinstance(config, str):
             config = load_model_config(config)
         if model_path is None:
-            model = build_model(config, vocab_size).to(dtype)
+            model = build_model(config, vocab_size, tgt_vocab_size=tgt_vocab_size).to(dtype)
         else:
             with torch.device("meta"):
-                model = build_model(config, vocab_size, init=False)
+                model = build_model(config, vocab_size, init=False, tgt_vocab_size=tgt_vocab_size)
             load_checkpoint(model, model_path)
             model = model.to(dtype)
     if lora_path:

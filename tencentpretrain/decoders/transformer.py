@@ -50,13 +50,13 @@ class TransformerDecoderLayer(nn.Module):
         hidden: torch.Tensor,
         memory: torch.Tensor,
         *,
-        self_mask: torch.Tensor,
-        context_mask: torch.Tensor,
+        self_mask: torch.Tensor | None,
+        context_mask: torch.Tensor | None,
         cache: KVCache | None = None,
         layer_index: int = 0,
     ) -> torch.Tensor:
         """hidden (B, T, H), memory (B, S, H) -> (B, T, H). self_mask (B, 1|h, T, T_total), context_mask
-        (B, 1, T, S): bool (True = visible) or float additive."""
+        (B, 1, T, S): bool (True = visible) or float additive; None: plain causal / every source visible."""
         attend = lambda x: self.self_attn(x, mask=self_mask, cache=cache, layer_index=layer_index)  # noqa: E731
         context = lambda x: self.context_attn(x, memory, mask=context_mask)  # noqa: E731
         if self.pre_norm:
@@ -84,6 +84,18 @@ class TransformerDecoder(nn.Module):
                 heads_num=config.heads_num, buckets_num=config.relative_attention_buckets_num, bidirectional=False
             )
 
+    def _self_mask(self, tgt_seg: torch.Tensor, cache: KVCache | None) -> torch.Tensor | None:
+        """The self-attention mask (B, 1 | heads, T, T_total); None for plain causal attention (training
+        without padding or position bias), which attention computes without a mask tensor."""
+        if cache is None and not self.config.relative_position_embedding and bool((tgt_seg > 0).all()):
+            return None
+        query_start = cache.length if cache is not None else 0
+        key_seg = cache.stage(tgt_seg) if cache is not None else tgt_seg
+        mask = build_attention_mask("causal", key_seg, query_start)  # (B, 1, T, T_total)
+        if self.config.relative_position_embedding:
+            mask = self.self_pos_emb.additive_mask(mask, query_start)
+        return mask
+
     def forward(
         self,
         memory: torch.Tensor,
@@ -102,13 +114,11 @@ class TransformerDecoder(nn.Module):
         Returns:
             (B, T, H)
         """
-        query_start = cache.length if cache is not None else 0
-        key_seg = cache.stage(tgt_seg) if cache is not None else tgt_seg
-        self_mask = build_attention_mask("causal", key_seg, query_start)  # (B, 1, T, T_total)
-        if self.config.relative_position_embedding:
-            self_mask = self.self_pos_emb.additive_mask(self_mask, query_start)
+        self_mask = self._self_mask(tgt_seg, cache)
         length = emb.shape[1]
-        context_mask = (src_seg > 0)[:, None, None, :].expand(-1, -1, length, -1)  # (B, 1, T, S)
+        context_mask = None  # every source position visible: attention needs no mask tensor (a faster kernel)
+        if not bool((src_seg > 0).all()):
+            context_mask = (src_seg > 0)[:, None, None, :].expand(-1, -1, length, -1)  # (B, 1, T, S)
         hidden = emb
         for i, layer in enumerate(self.transformer_decoder):
             hidden = layer(hidden, memory, self_mask=self_mask, context_mask=context_mask, cache=cache, layer_index=i)

@@ -74,7 +74,8 @@ class MultiHeadedAttention(nn.Module):
 
         Args:
             mask: (B, 1, T, S) bool, True = visible; or a float additive mask (B, 1 or heads, T, S) that may carry
-                a position bias (T5); None means plain causal attention (no padding, no cache).
+                a position bias (T5); None means plain causal attention (no padding, no cache) for self-attention,
+                and every key visible for cross-attention (``key_value`` given).
             rope: rotations of ``rope_rotations`` for the query positions, or None without rotary embeddings.
             cache: when given, the new keys/values are written to it and attention covers all cached slots.
             packing: self-attention over the real tokens only: ``query`` is then (N, H), the packed rows of a
@@ -84,6 +85,7 @@ class MultiHeadedAttention(nn.Module):
         """
         if packing is not None and key_value is not None:
             raise ValueError("packing is for self-attention only")
+        causal = mask is None and (key_value is None or key_value is query)
         if self.qkv is not None:
             q, k, v = self._fused_projections(query, key_value, rope, packing)
         elif packing is not None:
@@ -101,7 +103,7 @@ class MultiHeadedAttention(nn.Module):
         if cache is not None:
             k, v = cache.write(layer_index, k, v)  # (B, kv, S_total, D)
         if fast_masks_apply(q, self.dropout, self.training):
-            out = self._attend_with_dropout(q, k, v, mask)
+            out = self._attend_with_dropout(q, k, v, mask, causal=causal)
         else:
             out = F.scaled_dot_product_attention(
                 q,
@@ -109,7 +111,7 @@ class MultiHeadedAttention(nn.Module):
                 v,
                 attn_mask=mask,
                 dropout_p=self.dropout if self.training else 0.0,
-                is_causal=mask is None,
+                is_causal=causal,
                 scale=self.scale,
                 enable_gqa=self.kv_heads_num != self.heads_num,
             )  # (B, h, T, D)
@@ -122,7 +124,7 @@ class MultiHeadedAttention(nn.Module):
         return x.view(*x.shape[:-1], x.shape[-1] // self.head_size, self.head_size)
 
     def _attend_with_dropout(
-        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, *, causal: bool = True
     ) -> torch.Tensor:
         """SDPA's computation written out, for CPU training with dropout: the probabilities' dropout takes the
         cheap masks of ``layers.dropout`` (SDPA draws torch's, about 4x dearer). q (B, h, T, D), k/v (B, kv, S, D)
@@ -131,10 +133,12 @@ class MultiHeadedAttention(nn.Module):
         if groups > 1:
             k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)  # (B, h, S, D)
         scores = torch.matmul(q, k.transpose(-1, -2)) * self.scale  # (B, h, T, S)
-        if mask is None:  # causal; the last query sees every key
+        if mask is None and causal:  # the last query sees every key
             queries, keys = q.shape[-2], k.shape[-2]
             mask = torch.ones(queries, keys, dtype=torch.bool, device=q.device).tril(keys - queries)
-        if mask.dtype == torch.bool:
+        if mask is None:
+            pass
+        elif mask.dtype == torch.bool:
             scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
         else:
             scores = scores + mask

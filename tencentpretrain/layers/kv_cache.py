@@ -55,6 +55,12 @@ class KVCache:
         self.slot_seg[:, self.length : end] = seg
         return self.slot_seg[:, :end]
 
+    def select_rows(self, rows: torch.Tensor) -> None:
+        """Keep the rows ``rows`` (B',) of the batch, in that order (beam search follows its beams with it)."""
+        self.keys = [k.index_select(0, rows) for k in self.keys]
+        self.values = [v.index_select(0, rows) for v in self.values]
+        self.slot_seg = self.slot_seg.index_select(0, rows)
+
     def advance(self, new_tokens: int) -> None:
         """Move past the tokens that every layer has just written."""
         self.length += new_tokens

@@ -24,16 +24,18 @@ def _compute_dtype(tensor: torch.Tensor) -> torch.dtype:
 
 class _LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hidden, weight, labels, chunk_rows: int, dtype: torch.dtype, needs_grad: bool):
+    def forward(ctx, hidden, weight, bias, labels, chunk_rows: int, dtype: torch.dtype, needs_grad: bool):
         w = weight.to(dtype)
+        b = bias.to(dtype) if bias is not None else None
         rows = hidden.shape[0]
         grad_hidden = torch.empty_like(hidden) if needs_grad else None
         grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if needs_grad else None
+        grad_bias = torch.zeros(weight.shape[0], dtype=torch.float32, device=weight.device) if needs_grad else None
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
         for start in range(0, rows, chunk_rows):
             h = hidden[start : start + chunk_rows].to(dtype)  # (n, H)
             y = labels[start : start + chunk_rows]  # (n,)
-            logits = (h @ w.T).float()  # (n, V)
+            logits = (h @ w.T if b is None else torch.addmm(b, h, w.T)).float()  # (n, V)
             lse = torch.logsumexp(logits, dim=-1)  # (n,)
             total += (lse - logits.gather(1, y[:, None]).squeeze(1)).sum()
             if needs_grad:
@@ -42,31 +44,38 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 grad = grad.to(dtype)  # (n, V): d(sum of losses) / d(logits)
                 grad_hidden[start : start + chunk_rows] = (grad @ w).to(hidden.dtype)
                 grad_weight += (grad.T @ h).float()
-        ctx.save_for_backward(grad_hidden, grad_weight)
+                if b is not None:
+                    grad_bias += grad.sum(0, dtype=torch.float32)
+        ctx.save_for_backward(grad_hidden, grad_weight, grad_bias)
+        ctx.bias_dtype = bias.dtype if bias is not None else None
         ctx.weight_dtype = weight.dtype
         return total / max(rows, 1)
 
     @staticmethod
     def backward(ctx, grad_output: torch.Tensor):
-        grad_hidden, grad_weight = ctx.saved_tensors
+        grad_hidden, grad_weight, grad_bias = ctx.saved_tensors
         scale = grad_output / max(grad_hidden.shape[0], 1)
         grad_h = grad_hidden * scale.to(grad_hidden.dtype) if ctx.needs_input_grad[0] else None
         grad_w = (grad_weight * scale).to(ctx.weight_dtype) if ctx.needs_input_grad[1] else None
-        return grad_h, grad_w, None, None, None, None
+        grad_b = (grad_bias * scale).to(ctx.bias_dtype) if ctx.needs_input_grad[2] else None
+        return grad_h, grad_w, grad_b, None, None, None, None
 
 
 def linear_cross_entropy(
-    hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, *, chunk_rows: int = CHUNK_ROWS
+    hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, *, bias: torch.Tensor | None = None,
+    chunk_rows: int = CHUNK_ROWS,
 ) -> torch.Tensor:
-    """Mean cross-entropy of ``hidden @ weight.T`` against ``labels``.
+    """Mean cross-entropy of ``hidden @ weight.T (+ bias)`` against ``labels``.
 
     Args:
         hidden: (N, H) hidden states of the scored positions.
-        weight: (V, H) output projection (no bias).
+        weight: (V, H) output projection.
+        bias: (V,) its bias (BERT's and BART's output layers have one), or None.
         labels: (N,) target ids.
     Returns:
-        a scalar, equal to ``F.cross_entropy(hidden @ weight.T, labels)`` up to rounding.
+        a scalar, equal to ``F.cross_entropy(F.linear(hidden, weight, bias), labels)`` up to rounding.
     """
     # Gradients are computed during forward, so skip them when nobody will ask (eval, no_grad).
     needs_grad = torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)
-    return _LinearCrossEntropy.apply(hidden, weight, labels, chunk_rows, _compute_dtype(hidden), needs_grad)
+    needs_grad = needs_grad or (bias is not None and torch.is_grad_enabled() and bias.requires_grad)
+    return _LinearCrossEntropy.apply(hidden, weight, bias, labels, chunk_rows, _compute_dtype(hidden), needs_grad)

@@ -46,19 +46,18 @@ class LmTarget(nn.Module):
         if kept.shape[0] == 0:  # keeps the graph connected so every rank runs the same backward
             loss = self.output_layer(kept).sum() * 0.0
         elif self._can_fuse():
-            loss = linear_cross_entropy(kept, self.output_layer.weight, labels)
+            loss = linear_cross_entropy(kept, self.output_layer.weight, labels, bias=self.output_layer.bias)
         else:
             logits = self.output_layer(kept).float()  # (N, V)
             loss = F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)
         return TargetOutput(loss, {"loss_lm": loss.detach(), "tokens_lm": tokens.detach()})
 
     def _can_fuse(self) -> bool:
-        """The fused projection + loss reads the weight directly, so it needs a plain bias-free Linear whose
+        """The fused projection + loss reads the weight and bias directly, so it needs a plain Linear whose
         weight is materialised (not a LoRA-wrapped or quantized layer, not a ZeRO-3 partition)."""
         layer = self.output_layer
         return (
             type(layer) is nn.Linear
-            and layer.bias is None
             and self.label_smoothing == 0.0
             and not hasattr(layer.weight, "ds_id")
         )

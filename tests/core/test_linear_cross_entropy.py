@@ -50,3 +50,22 @@ def test_model_loss_and_grads_equal_with_and_without_fusion():
     torch.testing.assert_close(losses[0], losses[1])
     for (name, a), b in zip(fused_model.named_parameters(), plain_model.parameters()):
         torch.testing.assert_close(a.grad, b.grad, msg=name)
+
+
+@pytest.mark.parametrize("rows,chunk", [(37, 8), (5, 1024)])
+def test_with_a_bias_loss_and_gradients_equal_plain_cross_entropy(rows, chunk):
+    """BERT's and BART's output layers have a bias: it is added to every chunk's logits and gets their column
+    sums as gradient."""
+    hidden = torch.randn(rows, 16, requires_grad=True)
+    weight = torch.randn(50, 16, requires_grad=True)
+    bias = torch.randn(50, requires_grad=True)
+    labels = torch.randint(0, 50, (rows,))
+    fused = linear_cross_entropy(hidden, weight, labels, bias=bias, chunk_rows=chunk)
+    (fused * 3.0).backward()
+    grads = hidden.grad.clone(), weight.grad.clone(), bias.grad.clone()
+    hidden.grad = weight.grad = bias.grad = None
+    plain = F.cross_entropy(F.linear(hidden, weight, bias), labels)
+    (plain * 3.0).backward()
+    torch.testing.assert_close(fused, plain)
+    for got, expected in zip(grads, (hidden.grad, weight.grad, bias.grad)):
+        torch.testing.assert_close(got, expected)
