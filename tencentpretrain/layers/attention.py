@@ -105,19 +105,35 @@ class MultiHeadedAttention(nn.Module):
         if fast_masks_apply(q, self.dropout, self.training):
             out = self._attend_with_dropout(q, k, v, mask, causal=causal)
         else:
-            out = F.scaled_dot_product_attention(
-                q,
-                k,
-                v,
-                attn_mask=mask,
-                dropout_p=self.dropout if self.training else 0.0,
-                is_causal=causal,
-                scale=self.scale,
-                enable_gqa=self.kv_heads_num != self.heads_num,
-            )  # (B, h, T, D)
+            out = self._sdpa(q, k, v, mask, causal)  # (B, h, T, D)
         batch, length = out.shape[0], out.shape[2]
         out = out.transpose(1, 2).reshape(batch, length, self.heads_num * self.head_size)  # (B, T, h*D)
         return self.final_linear(out if packing is None else packing.pack(out))
+
+    def _sdpa(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
+              causal: bool) -> torch.Tensor:
+        """scaled_dot_product_attention of q (B, h, T, D) over k/v (B, kv, S, D), arranged so that grouped-query
+        attention with a mask can take a fused kernel: SDPA's flash kernel takes no mask and its memory-efficient
+        one no unequal head counts, so a masked GQA call would fall to the math kernel.
+
+        - One query per row (decoding): the query heads of a group become the rows of their key/value head,
+          (B, h, 1, D) -> (B, kv, groups, D); the mask (B, 1, 1, S) broadcasts over them. Equal head counts, no
+          copy of K/V.
+        - A masked GQA prefill on CUDA: K/V are expanded to the query heads (repeat_interleave, as enable_gqa
+          pairs them).
+        """
+        dropout = self.dropout if self.training else 0.0
+        groups = self.heads_num // self.kv_heads_num
+        batch, heads, length, size = q.shape
+        if groups > 1 and mask is not None and length == 1 and mask.shape[1] == 1 and mask.shape[2] == 1:
+            folded = q.reshape(batch, self.kv_heads_num, groups, size)  # query head kv * groups + g -> row g of kv
+            out = F.scaled_dot_product_attention(folded, k, v, attn_mask=mask, dropout_p=dropout, scale=self.scale)
+            return out.reshape(batch, heads, 1, size)
+        if groups > 1 and mask is not None and q.device.type == "cuda":
+            k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+            groups = 1
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=causal,
+                                              scale=self.scale, enable_gqa=groups > 1)
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         """(B, T, heads * D) -> (B, T, heads, D)."""

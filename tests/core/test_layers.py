@@ -171,3 +171,22 @@ def test_fused_projections_give_the_same_outputs(bias):
     fused_ffn = copy.deepcopy(ffn)
     fused_ffn.fuse_gate_up_()
     torch.testing.assert_close(fused_ffn(x), ffn(x))
+
+
+@pytest.mark.parametrize("mask_kind", ["bool", "float"])
+def test_gqa_decode_step_folds_query_groups_and_equals_enable_gqa(mask_kind):
+    """One query per row with a mask: the query heads of a group become rows of their key/value head (no K/V
+    copy, equal head counts for SDPA's fused kernels); the result equals SDPA's own grouped-query attention."""
+    torch.manual_seed(0)
+    attn = MultiHeadedAttention(32, 8, 4, kv_heads_num=2).eval()
+    q = torch.randn(3, 8, 1, 4)
+    k, v = torch.randn(3, 2, 7, 4), torch.randn(3, 2, 7, 4)
+    visible = torch.rand(3, 1, 1, 7) > 0.3
+    visible[..., 0] = True
+    mask = visible if mask_kind == "bool" else torch.zeros(3, 1, 1, 7).masked_fill(~visible, float("-inf"))
+    expected = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=attn.scale, enable_gqa=True)
+    torch.testing.assert_close(attn._sdpa(q, k, v, mask, causal=False), expected)
+    full_query = torch.randn(3, 8, 5, 4)  # several queries per row: not folded, same as enable_gqa
+    full_mask = visible.expand(3, 1, 5, 7)
+    torch.testing.assert_close(attn._sdpa(full_query, k, v, full_mask, causal=False), F.scaled_dot_product_attention(
+        full_query, k, v, attn_mask=full_mask, scale=attn.scale, enable_gqa=True))
