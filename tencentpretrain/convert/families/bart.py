@@ -62,14 +62,13 @@ def _side_rules(side: str, embedding: str) -> list[Rule]:
             *_pair(f"model.{side}.layernorm_embedding", f"{embedding}.layer_norm", norm=True)]
 
 
-def bart_hf_weight_map(config: ModelConfig, hf: dict | None = None) -> WeightMap:
+def encoder_decoder_rules() -> list[Rule]:
+    """The rules BART and Pegasus share: the word tables, every encoder and decoder layer, the head and its bias."""
     enc, dec = "model.encoder.layers.{}", "model.decoder.layers.{}"
     tenc, tdec = "encoder.transformer.{}", "decoder.transformer_decoder.{}"
-    rules = [
+    return [
         Rule("model.shared.weight", WORD, aliases=("model.encoder.embed_tokens.weight",)),
         Rule("model.decoder.embed_tokens.weight", "tgt_embedding.word.embedding.weight"),
-        *_side_rules("encoder", "embedding"),
-        *_side_rules("decoder", "tgt_embedding"),
         *_attention(f"{enc}.self_attn", f"{tenc}.self_attn"),
         *_pair(f"{enc}.self_attn_layer_norm", f"{tenc}.layer_norm_1", norm=True),
         *_pair(f"{enc}.fc1", f"{tenc}.feed_forward.linear_1"),
@@ -85,10 +84,19 @@ def bart_hf_weight_map(config: ModelConfig, hf: dict | None = None) -> WeightMap
         Rule("lm_head.weight", "target.lm.output_layer.weight"),
         Rule("final_logits_bias", "target.lm.output_layer.bias", _squeeze_row, _unsqueeze_row),
     ]
-    ties = [Tie("tgt_embedding.word.embedding.weight", WORD)]  # what a tied HF BART leaves out of its file
+
+
+def shared_table_ties(hf: dict | None) -> list[Tie]:
+    """The tables a tied HF BART or Pegasus leaves out of its file: the decoder's words, and the head if tied."""
+    ties = [Tie("tgt_embedding.word.embedding.weight", WORD)]
     if (hf or {}).get("tie_word_embeddings", True):
         ties.append(Tie("target.lm.output_layer.weight", WORD))
-    return WeightMap("HuggingFace BART", rules, ties=ties)
+    return ties
+
+
+def bart_hf_weight_map(config: ModelConfig, hf: dict | None = None) -> WeightMap:
+    rules = [*encoder_decoder_rules(), *_side_rules("encoder", "embedding"), *_side_rules("decoder", "tgt_embedding")]
+    return WeightMap("HuggingFace BART", rules, ties=shared_table_ties(hf))
 
 
 def _check_supported(hf: dict) -> None:

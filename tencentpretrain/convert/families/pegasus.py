@@ -20,9 +20,9 @@ from __future__ import annotations
 import torch
 
 from tencentpretrain.config import ModelConfig
-from tencentpretrain.convert.families.bart import HF_ACTIVATIONS
+from tencentpretrain.convert.families.bart import HF_ACTIVATIONS, encoder_decoder_rules, shared_table_ties
 from tencentpretrain.convert.hf_family import HfFamily
-from tencentpretrain.convert.weight_map import Rule, Tie, WeightMap
+from tencentpretrain.convert.weight_map import Rule, WeightMap
 from tencentpretrain.embeddings.pegasus_sinusoidalpos import pegasus_sinusoidal_rows
 from tencentpretrain.errors import ConfigError
 
@@ -31,51 +31,15 @@ WORD = "embedding.word.embedding.weight"
 SIDES = ("encoder", "decoder")
 
 
-def _squeeze_row(b: torch.Tensor) -> torch.Tensor:  # final_logits_bias (1, V) -> (V,)
-    return b.reshape(-1).contiguous()
-
-
-def _unsqueeze_row(b: torch.Tensor) -> torch.Tensor:  # (V,) -> (1, V)
-    return b.reshape(1, -1).contiguous()
-
-
-def _pair(external: str, internal: str, norm: bool = False) -> list[Rule]:
-    names = (("weight", "gamma"), ("bias", "beta")) if norm else (("weight", "weight"), ("bias", "bias"))
-    return [Rule(f"{external}.{hf}", f"{internal}.{ours}") for hf, ours in names]
-
-
-def _attention(external: str, internal: str) -> list[Rule]:
-    parts = (("q_proj", "linear_layers.0"), ("k_proj", "linear_layers.1"), ("v_proj", "linear_layers.2"),
-             ("out_proj", "final_linear"))
-    return [rule for hf, ours in parts for rule in _pair(f"{external}.{hf}", f"{internal}.{ours}")]
+def _final_norm(side: str) -> list[Rule]:
+    """The LayerNorm after the last layer of a pre-norm side."""
+    return [Rule(f"model.{side}.layer_norm.{hf}", f"{side}.layer_norm.{ours}") for hf, ours in
+            (("weight", "gamma"), ("bias", "beta"))]
 
 
 def pegasus_hf_weight_map(config: ModelConfig, hf: dict | None = None) -> WeightMap:
-    enc, dec = "model.encoder.layers.{}", "model.decoder.layers.{}"
-    tenc, tdec = "encoder.transformer.{}", "decoder.transformer_decoder.{}"
-    rules = [
-        Rule("model.shared.weight", WORD, aliases=("model.encoder.embed_tokens.weight",)),
-        Rule("model.decoder.embed_tokens.weight", "tgt_embedding.word.embedding.weight"),
-        *_attention(f"{enc}.self_attn", f"{tenc}.self_attn"),
-        *_pair(f"{enc}.self_attn_layer_norm", f"{tenc}.layer_norm_1", norm=True),
-        *_pair(f"{enc}.fc1", f"{tenc}.feed_forward.linear_1"),
-        *_pair(f"{enc}.fc2", f"{tenc}.feed_forward.linear_2"),
-        *_pair(f"{enc}.final_layer_norm", f"{tenc}.layer_norm_2", norm=True),
-        *_pair("model.encoder.layer_norm", "encoder.layer_norm", norm=True),
-        *_attention(f"{dec}.self_attn", f"{tdec}.self_attn"),
-        *_pair(f"{dec}.self_attn_layer_norm", f"{tdec}.layer_norm_1", norm=True),
-        *_attention(f"{dec}.encoder_attn", f"{tdec}.context_attn"),
-        *_pair(f"{dec}.encoder_attn_layer_norm", f"{tdec}.layer_norm_2", norm=True),
-        *_pair(f"{dec}.fc1", f"{tdec}.feed_forward.linear_1"),
-        *_pair(f"{dec}.fc2", f"{tdec}.feed_forward.linear_2"),
-        *_pair(f"{dec}.final_layer_norm", f"{tdec}.layer_norm_3", norm=True),
-        *_pair("model.decoder.layer_norm", "decoder.layer_norm", norm=True),
-        Rule("lm_head.weight", "target.lm.output_layer.weight"),
-        Rule("final_logits_bias", "target.lm.output_layer.bias", _squeeze_row, _unsqueeze_row),
-    ]
-    ties = [Tie("tgt_embedding.word.embedding.weight", WORD)]  # what a tied HF Pegasus leaves out of its file
-    if (hf or {}).get("tie_word_embeddings", True):
-        ties.append(Tie("target.lm.output_layer.weight", WORD))
+    rules = [*encoder_decoder_rules(), *_final_norm("encoder"), *_final_norm("decoder")]
+    ties = shared_table_ties(hf)
     # the fixed position tables: computed by pegasus_sinusoidalpos, written by fixed_position_tables
     return WeightMap("HuggingFace Pegasus", rules, ties=ties,
                      ignored_external=[r"^model\.(en|de)coder\.embed_positions\.weight$"])
